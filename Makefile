@@ -1,0 +1,51 @@
+# Just a Process: the two commands.
+#   make lab    install what is missing, then start JupyterLab on 127.0.0.1:8888
+#   make test   install what is missing, then run every test (unit tests + nbval)
+# Both are idempotent: a second run installs nothing.
+
+SHELL := /bin/bash
+# Debian's Python (python3 + python3-venv from tools/system-packages.txt), not
+# whichever python3 is first on PATH: the VM and CI must build the same venv.
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8888
+
+.PHONY: lab test system venv learner learner-reset cleanup leftovers doctor help
+
+help:
+	@sed -n '2,4p' Makefile
+
+system:
+	@bash tools/install-system-packages.sh
+
+# The venv is rebuilt only when the dependency list (helpers/pyproject.toml) changes.
+$(VENV)/.installed: helpers/pyproject.toml | system
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e 'helpers[lab,test]'
+	@touch $@
+
+venv: system $(VENV)/.installed
+
+# Learner copies (solutions emptied) are written only where missing: a
+# learner's work is never overwritten. `make learner-reset` rewrites them.
+learner: venv
+	@$(PY) tools/notebooks.py learner
+
+learner-reset: venv
+	@$(PY) tools/notebooks.py learner --force
+
+lab: venv learner
+	@bash tools/start-lab.sh $(PORT)
+
+test: venv
+	$(PY) -m pytest
+
+doctor: venv
+	@$(PY) -m justaprocess doctor
+
+cleanup: venv
+	@$(PY) -m justaprocess cleanup
+
+leftovers: venv
+	@$(PY) -m justaprocess leftovers

@@ -1,0 +1,374 @@
+"""The lab's life cycle: naming, the on-disk registry, cleanup and leftovers.
+
+Every kernel object the course creates is named from one prefix (``jap``) and
+recorded in a registry on disk *before* it is used, so that one call removes
+it all - also after the Jupyter kernel that made it was killed.  Cleanup only
+ever touches what is registered or carries the prefix: never the machine's own
+cgroups, interfaces, mounts or processes.
+
+Registry: one JSON file per object under ``<state>/registry/``.  One file per
+object makes registering atomic without locks (several kernels and a test run
+may register at once).  ``<state>`` is ``$JAP_STATE_DIR`` or /var/lib/justaprocess.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+from . import _libc, cgroups, proc
+from .errors import BadInput, NeedsPrivilege
+
+PREFIX = "jap"
+# Kinds in the order cleanup removes them: processes first (they hold the rest
+# busy), then mounts, network links, network namespaces, cgroups, folders.
+KINDS = ("process", "mount", "link", "netns", "cgroup", "dir")
+NETNS_DIR = "/run/netns"
+
+
+def state_dir() -> str:
+    return os.environ.get("JAP_STATE_DIR", "/var/lib/justaprocess")
+
+
+def run_dir() -> str:
+    """Where per-object folders go (container rootfs copies, volumes): all leftovers if present."""
+    return os.path.join(state_dir(), "run")
+
+
+def cache_dir() -> str:
+    """Made once and kept (built root filesystems): not leftovers."""
+    return os.path.join(state_dir(), "cache")
+
+
+def new_id() -> str:
+    """A short random id; names made from it stay under IFNAMSIZ (15 chars)."""
+    return secrets.token_hex(3)
+
+
+def name(suffix: str = "", ident: str | None = None) -> str:
+    """A lab name: ``jap-<id>`` or ``jap-<id>-<suffix>``."""
+    ident = ident or new_id()
+    return f"{PREFIX}-{ident}" + (f"-{suffix}" if suffix else "")
+
+
+@dataclass
+class Entry:
+    """One registered object."""
+    kind: str
+    name: str                 # netns/link name, or the path of a cgroup/mount/dir
+    owner: int = 0            # PID of the process that created it (a kernel, a test run)
+    owner_start: int = 0      # and its start time: PIDs are recycled
+    pid: int = 0              # for processes
+    start: int = 0            # for processes: start time, so a recycled PID is never killed
+    created: float = field(default_factory=time.time)
+    note: str = ""
+
+    @property
+    def key(self) -> str:
+        safe = self.name.strip("/").replace("/", "%") or "root"
+        return f"{self.kind}--{safe}--{self.pid}.json"
+
+
+def _registry() -> str:
+    return os.path.join(state_dir(), "registry")
+
+
+def _check_prefixed(kind: str, name: str) -> None:
+    base = os.path.basename(name.rstrip("/"))
+    if kind != "process" and not base.startswith(PREFIX):
+        raise BadInput(f"lab objects are named {PREFIX}-...: refusing to register {kind} {name!r}")
+
+
+def register(kind: str, name: str, *, pid: int = 0, note: str = "") -> Entry:
+    """Record an object *before* creating it (so a crash in between leaves no orphan)."""
+    if kind not in KINDS:
+        raise BadInput(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
+    _check_prefixed(kind, name)
+    me = os.getpid()
+    e = Entry(kind, name, owner=me, owner_start=proc.start_time(me), pid=pid,
+              start=proc.start_time(pid) if pid else 0, note=note)
+    os.makedirs(_registry(), exist_ok=True)
+    tmp = os.path.join(_registry(), "." + e.key + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(asdict(e), f)
+    os.replace(tmp, os.path.join(_registry(), e.key))
+    return e
+
+
+def unregister(entry: Entry) -> None:
+    try:
+        os.unlink(os.path.join(_registry(), entry.key))
+    except FileNotFoundError:
+        pass
+
+
+def entries() -> list[Entry]:
+    """Every registered object, in cleanup order."""
+    out = []
+    try:
+        names = os.listdir(_registry())
+    except FileNotFoundError:
+        return []
+    for fn in names:
+        if not fn.endswith(".json") or fn.startswith("."):
+            continue
+        try:
+            with open(os.path.join(_registry(), fn)) as f:
+                out.append(Entry(**json.load(f)))
+        except (OSError, ValueError, TypeError):
+            continue  # a half-written file from a crash: the .tmp never got renamed
+    # Cleanup order by kind; deepest paths first within a kind.
+    return sorted(out, key=lambda e: (KINDS.index(e.kind), -e.name.count("/"), e.created))
+
+
+def _alive(pid: int, start: int) -> bool:
+    try:
+        return proc.start_time(pid) == start
+    except (OSError, ValueError, LookupError):
+        return False
+
+
+def owner_alive(e: Entry) -> bool:
+    return _alive(e.owner, e.owner_start)
+
+
+# --- is it still there? -------------------------------------------------------
+
+def _mounted(path: str) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)
+
+
+def present(e: Entry) -> bool:
+    if e.kind == "process":
+        return _alive(e.pid, e.start)
+    if e.kind == "mount":
+        return _mounted(e.name)
+    if e.kind == "link":
+        return os.path.exists(f"/sys/class/net/{e.name}")
+    if e.kind == "netns":
+        return os.path.exists(os.path.join(NETNS_DIR, e.name))
+    if e.kind in ("cgroup", "dir"):
+        return os.path.isdir(e.name)
+    return False
+
+
+# --- removing -----------------------------------------------------------------
+
+def _kill(pid: int, start: int, timeout: float = 3.0) -> None:
+    if not _alive(pid, start):
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:  # our own child: reap it, or it stays a zombie with the same start time
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            pass
+        if not _alive(pid, start):
+            return
+        # A zombie of another parent is dead for our purposes.
+        try:
+            if proc.status(pid)["State"].startswith("Z"):
+                return
+        except (OSError, LookupError):
+            return
+        time.sleep(0.01)
+
+
+def _ip(*args: str) -> None:
+    ip = shutil.which("ip")
+    if ip is None:
+        from .errors import MissingTool
+        raise MissingTool("ip", "iproute2")
+    subprocess.run([ip, *args], check=False, capture_output=True)
+
+
+def _remove_dir(path: str) -> None:
+    # Unmount anything still mounted beneath it first: rmtree would otherwise
+    # descend into a bind mount and delete the *source*'s files.
+    with open("/proc/self/mountinfo") as f:
+        below = [line.split()[4] for line in f]
+    for target in sorted((t for t in below if t == path or t.startswith(path + "/")),
+                         key=len, reverse=True):
+        _libc.umount2(target, _libc.MNT_DETACH)
+    shutil.rmtree(path, ignore_errors=False)
+
+
+def remove(e: Entry) -> None:
+    """Remove one object if it is still there, then forget it."""
+    _check_prefixed(e.kind, e.name)
+    if present(e):
+        if e.kind == "process":
+            _kill(e.pid, e.start)
+        elif e.kind == "mount":
+            _libc.umount2(e.name, _libc.MNT_DETACH)
+        elif e.kind == "link":
+            _ip("link", "del", e.name)
+        elif e.kind == "netns":
+            _ip("netns", "del", e.name)
+        elif e.kind == "cgroup":
+            cgroups.remove(e.name)
+        elif e.kind == "dir":
+            _remove_dir(e.name)
+    unregister(e)
+
+
+def cleanup(owner: int | None = None, stale: bool = False) -> list[Entry]:
+    """Remove registered objects (all of them by default) and any prefixed leftovers.
+
+    ``owner``: only what that process created (a kernel cleaning up after itself).
+    ``stale``: only what was created by processes that are gone (a crashed kernel).
+    Safe to run twice. Returns what was removed; raises after trying them all
+    if some could not be removed.
+    """
+    if os.geteuid() != 0:
+        raise NeedsPrivilege("root", "cleanup")
+    done, failed = [], []
+    for e in entries():
+        if owner is not None and e.owner != owner:
+            continue
+        if stale and owner_alive(e):
+            continue
+        try:
+            remove(e)
+            done.append(e)
+        except OSError as exc:
+            failed.append(f"{e.kind} {e.name}: {exc}")
+    if owner is None and not stale:
+        # Objects that carry the prefix but whose entries were lost.
+        for e in _scan():
+            try:
+                remove(e)
+                done.append(e)
+            except OSError as exc:
+                failed.append(f"{e.kind} {e.name}: {exc}")
+    if failed:
+        from .errors import LabError
+        raise LabError("cleanup could not remove: " + "; ".join(failed)
+                       + " - run `python -m justaprocess cleanup` again; if it persists, "
+                         "reboot the VM")
+    return done
+
+
+# --- finding leftovers --------------------------------------------------------
+
+def _lab_cgroup_roots() -> Iterable[str]:
+    """The lab's parent cgroup in each hierarchy (created beneath our own cgroup)."""
+    try:
+        hs = cgroups.hierarchies()
+    except OSError:
+        return []
+    roots = []
+    for h in hs:
+        try:
+            roots.append(cgroups.own_path(h))
+        except Exception:  # noqa: BLE001 - a hierarchy we are not in
+            continue
+    return roots
+
+
+def _scan() -> list[Entry]:
+    """Objects named with the prefix, present, and not in the registry."""
+    known = {(e.kind, e.name) for e in entries()}
+    found: list[Entry] = []
+
+    def add(kind: str, nm: str) -> None:
+        if (kind, nm) not in known:
+            found.append(Entry(kind, nm, note="found by prefix"))
+
+    if os.path.isdir(NETNS_DIR):
+        for n in sorted(os.listdir(NETNS_DIR)):
+            if n.startswith(PREFIX + "-"):
+                add("netns", n)
+    if os.path.isdir("/sys/class/net"):
+        for n in sorted(os.listdir("/sys/class/net")):
+            if n.startswith(PREFIX):
+                add("link", n)
+    for root in _lab_cgroup_roots():
+        try:
+            for n in sorted(os.listdir(root)):
+                if n.startswith(PREFIX) and os.path.isdir(os.path.join(root, n)):
+                    add("cgroup", os.path.join(root, n))
+        except OSError:
+            continue
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            target = line.split()[4]
+            if os.path.basename(target).startswith(PREFIX + "-") or target.startswith(run_dir() + "/"):
+                add("mount", target)
+    if os.path.isdir(run_dir()):
+        for n in sorted(os.listdir(run_dir())):
+            if n.startswith(PREFIX):
+                add("dir", os.path.join(run_dir(), n))
+    return found
+
+
+def leftovers() -> list[Entry]:
+    """Everything of the lab still present: registered objects and prefixed strays."""
+    return [e for e in entries() if present(e)] + _scan()
+
+
+# --- processes ------------------------------------------------------------------
+
+def _child_setup() -> None:
+    # Die with the process that started us (prctl(2) PR_SET_PDEATHSIG): a killed
+    # kernel takes its demo processes with it.
+    _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class LabProcess:
+    """A registered child process (a subprocess.Popen underneath).
+
+    It runs in its own session, dies with its parent, and ``stop()`` (or lab
+    cleanup) kills it and reaps it.
+    """
+
+    def __init__(self, argv: list[str], *, note: str = "", preexec=None, **popen):
+        def setup():
+            _child_setup()
+            if preexec:
+                preexec()
+
+        popen.setdefault("stdin", subprocess.DEVNULL)
+        self.popen = subprocess.Popen(argv, preexec_fn=setup, start_new_session=True, **popen)
+        self.pid = self.popen.pid
+        self.entry = register("process", f"pid-{self.pid}", pid=self.pid, note=note or argv[0])
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 3.0) -> int | None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(timeout)
+        unregister(self.entry)
+        return self.popen.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive() else f"exited {self.popen.returncode}"
+        return f"<LabProcess pid={self.pid} {state}>"
+
+
+def spawn(argv: list[str], **kw) -> LabProcess:
+    """Start a registered child process (see :class:`LabProcess`)."""
+    return LabProcess(argv, **kw)

@@ -1,0 +1,57 @@
+"""The IPython extension: ``%load_ext justaprocess`` in every notebook's setup cell.
+
+On load it removes what crashed kernels left behind (objects whose creator is
+gone), arranges for this kernel's own objects to be removed when it exits, and
+shows a ``LabError`` as one line - what is wrong and what to do - instead of a
+traceback.  ``%lab_cleanup`` removes this kernel's objects now.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+
+from IPython.core.magic import register_line_magic
+
+from . import doctor, lab
+from .errors import LabError
+
+_OWNER = os.getpid()
+
+
+def _on_exit() -> None:
+    try:
+        lab.cleanup(owner=_OWNER)
+    except Exception:  # noqa: BLE001 - at exit there is nobody to tell
+        pass
+
+
+def _show_lab_error(shell, etype, evalue, tb, tb_offset=None):
+    print(f"{etype.__name__}: {evalue}")
+    return None
+
+
+def cleanup_now() -> str:
+    removed = lab.cleanup(owner=_OWNER)
+    return f"cleanup: removed {len(removed)} object(s) of this notebook" if removed else \
+        "cleanup: nothing of this notebook to remove"
+
+
+def load_ipython_extension(ipython) -> None:
+    if os.geteuid() == 0:
+        lab.cleanup(stale=True)
+        atexit.register(_on_exit)
+    ipython.set_custom_exc((LabError,), _show_lab_error)
+
+    @register_line_magic
+    def lab_cleanup(line):  # noqa: ARG001
+        """Remove every kernel object this notebook created (safe to run twice)."""
+        print(cleanup_now())
+
+    @register_line_magic
+    def lab_doctor(line):  # noqa: ARG001
+        """One line: is the lab ready?  (`python -m justaprocess doctor` for the details.)"""
+        print(doctor.summary())
+
+
+def unload_ipython_extension(ipython) -> None:
+    ipython.set_custom_exc((), None)

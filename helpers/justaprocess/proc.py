@@ -1,0 +1,189 @@
+"""Process facts, read from /proc (proc(5)), psutil where it serves.
+
+Everything here only reads.  ``procfs`` is a parameter so tests can point the
+functions at a fake tree, as psutil's ``get_procfs_path`` does.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import psutil
+
+from .errors import NoSuchProcess
+
+PROCFS = "/proc"
+
+# The eight kinds of namespace, in the order lsns(8) and namespaces(7) list them.
+NS_KINDS = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
+
+
+class CgroupLine(NamedTuple):
+    """One line of /proc/PID/cgroup (cgroups(7)): hierarchy id, controllers, path."""
+    hierarchy: int
+    controllers: tuple[str, ...]
+    path: str
+
+
+class CapMasks(NamedTuple):
+    """The five capability sets of /proc/PID/status as 64-bit masks (capabilities(7))."""
+    inheritable: int
+    permitted: int
+    effective: int
+    bounding: int
+    ambient: int
+
+
+class IdMap(NamedTuple):
+    """One line of /proc/PID/uid_map or gid_map (user_namespaces(7))."""
+    inside: int
+    outside: int
+    count: int
+
+
+@dataclass
+class ProcessFacts:
+    """What the kernel knows that makes a process a 'container' (or not)."""
+    pid: int
+    comm: str
+    ppid: int
+    namespaces: dict[str, int]
+    cgroups: list[CgroupLine]
+    caps: CapMasks
+    nspid: tuple[int, ...]
+    uid_map: list[IdMap] = field(default_factory=list)
+    gid_map: list[IdMap] = field(default_factory=list)
+
+
+def _path(pid: int | str, name: str, procfs: str) -> str:
+    return os.path.join(procfs, str(pid), name)
+
+
+def _read(pid: int | str, name: str, procfs: str) -> str:
+    try:
+        with open(_path(pid, name, procfs)) as f:
+            return f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        if pid != "self" and not os.path.exists(os.path.join(procfs, str(pid))):
+            raise NoSuchProcess(int(pid)) from None
+        raise
+
+
+def exists(pid: int, procfs: str = PROCFS) -> bool:
+    return os.path.exists(os.path.join(procfs, str(pid)))
+
+
+def namespaces(pid: int | str = "self", procfs: str = PROCFS) -> dict[str, int]:
+    """{kind: inode} from the /proc/PID/ns/* links ('net:[4026531840]' -> 4026531840).
+
+    Two processes are in the same namespace exactly when these numbers (and the
+    nsfs device) are equal: namespaces(7), "The /proc/[pid]/ns/ directory".
+    """
+    out = {}
+    for kind in NS_KINDS:
+        try:
+            link = os.readlink(_path(pid, f"ns/{kind}", procfs))
+        except FileNotFoundError:
+            if pid != "self" and not exists(int(pid), procfs):
+                raise NoSuchProcess(int(pid)) from None
+            continue  # a kernel without this kind (time needs Linux 5.6)
+        out[kind] = int(link[link.index("[") + 1:-1])
+    return out
+
+
+def cgroups(pid: int | str = "self", procfs: str = PROCFS) -> list[CgroupLine]:
+    """The lines of /proc/PID/cgroup. On cgroup v2 there is one: '0::/path'."""
+    lines = []
+    for line in _read(pid, "cgroup", procfs).splitlines():
+        hid, ctrls, path = line.split(":", 2)
+        lines.append(CgroupLine(int(hid), tuple(c for c in ctrls.split(",") if c), path))
+    return lines
+
+
+def status(pid: int | str = "self", procfs: str = PROCFS) -> dict[str, str]:
+    """/proc/PID/status as a dict of raw strings."""
+    out = {}
+    for line in _read(pid, "status", procfs).splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    return out
+
+
+def caps(pid: int | str = "self", procfs: str = PROCFS) -> CapMasks:
+    """The five capability masks (CapInh, CapPrm, CapEff, CapBnd, CapAmb)."""
+    st = status(pid, procfs)
+    return CapMasks(*(int(st[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")))
+
+
+def nspid(pid: int | str = "self", procfs: str = PROCFS) -> tuple[int, ...]:
+    """NSpid: this process's PID in each nested PID namespace, outermost first.
+
+    ``nspid(host_pid)[-1]`` is the PID the process sees for itself (proc(5)).
+    """
+    return tuple(int(x) for x in status(pid, procfs)["NSpid"].split())
+
+
+def _idmap(pid: int | str, name: str, procfs: str) -> list[IdMap]:
+    return [IdMap(*map(int, line.split())) for line in _read(pid, name, procfs).splitlines()]
+
+
+def uid_map(pid: int | str = "self", procfs: str = PROCFS) -> list[IdMap]:
+    return _idmap(pid, "uid_map", procfs)
+
+
+def gid_map(pid: int | str = "self", procfs: str = PROCFS) -> list[IdMap]:
+    return _idmap(pid, "gid_map", procfs)
+
+
+def start_time(pid: int, procfs: str = PROCFS) -> int:
+    """Field 22 of /proc/PID/stat: clock ticks after boot at which the process started.
+
+    (PID, start time) names a process for good: a recycled PID has another start time.
+    """
+    stat = _read(pid, "stat", procfs)
+    # comm (field 2) may hold spaces and parentheses: split after the last ')'.
+    return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+def facts(pid: int | str = "self", procfs: str = PROCFS) -> ProcessFacts:
+    """All of the above for one process, in one object."""
+    st = status(pid, procfs)
+    return ProcessFacts(
+        pid=int(st["Pid"]),
+        comm=st["Name"],
+        ppid=int(st["PPid"]),
+        namespaces=namespaces(pid, procfs),
+        cgroups=cgroups(pid, procfs),
+        caps=CapMasks(*(int(st[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"))),
+        nspid=tuple(int(x) for x in st["NSpid"].split()),
+        uid_map=uid_map(pid, procfs),
+        gid_map=gid_map(pid, procfs),
+    )
+
+
+def shared_namespaces(a: int | str, b: int | str, procfs: str = PROCFS) -> dict[str, bool]:
+    """{kind: True when a and b are in the same namespace of that kind}."""
+    na, nb = namespaces(a, procfs), namespaces(b, procfs)
+    return {k: na[k] == nb[k] for k in na if k in nb}
+
+
+def tree(pid: int | None = None) -> list[tuple[int, int, str]]:
+    """(depth, pid, name) of a process and its descendants, parents first (psutil)."""
+    try:
+        root = psutil.Process(pid or os.getpid())
+    except psutil.NoSuchProcess:
+        raise NoSuchProcess(pid) from None
+    out = []
+
+    def walk(p: psutil.Process, depth: int) -> None:
+        try:
+            out.append((depth, p.pid, p.name()))
+            kids = sorted(p.children(), key=lambda c: c.pid)
+        except psutil.NoSuchProcess:
+            return
+        for kid in kids:
+            walk(kid, depth + 1)
+
+    walk(root, 0)
+    return out

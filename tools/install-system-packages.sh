@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install the Debian/Ubuntu packages of tools/system-packages.txt that are missing.
+# Idempotent: when all are present it installs nothing and says so.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+mapfile -t wanted < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/system-packages.txt" | awk '{print $1}')
+
+missing=()
+for pkg in "${wanted[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$pkg")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "system packages: all ${#wanted[@]} present"
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: missing system packages: ${missing[*]}" >&2
+  echo "       run this as root (the lab is meant for a disposable VM where you are root)" >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null; then
+  echo "error: apt-get not found: the lab supports Debian 12 and Ubuntu 22.04+ (use vagrant/)" >&2
+  exit 1
+fi
+echo "system packages: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
