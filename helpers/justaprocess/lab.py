@@ -79,9 +79,17 @@ def _registry() -> str:
     return os.path.join(state_dir(), "registry")
 
 
+def is_lab_name(kind: str, name: str) -> bool:
+    """Names carry the prefix; a path (cgroup, mount, dir) has a component that does."""
+    if kind == "process":
+        return True
+    if kind in ("link", "netns"):
+        return name.startswith(PREFIX)
+    return any(part.startswith(PREFIX) for part in name.split("/"))
+
+
 def _check_prefixed(kind: str, name: str) -> None:
-    base = os.path.basename(name.rstrip("/"))
-    if kind != "process" and not base.startswith(PREFIX):
+    if not is_lab_name(kind, name):
         raise BadInput(f"lab objects are named {PREFIX}-...: refusing to register {kind} {name!r}")
 
 
@@ -128,10 +136,17 @@ def entries() -> list[Entry]:
 
 
 def _alive(pid: int, start: int) -> bool:
+    """Running, and the same process (a recycled PID has another start time).
+
+    A zombie counts as gone: it holds nothing, and only its parent can reap it.
+    """
     try:
-        return proc.start_time(pid) == start
-    except (OSError, ValueError, LookupError):
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
         return False
+    fields = stat[stat.rindex(")") + 2:].split()
+    return fields[0] != "Z" and int(fields[19]) == start
 
 
 def owner_alive(e: Entry) -> bool:
@@ -168,22 +183,10 @@ def _kill(pid: int, start: int, timeout: float = 3.0) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
+    # Not reaped here: if it is our child, its Popen reaps it and reads the signal.
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:  # our own child: reap it, or it stays a zombie with the same start time
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        except ChildProcessError:
-            pass
-        if not _alive(pid, start):
-            return
-        # A zombie of another parent is dead for our purposes.
-        try:
-            if proc.status(pid)["State"].startswith("Z"):
-                return
-        except (OSError, LookupError):
-            return
-        time.sleep(0.01)
+    while _alive(pid, start) and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def _ip(*args: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 
 from IPython.core.magic import register_line_magic
 
@@ -37,6 +38,11 @@ def cleanup_now() -> str:
 
 
 def load_ipython_extension(ipython) -> None:
+    # `!python -m justaprocess ...` and bash cells must find the course's Python
+    # (the kernel's venv), whatever PATH JupyterLab was started with.
+    bindir = os.path.dirname(sys.executable)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bindir:
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     if os.geteuid() == 0:
         lab.cleanup(stale=True)
         atexit.register(_on_exit)

@@ -1,0 +1,181 @@
+"""The lab's life cycle, for real: register, cleanup (also after a crash), leftovers."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from justaprocess import cgroups, lab
+from justaprocess.errors import BadInput
+
+pytestmark = pytest.mark.root
+PY = sys.executable
+
+
+def memory_parent() -> str:
+    h = cgroups.controllers()["memory" if cgroups.layout() != cgroups.V2 else "memory"]
+    return cgroups.own_path(h)
+
+
+def test_names_carry_the_prefix_and_fit_an_interface_name():
+    n = lab.name("h")
+    assert n.startswith("jap-") and len(n) <= 15
+
+
+def test_register_refuses_objects_without_the_prefix():
+    with pytest.raises(BadInput, match="jap"):
+        lab.register("netns", "some-host-namespace")
+    with pytest.raises(BadInput, match="unknown kind"):
+        lab.register("volcano", "jap-x")
+
+
+def test_each_kind_is_removed_and_forgotten(tmp_path, own_objects):
+    ident = lab.new_id()
+    made = []
+    ns = lab.name("ns", ident)
+    made.append(lab.register("netns", ns))
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    link = lab.name("d", ident)
+    made.append(lab.register("link", link))
+    subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", link + "p"], check=True)
+    cg = os.path.join(memory_parent(), lab.name("cg", ident))
+    made.append(lab.register("cgroup", cg))
+    os.mkdir(cg)
+    d = os.path.join(lab.run_dir(), lab.name("dir", ident))
+    made.append(lab.register("dir", d))
+    os.makedirs(d + "/mnt")
+    made.append(lab.register("mount", d + "/mnt"))
+    subprocess.run(["mount", "-t", "tmpfs", "jap-test", d + "/mnt"], check=True)
+    p = lab.spawn(["sleep", "60"])
+    # Something inside the cgroup keeps it busy: cleanup must kill it first.
+    with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+        f.write(str(p.pid))
+
+    assert all(lab.present(e) for e in made) and lab.present(p.entry)
+    removed = lab.cleanup(owner=os.getpid())
+    assert {e.kind for e in removed} >= {"process", "netns", "link", "cgroup", "dir", "mount"}
+    assert not os.path.exists(f"/run/netns/{ns}")
+    assert not os.path.exists(f"/sys/class/net/{link}")
+    assert not os.path.exists(cg) and not os.path.exists(d)
+    assert p.popen.wait(2) == -signal.SIGKILL
+    assert not [e for e in lab.entries() if e.owner == os.getpid()]
+    assert lab.cleanup(owner=os.getpid()) == []  # safe to run twice
+
+
+def test_a_dir_with_a_bind_mount_inside_loses_the_mount_not_the_source(tmp_path, own_objects):
+    src = tmp_path / "precious"
+    src.mkdir()
+    (src / "keep").write_text("data")
+    d = os.path.join(lab.run_dir(), lab.name("vol"))
+    lab.register("dir", d)
+    os.makedirs(d + "/v")
+    subprocess.run(["mount", "--bind", str(src), d + "/v"], check=True)
+    lab.cleanup(owner=os.getpid())
+    assert (src / "keep").read_text() == "data"
+    assert not os.path.exists(d)
+
+
+def test_a_recycled_pid_is_never_killed(own_objects):
+    p = lab.spawn(["sleep", "60"])
+    e = p.entry
+    # Forge the entry's start time: as if PID were reused by another process.
+    fake = lab.Entry(**{**e.__dict__, "start": e.start + 1})
+    assert not lab.present(fake)
+    lab.remove(fake)
+    assert p.alive()
+    p.stop()
+    assert not p.alive()
+
+
+CRASHING_KERNEL = """
+import os, subprocess, sys, time
+from justaprocess import cgroups, lab
+ident = sys.argv[1]
+lab.register("netns", lab.name("ns", ident)); subprocess.run(["ip", "netns", "add", lab.name("ns", ident)], check=True)
+lab.register("link", lab.name("v", ident))
+subprocess.run(["ip", "link", "add", lab.name("v", ident), "type", "veth", "peer", "name", lab.name("p", ident)], check=True)
+cg = os.path.join(cgroups.own_path(cgroups.controllers()["memory"]), lab.name("cg", ident))
+lab.register("cgroup", cg); os.mkdir(cg)
+sleeper = subprocess.Popen(["sleep", "300"], start_new_session=True)  # no pdeathsig: survives us
+open(os.path.join(cg, "cgroup.procs"), "w").write(str(sleeper.pid))
+lab.register("process", "pid-%d" % sleeper.pid, pid=sleeper.pid)
+child = lab.spawn(["sleep", "300"])
+print(sleeper.pid, child.pid, cg, flush=True)
+time.sleep(300)
+"""
+
+
+def test_cleanup_after_a_killed_kernel():
+    ident = lab.new_id()
+    k = subprocess.Popen([PY, "-c", CRASHING_KERNEL, ident], stdout=subprocess.PIPE, text=True)
+    sleeper, child, cg = k.stdout.readline().split()
+    k.kill(); k.wait()  # SIGKILL: no atexit, no finally
+    stale = [e for e in lab.entries() if e.owner == k.pid]
+    assert len(stale) == 5 and all(lab.present(e) for e in stale if e.kind != "process" or e.pid == int(sleeper))
+    # What a notebook's setup cell does: remove what dead kernels left.
+    lab.cleanup(stale=True)
+    assert not [e for e in lab.entries() if e.owner == k.pid]
+    assert not os.path.exists(f"/run/netns/jap-{ident}-ns")
+    assert not os.path.exists(f"/sys/class/net/jap-{ident}-v")
+    assert not os.path.exists(cg)
+    for pid in (int(sleeper), int(child)):
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_cli_cleanup_and_leftovers_after_a_killed_kernel():
+    ident = lab.new_id()
+    k = subprocess.Popen([PY, "-c", CRASHING_KERNEL, ident], stdout=subprocess.PIPE, text=True)
+    k.stdout.readline()
+    k.kill(); k.wait()
+    r = subprocess.run([PY, "-m", "justaprocess", "leftovers"], capture_output=True, text=True)
+    assert r.returncode == 1 and f"jap-{ident}-ns" in r.stdout
+    r = subprocess.run([PY, "-m", "justaprocess", "cleanup"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"jap-{ident}-ns" in r.stdout
+    r = subprocess.run([PY, "-m", "justaprocess", "leftovers"], capture_output=True, text=True)
+    assert f"jap-{ident}" not in r.stdout
+
+
+def test_prefixed_objects_lost_from_the_registry_are_still_found():
+    n = lab.name("l")
+    subprocess.run(["ip", "link", "add", n, "type", "veth", "peer", "name", n + "p"], check=True)
+    try:
+        assert any(e.name == n and e.kind == "link" for e in lab.leftovers())
+    finally:
+        subprocess.run(["ip", "link", "del", n], check=False)
+
+
+def test_cleanup_leaves_unprefixed_objects_alone(own_objects):
+    other = "xlab" + lab.new_id()  # not a lab name: cleanup must not touch it
+    subprocess.run(["ip", "link", "add", other, "type", "veth", "peer", "name", other + "p"], check=True)
+    try:
+        lab.cleanup(owner=os.getpid())
+        lab.cleanup(stale=True)
+        assert os.path.exists(f"/sys/class/net/{other}")
+    finally:
+        subprocess.run(["ip", "link", "del", other], check=False)
+
+
+def test_half_written_registry_files_are_ignored():
+    os.makedirs(os.path.join(lab.state_dir(), "registry"), exist_ok=True)
+    junk = os.path.join(lab.state_dir(), "registry", "netns--jap-broken--0.json")
+    with open(junk, "w") as f:
+        f.write('{"kind": "netns", "na')
+    try:
+        assert all(e.name != "jap-broken" for e in lab.entries())
+    finally:
+        os.unlink(junk)
+
+
+def test_the_registry_survives_the_process_that_wrote_it():
+    ident = lab.new_id()
+    code = f"from justaprocess import lab; lab.register('dir', '{lab.run_dir()}/jap-{ident}')"
+    subprocess.run([PY, "-c", code], check=True)
+    found = [e for e in lab.entries() if e.name.endswith(f"jap-{ident}")]
+    assert len(found) == 1
+    assert json.loads(open(os.path.join(lab.state_dir(), "registry", found[0].key)).read())["kind"] == "dir"
+    lab.remove(found[0])

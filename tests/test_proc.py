@@ -1,0 +1,97 @@
+"""Process facts from /proc: real processes, and a fake procfs tree for the parsing."""
+import os
+import subprocess
+
+import pytest
+
+from justaprocess import proc
+from justaprocess.errors import NoSuchProcess
+
+
+def test_namespaces_of_self_match_readlink():
+    ns = proc.namespaces("self")
+    assert set(ns) <= set(proc.NS_KINDS) and "net" in ns
+    assert ns["net"] == int(os.readlink("/proc/self/ns/net").split("[")[1][:-1])
+
+
+def test_child_shares_namespaces_by_default():
+    child = subprocess.Popen(["sleep", "10"])
+    try:
+        assert all(proc.shared_namespaces(os.getpid(), child.pid).values())
+    finally:
+        child.kill(); child.wait()
+
+
+@pytest.mark.root
+def test_unshared_child_differs_in_exactly_those_kinds():
+    child = subprocess.Popen(["unshare", "--uts", "--ipc", "sleep", "10"])
+    try:
+        import time
+        for _ in range(200):
+            shared = proc.shared_namespaces(os.getpid(), child.pid)
+            if not shared["uts"]:
+                break
+            time.sleep(0.01)
+        assert {k for k, v in shared.items() if not v} == {"uts", "ipc"}
+    finally:
+        child.kill(); child.wait()
+
+
+@pytest.mark.root
+def test_nspid_inside_a_pid_namespace():
+    child = subprocess.Popen(["unshare", "--pid", "--fork", "sleep", "10"])
+    try:
+        import time
+        for _ in range(200):
+            kids = [int(p) for p in open(f"/proc/{child.pid}/task/{child.pid}/children").read().split()]
+            if kids:
+                break
+            time.sleep(0.01)
+        assert proc.nspid(kids[0])[-1] == 1
+        assert proc.nspid(kids[0])[0] == kids[0]
+    finally:
+        child.kill(); child.wait()
+
+
+def test_caps_cgroups_maps_and_facts_of_self():
+    f = proc.facts("self")
+    assert f.pid == os.getpid()
+    assert f.caps.effective == int(proc.status()["CapEff"], 16)
+    assert f.cgroups and all(line.path.startswith("/") for line in f.cgroups)
+    assert f.uid_map[0].inside == 0
+    assert proc.start_time(os.getpid()) > 0
+
+
+def test_dead_pid_is_a_clear_error():
+    child = subprocess.Popen(["true"]); child.wait()
+    with pytest.raises(NoSuchProcess, match="has it exited"):
+        proc.namespaces(child.pid)
+    with pytest.raises(NoSuchProcess):
+        proc.status(child.pid)
+
+
+def test_parsing_on_a_fake_procfs(tmp_path):
+    p = tmp_path / "42"
+    (p / "ns").mkdir(parents=True)
+    os.symlink("net:[4026531999]", p / "ns" / "net")
+    (p / "cgroup").write_text("4:memory:/a/b\n0::/x\n")
+    (p / "status").write_text("Name:\tbusybox\nPid:\t42\nPPid:\t1\nNSpid:\t42\t1\n"
+                              "CapInh:\t0000000000000000\nCapPrm:\t00000000a80425fb\n"
+                              "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nCapAmb:\t0000000000000000\n")
+    (p / "stat").write_text("42 (a (weird) name) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 777 0 0\n")
+    root = str(tmp_path)
+    assert proc.namespaces(42, root) == {"net": 4026531999}
+    assert proc.cgroups(42, root)[0] == proc.CgroupLine(4, ("memory",), "/a/b")
+    assert proc.cgroups(42, root)[1].controllers == ()
+    assert proc.nspid(42, root) == (42, 1)
+    assert proc.caps(42, root).effective == 0xa80425fb
+    assert proc.start_time(42, root) == 777
+
+
+def test_tree_lists_children():
+    child = subprocess.Popen(["sleep", "10"])
+    try:
+        pids = [pid for _, pid, _ in proc.tree()]
+        assert pids[0] == os.getpid() and child.pid in pids
+    finally:
+        child.kill(); child.wait()
