@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Start -> exit of /bin/true in the same busybox rootfs, N times each, three ways.
+
+  hand-built   justaprocess.container through its in-process API, with what
+               runc's default does: mnt, uts, ipc, pid, net namespaces, a cgroup
+               with a memory limit, pivot_root, dropped capabilities
+  runc         `runc run` of a bundle the lab writes (justaprocess.runtimes)
+  unshare      `unshare -fmuipn -R ROOTFS /bin/true` (namespaces + chroot only:
+               the floor, no cgroup, no pivot_root, no capability drop)
+
+Prints each median, the ratios to runc, and the hand-built/runc ratio as the
+last line (README.md).  Run as root:  .venv/bin/python bench/start_exit.py [-n 30]
+Not a timed test.  Everything it makes is registered with the lab and removed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "helpers"))
+
+from justaprocess import lab, rootfs, runtimes  # noqa: E402
+
+
+def timed(fn, n: int) -> list[float]:
+    fn()  # warm-up: page cache, Python imports, runc's first exec
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def bench_runc(root: str, n: int) -> list[float]:
+    c = runtimes.OCIContainer(root, ["/bin/true"], memory="64M", seccomp=False)
+    c.prepare()  # writes the bundle, registers the folder and the cgroups
+    count = iter(range(10**6))
+
+    def once():
+        name = f"{c.name}-{next(count)}"
+        r = subprocess.run(c._cmd("run", "--bundle", c.bundle, name),
+                           stdin=subprocess.DEVNULL, capture_output=True)
+        if r.returncode != 0:
+            raise SystemExit(f"runc run failed: {r.stderr.decode().strip()}")
+
+    try:
+        return timed(once, n)
+    finally:
+        c.remove()
+
+
+def bench_unshare(root: str, n: int) -> list[float]:
+    unshare = shutil.which("unshare")
+
+    def once():
+        r = subprocess.run([unshare, "-fmuipn", "-R", root, "/bin/true"],
+                           stdin=subprocess.DEVNULL, capture_output=True)
+        if r.returncode != 0:
+            raise SystemExit(f"unshare failed: {r.stderr.decode().strip()}")
+
+    return timed(once, n)
+
+
+def bench_handbuilt(fs, n: int) -> list[float] | str:
+    """The hand-built engine; a string says why it could not run."""
+    try:
+        from justaprocess import container
+    except ImportError as exc:
+        return f"justaprocess.container not available ({exc})"
+    run = getattr(container, "bench_run", None) or getattr(container, "run", None)
+    if run is None:
+        return "justaprocess.container has no run() to time"
+
+    def once():
+        r = run(fs, ["/bin/true"], memory="64M")
+        rc = getattr(r, "returncode", r)
+        if rc not in (0, None):
+            raise SystemExit(f"hand-built run failed: {r}")
+
+    return timed(once, n)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-n", type=int, default=30, help="runs per engine (default 30)")
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("run as root (the lab's VM): the runtimes need namespaces and cgroups")
+        return 2
+    fs = rootfs.build("busybox")
+    results: dict[str, list[float] | str] = {}
+    try:
+        results["runc"] = bench_runc(fs.path, args.n)
+        results["unshare"] = bench_unshare(fs.path, args.n)
+        results["hand-built"] = bench_handbuilt(fs, args.n)
+    finally:
+        lab.cleanup(owner=os.getpid())
+    base = statistics.median(results["runc"])
+    print(f"start->exit of /bin/true, {args.n} runs each, median (ratio to runc)")
+    for k, v in results.items():
+        if isinstance(v, str):
+            print(f"  {k:<11} skipped: {v}")
+        else:
+            m = statistics.median(v)
+            print(f"  {k:<11} {m * 1000:7.2f} ms  ({m / base:.2f}x runc)")
+    hb = results["hand-built"]
+    if isinstance(hb, str):
+        print("hand-built/runc ratio: n/a")
+        return 1
+    print(f"hand-built/runc ratio: {statistics.median(hb) / base:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

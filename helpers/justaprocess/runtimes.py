@@ -1,0 +1,641 @@
+"""The same root filesystem under real runtimes: runc (and crun, podman when present).
+
+A runtime does with a ``config.json`` what the hand-built engine does with
+Python calls: namespaces, a cgroup with limits, mounts, dropped capabilities,
+pivot_root - plus seccomp, masked and read-only paths (OCI runtime spec,
+config.md and config-linux.md; ``runc spec`` writes the default we start from).
+
+Everything is the lab's: the bundle and runc's state (``runc --root``) live in
+one folder ``<run_dir>/jap-<id>``, the cgroup is ``jap-<id>`` under the lab's
+cgroup parent, all registered before they exist and removed by ``remove()``.
+runc uses its cgroupfs driver (PID 1 is not systemd here) and handles the
+v1+v2 hybrid of the dev machines as well as the pure v2 of the attendee VMs.
+
+:func:`facts` reads the same facts from *any* host PID - a runc container's,
+the hand-built container's, a plain process's - so they can be compared.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from . import cgroups, lab, proc
+from .errors import BadInput, LabError, MissingTool, NeedsPrivilege, NotSupported
+
+# --- which runtimes are here -----------------------------------------------------
+
+# runc and crun share one command line (run/exec/kill/delete, --root, --pid-file);
+# podman drives one of them and keeps its own store (given under the lab folder).
+RUNTIMES = ("runc", "crun", "podman")
+_SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+
+
+class Runtime(NamedTuple):
+    name: str
+    path: str | None
+    version: str
+    reason: str          # why it can't be used ("" when it can)
+
+    @property
+    def available(self) -> bool:
+        return self.path is not None and not self.reason
+
+
+def find(name: str) -> Runtime:
+    """Look for one runtime; when absent, ``reason`` says why and how to get it."""
+    if name not in RUNTIMES:
+        raise BadInput(f"unknown runtime {name!r}: one of {', '.join(RUNTIMES)}")
+    path = shutil.which(name, path=_SEARCH)
+    if path is None:
+        return Runtime(name, None, "", f"{name} is not installed (apt-get install {name})")
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Runtime(name, path, "", f"{name} --version failed: {exc}")
+    first = out.splitlines()[0] if out else ""
+    return Runtime(name, path, first.split()[-1] if first else "?", "")
+
+
+def available() -> dict[str, Runtime]:
+    """{name: Runtime} for runc, crun and podman, present or not."""
+    return {n: find(n) for n in RUNTIMES}
+
+
+def _require(name: str) -> Runtime:
+    rt = find(name)
+    if not rt.available:
+        raise MissingTool(name, name)
+    return rt
+
+
+# --- the OCI configuration ---------------------------------------------------------
+
+# `runc spec`'s defaults (runc 1.1, libcontainer/specconv/example.go).
+RUNC_SPEC_CAPS = ("CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE")
+MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                "/proc/sched_debug", "/sys/firmware", "/proc/scsi")
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+# `runc spec` has no seccomp filter; Docker and podman add one.  Ours is a short
+# deny-list in the spirit of Docker's profile (its "significant syscalls
+# blocked"): the calls that reach past a container's namespaces - mounting,
+# new namespaces, kernel modules and keys, kexec, bpf, ptrace.  EPERM is what a
+# blocked call returns (seccomp(2), SECCOMP_RET_ERRNO).
+SECCOMP_DENIED = ("mount", "umount2", "pivot_root", "unshare", "setns", "chroot",
+                  "init_module", "finit_module", "delete_module", "kexec_load",
+                  "kexec_file_load", "add_key", "request_key", "keyctl", "bpf",
+                  "ptrace", "perf_event_open", "userfaultfd", "open_by_handle_at",
+                  "reboot", "swapon", "swapoff", "acct", "settimeofday", "clock_settime")
+_EPERM = 1
+
+
+def engine_caps() -> tuple[str, ...]:
+    """The capability names a container engine keeps by default.
+
+    The lab's ``capabilities.ENGINE_DEFAULT`` when that module is present (the
+    same set the hand-built engine keeps, so the comparison is fair), else
+    ``runc spec``'s three.
+    """
+    try:
+        from . import capabilities  # written in another chapter
+        default = capabilities.ENGINE_DEFAULT
+    except (ImportError, AttributeError):
+        return RUNC_SPEC_CAPS
+    names = []
+    for c in default:
+        if isinstance(c, int):
+            c = _cap_name(c)
+        c = str(c).upper()
+        names.append(c if c.startswith("CAP_") else "CAP_" + c)
+    return tuple(names)
+
+
+def parse_size(size: int | str | None) -> int | None:
+    """'64M' -> 67108864; an int is bytes; None is no limit."""
+    if size is None or isinstance(size, int):
+        return size
+    s = str(size).strip().upper().removesuffix("B")
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    try:
+        if s and s[-1] in units:
+            return int(float(s[:-1]) * units[s[-1]])
+        return int(s)
+    except ValueError:
+        raise BadInput(f"a size like 64M or 1G, not {size!r}") from None
+
+
+def cgroups_path(ident: str) -> str:
+    """``linux.cgroupsPath`` for container ``jap-<id>``: under the lab's cgroup parent.
+
+    On v1 and the hybrid, a *relative* path: runc's cgroupfs driver puts it
+    under runc's own cgroup in each hierarchy (libcontainer/cgroups/fs/paths.go),
+    the place the lab makes its cgroups (``lab._lab_cgroup_roots``).  On pure v2,
+    the lab's parent as an absolute path from the cgroup2 root (fs2/defaultpath.go)
+    when the cgroups module offers one: v2 forbids processes in inner nodes, so
+    the caller's own cgroup can't become a parent.
+    """
+    name = ident if ident.startswith(lab.PREFIX) else lab.name(ident=ident)
+    if cgroups.layout() == cgroups.V2:
+        parent = _lab_parent_v2()
+        if parent:
+            return "/" + os.path.relpath(os.path.join(parent, name), cgroups.ROOT)
+    return name
+
+
+def _lab_parent_v2() -> str | None:
+    for fn in ("lab_parent", "parent", "lab_root"):
+        f = getattr(cgroups, fn, None)
+        if callable(f):
+            try:
+                p = f()
+            except TypeError:
+                continue
+            p = getattr(p, "path", p)
+            if isinstance(p, str) and p.startswith(cgroups.ROOT):
+                return p
+    return None
+
+
+def config(rootfs: str, argv: list[str], *, hostname: str = "runc",
+           cgroups_path: str | None = None, memory: int | str | None = "64M",
+           pids: int | None = 64, caps: tuple[str, ...] | None = None,
+           seccomp: bool = True, readonly: bool = True, cwd: str = "/",
+           env: dict[str, str] | None = None) -> dict:
+    """The OCI ``config.json`` as a dict: ``runc spec``'s defaults, made for the lab.
+
+    Changed from ``runc spec``: no terminal (output goes to files), our command,
+    hostname, cgroup path and limits (memory, pids), the capability set, and a
+    seccomp filter (``seccomp=False`` leaves it out, as ``runc spec`` does).
+    """
+    rootfs = getattr(rootfs, "path", rootfs)  # a rootfs.Rootfs or a folder
+    if not argv:
+        raise BadInput("argv: the command to run in the container, e.g. ['sleep', '60']")
+    if not os.path.isabs(rootfs) or not os.path.isfile(os.path.join(rootfs, "bin", "sh")) \
+            and not os.path.islink(os.path.join(rootfs, "bin", "sh")):
+        raise BadInput(f"{rootfs!r}: not an absolute path to a root filesystem with /bin/sh "
+                       "(build one with justaprocess.rootfs)")
+    caps = list(engine_caps() if caps is None else caps)
+    environ = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               "HOME": "/root", **(env or {})}
+    mem = parse_size(memory)
+    resources: dict = {"devices": [{"allow": False, "access": "rwm"}]}
+    if mem:
+        # memory.swap = memory.limit: no swap beyond the limit (config-linux.md#memory)
+        resources["memory"] = {"limit": mem, "swap": mem}
+    if pids:
+        resources["pids"] = {"limit": int(pids)}
+    cfg = {
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": list(argv),
+            "env": [f"{k}={v}" for k, v in environ.items()],
+            "cwd": cwd,
+            "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": rootfs, "readonly": readonly},
+        "hostname": hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+        ],
+        "linux": {
+            "resources": resources,
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
+    if cgroups_path:
+        cfg["linux"]["cgroupsPath"] = cgroups_path
+    if seccomp:
+        cfg["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": list(SECCOMP_DENIED), "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": _EPERM}],
+        }
+    return cfg
+
+
+# --- the cgroup directories a runtime will make -------------------------------------
+
+def _cgroup_dirs(cg_path: str, procfs: str = proc.PROCFS) -> list[str]:
+    """Where runc's cgroupfs driver will create ``cg_path``: one directory per hierarchy.
+
+    Relative paths go under the caller's own cgroup in each hierarchy (read from
+    /proc/self/cgroup, cgroups(7)); absolute ones under the hierarchy's root.
+    Named v1 hierarchies (name=systemd) are joined too.
+    """
+    mounts = {}
+    for _, target, fstype, opts in cgroups._mount_table():
+        if fstype == "cgroup2":
+            mounts[("", 0)] = target
+        elif fstype == "cgroup":
+            for o in opts.split(","):
+                mounts[(o, 1)] = target
+    out = []
+    for line in proc.cgroups("self", procfs):
+        if line.hierarchy == 0:
+            mnt = mounts.get(("", 0))
+        else:
+            mnt = next((mounts[(c, 1)] for c in line.controllers if (c, 1) in mounts), None)
+        if mnt is None:
+            continue
+        base = os.path.join(mnt, line.path.lstrip("/"))
+        path = os.path.join(mnt, cg_path.lstrip("/")) if cg_path.startswith("/") \
+            else os.path.join(base, cg_path)
+        if path not in out:
+            out.append(os.path.normpath(path))
+    return out
+
+
+# --- a container under an OCI runtime ------------------------------------------------
+
+@dataclass
+class Result:
+    """A finished run: exit code and captured output."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class OCIContainer:
+    """A container run by runc or crun (or podman) from a bundle the lab writes.
+
+    Creating the object does nothing; ``start()`` registers the folder, the
+    cgroups and then the process, and starts it detached; ``exec()`` runs a
+    command inside; ``facts()`` reads what the kernel says about it; ``remove()``
+    (or the lab's cleanup) takes it all away.  Usable as a context manager.
+    """
+
+    def __init__(self, rootfs: str, argv: list[str] | None = None, *, runtime: str = "runc",
+                 memory: int | str | None = "64M", pids: int | None = 64,
+                 caps: tuple[str, ...] | None = None, seccomp: bool = True,
+                 ident: str | None = None):
+        self.runtime = runtime
+        self.rt: Runtime | None = None
+        self.rootfs = getattr(rootfs, "path", rootfs)  # a rootfs.Rootfs or a folder
+        self.argv = list(argv or ["sleep", "3600"])
+        self.ident = ident or lab.new_id()
+        self.name = lab.name(ident=self.ident)
+        self.dir = os.path.join(lab.run_dir(), self.name)
+        self.bundle = os.path.join(self.dir, "bundle")
+        self.state = os.path.join(self.dir, "state")
+        self.cgroups_path = None
+        self.options = dict(memory=memory, pids=pids, caps=caps, seccomp=seccomp)
+        self.pid: int | None = None
+        self.entries: list[lab.Entry] = []
+
+    # -- life cycle --
+    def _cmd(self, *args: str) -> list[str]:
+        assert self.rt is not None and self.rt.path
+        if self.runtime == "podman":
+            return [self.rt.path, "--root", os.path.join(self.state, "storage"),
+                    "--runroot", os.path.join(self.state, "run"),
+                    "--cgroup-manager", "cgroupfs", *args]
+        # runc/crun: their state (one folder per container) under the lab folder.
+        return [self.rt.path, "--root", self.state, *args]
+
+    def prepare(self) -> dict:
+        if os.geteuid() != 0:
+            raise NeedsPrivilege("root", f"running a container under {self.runtime}:")
+        self.rt = _require(self.runtime)
+        self.cgroups_path = cgroups_path(self.name)
+        cfg = config(self.rootfs, self.argv, hostname=self.name,
+                     cgroups_path=self.cgroups_path, **self.options)
+        # Register before creating: the folder, then every cgroup directory runc
+        # will make (lab.py: a crash in between leaves only harmless entries).
+        self.entries.append(lab.register("dir", self.dir, note=f"{self.runtime} bundle+state"))
+        os.makedirs(self.bundle)
+        os.makedirs(self.state)
+        for d in _cgroup_dirs(self.cgroups_path):
+            self.entries.append(lab.register("cgroup", d, note=f"{self.runtime} {self.name}"))
+        with open(os.path.join(self.bundle, "config.json"), "w") as f:
+            json.dump(cfg, f, indent=1)
+        return cfg
+
+    def start(self, timeout: float = 20.0) -> "OCIContainer":
+        """Start the container detached (``runc run -d``); ``self.pid`` is its host PID."""
+        if self.pid is not None:
+            raise BadInput(f"{self.name} is already started")
+        self.prepare()
+        pidfile = os.path.join(self.dir, "pid")
+        out = open(os.path.join(self.dir, "stdout"), "wb")
+        err = open(os.path.join(self.dir, "stderr"), "wb")
+        try:
+            if self.runtime == "podman":
+                cmd = self._cmd("run", "-d", "--name", self.name, "--rootfs", self.rootfs,
+                                "--cgroup-parent", os.path.dirname(self.cgroups_path) or "/",
+                                *self.argv)
+            else:
+                cmd = self._cmd("run", "-d", "--pid-file", pidfile, "--bundle", self.bundle,
+                                self.name)
+            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                               timeout=timeout)
+        finally:
+            out.close()
+            err.close()
+        if r.returncode != 0:
+            msg = self.logs()[1].strip().splitlines()[-1:] or ["(no message)"]
+            self.remove()
+            raise LabError(f"{self.runtime} run failed ({r.returncode}): {msg[0]}")
+        if self.runtime == "podman":
+            q = subprocess.run(self._cmd("inspect", "-f", "{{.State.Pid}}", self.name),
+                               capture_output=True, text=True)
+            self.pid = int(q.stdout.strip())
+        else:
+            with open(pidfile) as f:
+                self.pid = int(f.read().strip())
+        self.entries.insert(0, lab.register("process", f"{self.name}-init", pid=self.pid,
+                                            note=f"{self.runtime} container {self.name}"))
+        # Any cgroup the runtime made that we did not predict: register it too.
+        known = {e.name for e in self.entries}
+        for d in facts_cgroup_dirs(self.pid):
+            if os.path.basename(d).startswith(lab.PREFIX) and d not in known:
+                self.entries.append(lab.register("cgroup", d, note="found after start"))
+        return self
+
+    def exec(self, argv: list[str], timeout: float = 20.0) -> Result:
+        """Run a command in the container's namespaces and cgroup (``runc exec``)."""
+        if self.pid is None:
+            raise BadInput(f"{self.name} is not started: call start() first")
+        r = subprocess.run(self._cmd("exec", self.name, *argv), stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=timeout)
+        return Result(r.returncode, r.stdout, r.stderr)
+
+    def logs(self) -> tuple[str, str]:
+        """What the container wrote to stdout and stderr so far."""
+        out = []
+        for n in ("stdout", "stderr"):
+            try:
+                with open(os.path.join(self.dir, n), errors="replace") as f:
+                    out.append(f.read())
+            except FileNotFoundError:
+                out.append("")
+        return out[0], out[1]
+
+    def facts(self) -> "ContainerFacts":
+        if self.pid is None:
+            raise BadInput(f"{self.name} is not started: call start() first")
+        return facts(self.pid, runtime=self.runtime)
+
+    def remove(self) -> None:
+        """Stop and delete the container, its cgroups and its folder (safe twice)."""
+        if self.rt is not None and os.path.isdir(self.state):
+            if self.runtime == "podman":
+                subprocess.run(self._cmd("rm", "-f", "-t", "0", self.name),
+                               capture_output=True, timeout=30)
+            else:
+                # `delete -f` kills (SIGKILL) and removes the cgroups and state.
+                subprocess.run(self._cmd("delete", "-f", self.name), capture_output=True,
+                               timeout=30)
+        for e in self.entries:
+            lab.remove(e)   # absent objects are only forgotten
+        self.entries = []
+        self.pid = None
+
+    stop = remove
+
+    def __enter__(self) -> "OCIContainer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid}" if self.pid else "not running"
+        return f"<OCIContainer {self.name} {self.runtime} {state}>"
+
+
+def run(rootfs: str, argv: list[str], *, runtime: str = "runc", timeout: float = 60.0,
+        **options) -> Result:
+    """Run a command to its end under a runtime (``runc run`` in the foreground), then clean up."""
+    c = OCIContainer(rootfs, argv, runtime=runtime, **options)
+    try:
+        c.prepare()
+        if runtime == "podman":
+            cmd = c._cmd("run", "--rm", "--name", c.name, "--rootfs", rootfs, *argv)
+        else:
+            cmd = c._cmd("run", "--bundle", c.bundle, c.name)
+        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=timeout)
+        return Result(r.returncode, r.stdout, r.stderr)
+    finally:
+        c.remove()
+
+
+# --- facts about any container process ------------------------------------------------
+
+class Mount(NamedTuple):
+    """One line of /proc/PID/mountinfo (proc(5)), as seen from that process's root."""
+    target: str
+    fstype: str
+    source: str
+    root: str            # the part of the source file system mounted there
+    options: tuple[str, ...]
+
+    @property
+    def readonly(self) -> bool:
+        return "ro" in self.options
+
+
+@dataclass
+class ContainerFacts:
+    """What the kernel says about a container's process: the same for every runtime."""
+    runtime: str
+    host_pid: int
+    pid_inside: int                  # the PID it sees for itself (last NSpid)
+    comm: str
+    namespaces: dict[str, int]
+    shared_with_host: dict[str, bool]   # kind -> same namespace as PID of the caller
+    cgroups: dict[str, str]          # controller (or "unified") -> cgroup directory
+    memory_limit: int | None         # bytes; None = no limit
+    pids_limit: int | None
+    caps: proc.CapMasks
+    cap_names: tuple[str, ...]       # the effective set, by name
+    no_new_privs: bool
+    seccomp: int                     # 0 off, 1 strict, 2 filter (proc(5), Seccomp:)
+    seccomp_filters: int
+    mounts: list[Mount] = field(default_factory=list)
+    masked: tuple[str, ...] = ()     # runtime-masked paths found among the mounts
+    readonly_paths: tuple[str, ...] = ()
+
+    def summary(self) -> dict[str, object]:
+        """Stable, derived facts for side-by-side printing (no PIDs, no inodes)."""
+        return {
+            "PID inside": self.pid_inside,
+            "new namespaces": ",".join(k for k, s in sorted(self.shared_with_host.items()) if not s),
+            "memory limit": _human(self.memory_limit),
+            "pids limit": self.pids_limit if self.pids_limit is not None else "max",
+            "capabilities": len(self.cap_names),
+            "no_new_privs": self.no_new_privs,
+            "seccomp": {0: "off", 1: "strict", 2: "filter"}.get(self.seccomp, self.seccomp),
+            "root": next((m.fstype + (" ro" if m.readonly else " rw")
+                          for m in self.mounts if m.target == "/"), "?"),
+            "/proc mounted": any(m.target == "/proc" and m.fstype == "proc" for m in self.mounts),
+            "/sys mounted": any(m.target == "/sys" for m in self.mounts),
+            "masked paths": len(self.masked),
+            "read-only /proc paths": len(self.readonly_paths),
+        }
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "max"
+    for unit, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
+# capabilities(7), include/uapi/linux/capability.h
+CAP_NAMES = ("chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid",
+             "setuid", "setpcap", "linux_immutable", "net_bind_service", "net_broadcast",
+             "net_admin", "net_raw", "ipc_lock", "ipc_owner", "sys_module", "sys_rawio",
+             "sys_chroot", "sys_ptrace", "sys_pacct", "sys_admin", "sys_boot", "sys_nice",
+             "sys_resource", "sys_time", "sys_tty_config", "mknod", "lease", "audit_write",
+             "audit_control", "setfcap", "mac_override", "mac_admin", "syslog", "wake_alarm",
+             "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore")
+
+
+def _cap_name(i: int) -> str:
+    return "CAP_" + (CAP_NAMES[i].upper() if i < len(CAP_NAMES) else str(i))
+
+
+def cap_names(mask: int) -> tuple[str, ...]:
+    return tuple(_cap_name(i) for i in range(64) if mask >> i & 1)
+
+
+def mounts(pid: int, procfs: str = proc.PROCFS) -> list[Mount]:
+    """The mount table of ``pid``'s mount namespace, paths relative to its root (proc(5))."""
+    out = []
+    with open(os.path.join(procfs, str(pid), "mountinfo")) as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            a, b = left.split(), right.split()
+            opts = tuple(a[5].split(","))
+            out.append(Mount(a[4], b[0], b[1] if len(b) > 1 else "", a[3], opts))
+    return out
+
+
+def facts_cgroup_dirs(pid: int, procfs: str = proc.PROCFS) -> list[str]:
+    return list(_cgroup_map(pid, procfs).values())
+
+
+def _cgroup_map(pid: int, procfs: str = proc.PROCFS) -> dict[str, str]:
+    """{controller or 'unified' or 'name=x': directory} for the cgroups of ``pid``."""
+    mounts_ = {}
+    for _, target, fstype, opts in cgroups._mount_table():
+        if fstype == "cgroup2":
+            mounts_["unified"] = target
+        elif fstype == "cgroup":
+            for o in opts.split(","):
+                mounts_.setdefault(o, target)
+    out = {}
+    for line in proc.cgroups(pid, procfs):
+        keys = ["unified"] if line.hierarchy == 0 else list(line.controllers)
+        for k in keys:
+            if k in mounts_:
+                out[k] = os.path.normpath(os.path.join(mounts_[k], line.path.lstrip("/")))
+    return out
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            v = f.read().split()[0]
+    except (OSError, IndexError):
+        return None
+    if v == "max":
+        return None
+    n = int(v)
+    # v1 writes "no limit" as the largest page-aligned value (memory.limit_in_bytes).
+    return None if n >= (1 << 62) else n
+
+
+def limits(cg: dict[str, str]) -> tuple[int | None, int | None]:
+    """(memory limit, pids limit) of a process's cgroups, v1 or v2 file names."""
+    mem = pids = None
+    if "memory" in cg:
+        mem = _read_int(os.path.join(cg["memory"], "memory.limit_in_bytes"))
+    elif "unified" in cg:
+        mem = _read_int(os.path.join(cg["unified"], "memory.max"))
+    if "pids" in cg:
+        pids = _read_int(os.path.join(cg["pids"], "pids.max"))
+    elif "unified" in cg:
+        pids = _read_int(os.path.join(cg["unified"], "pids.max"))
+    return mem, pids
+
+
+def facts(pid: int, runtime: str = "", procfs: str = proc.PROCFS) -> ContainerFacts:
+    """Read the container facts of any host PID from /proc (proc(5)) and the cgroup files."""
+    st = proc.status(pid, procfs)
+    ns = proc.namespaces(pid, procfs)
+    mine = proc.namespaces("self", procfs)
+    cg = _cgroup_map(pid, procfs)
+    mem, pids = limits(cg)
+    caps = proc.caps(pid, procfs)
+    mnts = mounts(pid, procfs)
+    masked = tuple(m.target for m in mnts if m.target in MASKED_PATHS
+                   and (m.root.endswith("/null") or m.fstype == "tmpfs"))
+    ro = tuple(m.target for m in mnts if m.target in READONLY_PATHS and m.readonly)
+    return ContainerFacts(
+        runtime=runtime, host_pid=pid, pid_inside=int(st["NSpid"].split()[-1]),
+        comm=st["Name"], namespaces=ns,
+        shared_with_host={k: ns[k] == mine.get(k) for k in ns},
+        cgroups=cg, memory_limit=mem, pids_limit=pids, caps=caps,
+        cap_names=cap_names(caps.effective),
+        no_new_privs=st.get("NoNewPrivs", "0") == "1",
+        seccomp=int(st.get("Seccomp", "0")), seccomp_filters=int(st.get("Seccomp_filters", "0")),
+        mounts=mnts, masked=masked, readonly_paths=ro)
+
+
+def side_by_side(*columns: ContainerFacts) -> str:
+    """A table of the stable facts of several containers, one column each."""
+    sums = [c.summary() for c in columns]
+    keys = list(sums[0])
+    w = max(len(k) for k in keys) + 2
+    cw = max(14, *(len(c.runtime) + 2 for c in columns))
+    lines = [" " * w + "".join(f"{c.runtime or '?':<{cw}}" for c in columns)]
+    for k in keys:
+        lines.append(f"{k:<{w}}" + "".join(f"{str(s[k]):<{cw}}" for s in sums))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def differences(a: ContainerFacts, b: ContainerFacts) -> list[str]:
+    """The facts where two containers differ, named (keys of ``summary()``)."""
+    sa, sb = a.summary(), b.summary()
+    return [k for k in sa if sa[k] != sb.get(k)]
+
+
+# --- command line ---------------------------------------------------------------------
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("runtimes", help="which OCI runtimes are here (runc, crun, podman)")
+
+    def show(args) -> int:
+        for rt in available().values():
+            print(f"{rt.name:<7} " + (f"{rt.version} ({rt.path})" if rt.available else
+                                      f"absent: {rt.reason}"))
+        return 0
+
+    p.set_defaults(func=show)
