@@ -27,7 +27,9 @@ def _on_exit() -> None:
 
 
 def _show_lab_error(shell, etype, evalue, tb, tb_offset=None):
-    print(f"{etype.__name__}: {evalue}")
+    # Still an error output (red, and nbval sees it), but one line instead of a
+    # traceback through the helpers: the message already says what to do.
+    shell._showtraceback(etype, evalue, [f"{etype.__name__}: {evalue}"])
     return None
 
 
