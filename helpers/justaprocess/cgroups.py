@@ -453,7 +453,7 @@ def places_of(pid: int | str = "self", root: str = ROOT, mounts: str = MOUNTS,
     out: dict[str, Place] = {}
     for h in hierarchies(root, mounts):
         try:
-            path = own_path(h, pid, procfs)
+            path = os.path.normpath(own_path(h, pid, procfs))
         except NotSupported:
             continue
         if h.version == 2:
@@ -462,3 +462,666 @@ def places_of(pid: int | str = "self", root: str = ROOT, mounts: str = MOUNTS,
             if c not in out or out[c].hierarchy.version == 2 and h.version == 1:
                 out[c] = Place(h, path)
     return out
+
+
+# --- reading a cgroup: limits and usage in one call -------------------------------
+
+@dataclass(frozen=True)
+class Stats:
+    """One reading of a cgroup's files (None: that controller is not there).
+
+    v1 and v2 name the same facts differently (KERNEL-NOTES, "v1 -> v2 names");
+    this is the fact, whichever file said it.
+    """
+    time: float                        # time.monotonic() of the reading
+    memory_current: int | None = None  # bytes: v2 memory.current, v1 memory.usage_in_bytes
+    memory_peak: int | None = None     # v2 memory.peak, v1 memory.max_usage_in_bytes
+    memory_max: int | None = None      # hard limit (None = none): memory.max / limit_in_bytes
+    memory_high: int | None = None     # soft limit: memory.high / soft_limit_in_bytes
+    memory_high_events: int | None = None  # v2: times usage went over memory.high (v1: None)
+    memory_max_events: int | None = None   # times the hard limit was hit (v1: memory.failcnt)
+    oom_kills: int | None = None       # processes the OOM killer killed in the cgroup
+    cpu_usage_usec: int | None = None  # CPU time used (v2 cpu.stat usage_usec, v1 cpuacct.usage/1000)
+    cpu_quota: float | None = None     # limit in cores (None = none): cpu.max / cfs_quota_us
+    cpu_periods: int | None = None     # enforcement periods elapsed (cpu.stat nr_periods)
+    cpu_throttled: int | None = None   # periods in which the cgroup was throttled (nr_throttled)
+    cpu_throttled_usec: int | None = None  # time spent throttled (throttled_usec / throttled_time)
+    pids_current: int | None = None
+    pids_max: int | None = None
+    pids_max_events: int | None = None  # forks refused by pids.max (pids.events "max")
+    io_read_bytes: int | None = None
+    io_write_bytes: int | None = None
+    populated: bool | None = None      # a process in it or below (cgroup.events)
+    frozen: bool | None = None
+
+    def asdict(self) -> dict:
+        return asdict(self)
+
+
+def _io_bytes(place: Place) -> tuple[int | None, int | None]:
+    if place.hierarchy.version == 2:
+        text = _read(os.path.join(place.path, "io.stat"))
+        if text is None:
+            return None, None
+        r = w = 0
+        for line in text.splitlines():  # "7:0 rbytes=1 wbytes=2 rios=..."
+            kv = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
+            r += int(kv.get("rbytes", 0))
+            w += int(kv.get("wbytes", 0))
+        return r, w
+    # v1: the throttle layer counts every bio, whatever the I/O scheduler
+    # (cgroup-v1/blkio-controller.rst); "_recursive" includes children.
+    text = _read(os.path.join(place.path, "blkio.throttle.io_service_bytes_recursive"))
+    if text is None:
+        text = _read(os.path.join(place.path, "blkio.throttle.io_service_bytes"))
+    if text is None:
+        return None, None
+    r = w = 0
+    for line in text.splitlines():  # "7:0 Read 4096"
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == "Read":
+            r += int(parts[2])
+        elif len(parts) == 3 and parts[1] == "Write":
+            w += int(parts[2])
+    return r, w
+
+
+def read_stats(places: dict[str, Place]) -> Stats:
+    """Read limits and usage of one cgroup (a dict from :func:`places_of` or ``Cgroup.places``)."""
+    f: dict = {"time": time.monotonic()}
+    j = os.path.join
+    mem = places.get("memory")
+    if mem and mem.hierarchy.version == 2:
+        f["memory_current"] = _int(_read(j(mem.path, "memory.current")))
+        f["memory_peak"] = _int(_read(j(mem.path, "memory.peak")))
+        f["memory_max"] = _int(_read(j(mem.path, "memory.max")))
+        f["memory_high"] = _int(_read(j(mem.path, "memory.high")))
+        ev = _keyed(_read(j(mem.path, "memory.events")))
+        f["memory_high_events"] = ev.get("high")
+        f["memory_max_events"] = ev.get("max")
+        f["oom_kills"] = ev.get("oom_kill")
+    elif mem:
+        f["memory_current"] = _int(_read(j(mem.path, "memory.usage_in_bytes")))
+        f["memory_peak"] = _int(_read(j(mem.path, "memory.max_usage_in_bytes")))
+        f["memory_max"] = _v1_limit(_read(j(mem.path, "memory.limit_in_bytes")))
+        f["memory_high"] = _v1_limit(_read(j(mem.path, "memory.soft_limit_in_bytes")))
+        f["memory_max_events"] = _int(_read(j(mem.path, "memory.failcnt")))
+        f["oom_kills"] = _keyed(_read(j(mem.path, "memory.oom_control"))).get("oom_kill")
+    cpu = places.get("cpu")
+    if cpu and cpu.hierarchy.version == 2:
+        st = _keyed(_read(j(cpu.path, "cpu.stat")))
+        f["cpu_usage_usec"] = st.get("usage_usec")
+        f["cpu_periods"] = st.get("nr_periods")
+        f["cpu_throttled"] = st.get("nr_throttled")
+        f["cpu_throttled_usec"] = st.get("throttled_usec")
+        mx = (_read(j(cpu.path, "cpu.max")) or "max").split()
+        f["cpu_quota"] = None if mx[0] == "max" else int(mx[0]) / int(mx[1])
+    else:
+        if cpu:
+            st = _keyed(_read(j(cpu.path, "cpu.stat")))
+            f["cpu_periods"] = st.get("nr_periods")
+            f["cpu_throttled"] = st.get("nr_throttled")
+            if "throttled_time" in st:  # nanoseconds in v1
+                f["cpu_throttled_usec"] = st["throttled_time"] // 1000
+            q = _int(_read(j(cpu.path, "cpu.cfs_quota_us")))
+            p = _int(_read(j(cpu.path, "cpu.cfs_period_us")))
+            f["cpu_quota"] = q / p if q is not None and q > 0 and p else None
+        acct = places.get("cpuacct")
+        if acct:
+            ns = _int(_read(j(acct.path, "cpuacct.usage")))
+            f["cpu_usage_usec"] = None if ns is None else ns // 1000
+        elif CORE in places:  # the hybrid's unified cgroup has cpu.stat usage_usec
+            f["cpu_usage_usec"] = _keyed(_read(j(places[CORE].path, "cpu.stat"))).get("usage_usec")
+    pids = places.get("pids")
+    if pids:
+        f["pids_current"] = _int(_read(j(pids.path, "pids.current")))
+        f["pids_max"] = _int(_read(j(pids.path, "pids.max")))
+        f["pids_max_events"] = _keyed(_read(j(pids.path, "pids.events"))).get("max")
+    io = places.get("io") or places.get("blkio")
+    if io:
+        f["io_read_bytes"], f["io_write_bytes"] = _io_bytes(io)
+    core = places.get(CORE)
+    ev = _keyed(_read(j(core.path, "cgroup.events"))) if core else {}
+    if "populated" in ev:
+        f["populated"] = bool(ev["populated"])
+        f["frozen"] = bool(ev.get("frozen", 0))
+    else:
+        f["populated"] = any(_populated_v1(p.path) for p in places.values())
+        fr = places.get("freezer")
+        state = _read(j(fr.path, "freezer.state")) if fr else None
+        f["frozen"] = None if state is None else state.strip() == "FROZEN"
+    return Stats(**f)
+
+
+def _populated_v1(path: str) -> bool:
+    """v1 has no cgroup.events: any process in the cgroup or below."""
+    return any(pids_in(d) for d, _, _ in os.walk(path))
+
+
+# --- a lab cgroup -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Limits:
+    """Validated limits, in kernel units (bytes, cores, counts, bytes/s)."""
+    memory_max: int | None = None
+    memory_high: int | None = None
+    swap_max: int | None = None
+    cpu: float | None = None
+    cpu_period_us: int = 100_000
+    pids_max: int | None = None
+    io: tuple[IoLimit, ...] = ()
+    devices: tuple[str, ...] | None = None   # v1 allow-list; None: inherit the parent's
+
+    @classmethod
+    def parse(cls, *, memory=None, memory_high=None, swap=None, cpu=None, pids=None,
+              io=None, devices=None, cpu_period_us: int = 100_000) -> "Limits":
+        """Check everything before anything is created: bad input never half-creates."""
+        if devices is not None:
+            if isinstance(devices, str):
+                devices = [devices]
+            devices = tuple(_check_device_rule(r) for r in devices)
+        if not isinstance(cpu_period_us, int) or not 1000 <= cpu_period_us <= 1_000_000:
+            raise BadInput(f"cpu_period_us: {cpu_period_us!r}: use 1000..1000000 (cgroup-v2.rst cpu.max)")
+        lim = cls(memory_max=parse_size(memory, "memory"),
+                  memory_high=parse_size(memory_high, "memory_high"),
+                  swap_max=parse_size(swap, "swap"),
+                  cpu=parse_cpu(cpu), cpu_period_us=cpu_period_us,
+                  pids_max=parse_count(pids, "pids"),
+                  io=parse_io(io), devices=devices)
+        for what, v in (("memory", lim.memory_max), ("memory_high", lim.memory_high)):
+            if v is not None and v < 1 << 20:
+                raise BadInput(f"{what}: {human(v)} is too small for any process: use at least '1M'")
+        return lim
+
+    def controllers(self) -> set[str]:
+        """The controllers these limits need (v1 names; 'io' for either io/blkio)."""
+        need = set()
+        if self.memory_max is not None or self.memory_high is not None or self.swap_max is not None:
+            need.add("memory")
+        if self.cpu is not None:
+            need.add("cpu")
+        if self.pids_max is not None:
+            need.add("pids")
+        if self.io:
+            need.add("io")
+        if self.devices is not None:
+            need.add("devices")
+        return need
+
+
+def _nsec_quota(cpu: float, period: int) -> int:
+    return max(1000, round(cpu * period))  # the kernel's minimum quota is 1 ms
+
+
+class Cgroup:
+    """A lab cgroup: limits in human units, explicit ``create()``/``remove()``.
+
+    >>> cg = Cgroup(memory="64M", cpu=0.2, pids=20).create()
+    >>> cg.run(["sleep", "0.1"]).returncode      # a child started inside it
+    >>> cg.stats().memory_peak
+    >>> cg.remove()
+
+    The constructor checks the input and touches nothing; ``create()`` registers
+    each directory with the lab (``lab.register('cgroup', path)``) *before*
+    making it, in every hierarchy it needs (v1: one per controller; hybrid: plus
+    the unified one, for cgroup.events/freeze/kill; v2: one directory), under
+    the lab parent (module docstring).  The calling process never joins it.
+    """
+
+    def __init__(self, name: str | None = None, *, memory: int | str | None = None,
+                 memory_high: int | str | None = None, swap: int | str | None = None,
+                 cpu: float | None = None, pids: int | None = None, io: dict | None = None,
+                 devices: list[str] | None = None, cpu_period_us: int = 100_000,
+                 root: str = ROOT, mounts: str = MOUNTS, procfs: str = proc.PROCFS):
+        from . import lab
+        if name is None:
+            name = lab.name("cg")
+        if not re.fullmatch(r"jap[-\w.]*", name) or len(name) > 64:
+            raise BadInput(f"cgroup name {name!r}: lab cgroups are named jap-... "
+                           "(letters, digits, - _ .), e.g. lab.name('web')")
+        self.name = name
+        self.limits = Limits.parse(memory=memory, memory_high=memory_high, swap=swap, cpu=cpu,
+                                   pids=pids, io=io, devices=devices, cpu_period_us=cpu_period_us)
+        self.root, self.mounts, self.procfs = root, mounts, procfs
+        self.places: dict[str, Place] = {}
+        self._entries: list = []
+        self._dirs: list[str] = []
+
+    # -- where -------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        """2 when the cgroup is one v2 directory, 1 on v1 and the hybrid."""
+        lay = layout(self.root, self.mounts)
+        return 2 if lay == V2 else 1
+
+    @property
+    def path(self) -> str:
+        """The main directory: the v2 one, or on v1 the memory hierarchy's."""
+        for key in (CORE, "memory", "cpu", "pids"):
+            if key in self.places:
+                return self.places[key].path
+        return next(iter(self.places.values())).path if self.places else ""
+
+    @property
+    def paths(self) -> list[str]:
+        """Every directory of this cgroup (one per hierarchy), deepest last made."""
+        return list(self._dirs)
+
+    @property
+    def created(self) -> bool:
+        return bool(self._dirs)
+
+    def _plan(self) -> tuple[list[Hierarchy], dict[str, Hierarchy]]:
+        """Which hierarchies to use, checking every wanted controller exists."""
+        lay = layout(self.root, self.mounts)
+        have = controllers(self.root, self.mounts)
+        need = self.limits.controllers()
+        if lay == V2:
+            v2 = [h for h in hierarchies(self.root, self.mounts) if h.version == 2][0]
+            if "devices" in need:
+                raise NotSupported(
+                    "device access control on cgroup v2 is an eBPF program attached to the cgroup "
+                    "(BPF_PROG_TYPE_CGROUP_DEVICE, cgroup-v2.rst 'Device controller'), not files: "
+                    "the lab does not load one; runtimes (runc, crun) do. On v2, keep device nodes "
+                    "out of the container's /dev instead")
+            missing = sorted(c for c in need if c not in v2.controllers)
+            if missing:
+                raise NotSupported(f"the cgroup v2 controller(s) {', '.join(missing)} are not available "
+                                   f"here (cgroup.controllers of {v2.mountpoint}): use the course VM")
+            return [v2], {c: v2 for c in V2_CONTROLLERS if c in v2.controllers}
+        wanted = {"io": "blkio"}
+        missing = sorted(c for c in need if wanted.get(c, c) not in have
+                         or have[wanted.get(c, c)].version != 1)
+        if missing:
+            raise NotSupported(f"the cgroup v1 controller(s) {', '.join(wanted.get(c, c) for c in missing)} "
+                               "are not mounted here: use the course VM")
+        use = {c: have[c] for c in V1_CONTROLLERS if c in have and have[c].version == 1}
+        hs: list[Hierarchy] = []
+        for h in use.values():
+            if h not in hs:
+                hs.append(h)
+        hs += [h for h in hierarchies(self.root, self.mounts) if h.version == 2]
+        return hs, use
+
+    # -- life cycle ----------------------------------------------------------------
+    def create(self) -> "Cgroup":
+        """Make the cgroup and write its limits; on any failure remove what was made."""
+        from . import lab
+        if self._dirs:
+            raise BadInput(f"cgroup {self.name} is already created")
+        hs, by_ctrl = self._plan()
+        if os.geteuid() != 0:
+            raise NeedsPrivilege("root", "creating a cgroup")
+        try:
+            dirs: dict[Hierarchy, str] = {}
+            for h in hs:
+                parent = self._lab_parent(h)
+                path = os.path.join(parent, self.name)
+                self._entries.append(lab.register("cgroup", path, note="lab cgroup"))
+                try:
+                    _mkdir(path)
+                except FileExistsError:
+                    raise BadInput(f"a cgroup {path} exists already: choose another name") from None
+                self._dirs.append(path)
+                dirs[h] = path
+            for c, h in by_ctrl.items():
+                self.places[c] = Place(h, dirs[h])
+            for h in hs:
+                if h.version == 2:
+                    self.places.setdefault(CORE, Place(h, dirs[h]))
+            self._apply()
+        except PermissionError as exc:
+            self._undo()
+            raise NeedsPrivilege("root", f"creating the cgroup {self.name}") from exc
+        except BaseException:
+            self._undo()
+            raise
+        return self
+
+    def _lab_parent(self, h: Hierarchy) -> str:
+        """The shared lab parent in one hierarchy, made (and registered) if absent."""
+        from . import lab
+        base = lab_base(h, self.procfs)
+        parent = os.path.join(base, LAB_PARENT)
+        if h.version == 2:
+            _enable(base, list(V2_CONTROLLERS))
+        if not os.path.isdir(parent):
+            entry = lab.register("cgroup", parent, note="lab parent (shared; removed when empty)")
+            try:
+                _mkdir(parent)
+            except FileExistsError:
+                lab.unregister(entry)  # another kernel made it meanwhile: theirs to forget
+        if h.version == 2:
+            _enable(parent, list(V2_CONTROLLERS))
+        return parent
+
+    def _undo(self) -> None:
+        from . import lab
+        for d in reversed(self._dirs):
+            try:
+                remove(d, timeout=2)
+            except OSError:
+                pass
+        for e in self._entries:
+            lab.unregister(e)
+        self._dirs, self._entries, self.places = [], [], {}
+
+    def _file(self, ctrl: str, name: str) -> str:
+        return os.path.join(self.places[ctrl].path, name)
+
+    def _set(self, ctrl: str, name: str, value: str) -> None:
+        try:
+            _write(self._file(ctrl, name), value)
+        except FileNotFoundError:
+            raise NotSupported(f"{name} is missing in {self.places[ctrl].path}: the {ctrl} "
+                               "controller is not enabled there") from None
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ERANGE, errno.EBUSY):
+                raise BadInput(f"the kernel refused {value!r} for {name} ({exc.strerror}): "
+                               "see cgroup-v2.rst / cgroup-v1 docs for its format") from exc
+            raise
+
+    def _apply(self) -> None:
+        """Write the limits, in the files of this cgroup's version (KERNEL-NOTES names)."""
+        L = self.limits
+        v2 = self.places.get("memory", self.places.get(CORE)).hierarchy.version == 2 \
+            if self.places else False
+        if v2:
+            if L.memory_max is not None:
+                self._set("memory", "memory.max", str(L.memory_max))
+            if L.memory_high is not None:
+                self._set("memory", "memory.high", str(L.memory_high))
+            if L.swap_max is not None:
+                self._set("memory", "memory.swap.max", str(L.swap_max))
+            if L.cpu is not None:
+                self._set("cpu", "cpu.max", f"{_nsec_quota(L.cpu, L.cpu_period_us)} {L.cpu_period_us}")
+            if L.pids_max is not None:
+                self._set("pids", "pids.max", str(L.pids_max))
+            for lim in L.io:
+                parts = [f"rbps={lim.rbps}" if lim.rbps else "", f"wbps={lim.wbps}" if lim.wbps else ""]
+                self._set("io", "io.max", f"{lim.device} " + " ".join(p for p in parts if p))
+            return
+        if L.memory_max is not None:
+            self._set("memory", "memory.limit_in_bytes", str(L.memory_max))
+        if L.memory_high is not None:
+            self._set("memory", "memory.soft_limit_in_bytes", str(L.memory_high))
+        if L.swap_max is not None:  # memsw = memory + swap, and needs swap accounting
+            total = (L.memory_max or 0) + L.swap_max
+            self._set("memory", "memory.memsw.limit_in_bytes", str(total))
+        if L.cpu is not None:
+            self._set("cpu", "cpu.cfs_period_us", str(L.cpu_period_us))
+            self._set("cpu", "cpu.cfs_quota_us", str(_nsec_quota(L.cpu, L.cpu_period_us)))
+        if L.pids_max is not None:
+            self._set("pids", "pids.max", str(L.pids_max))
+        for lim in L.io:
+            if lim.rbps:
+                self._set("blkio", "blkio.throttle.read_bps_device", f"{lim.device} {lim.rbps}")
+            if lim.wbps:
+                self._set("blkio", "blkio.throttle.write_bps_device", f"{lim.device} {lim.wbps}")
+        if L.devices is not None:
+            # Allow-list mode: deny everything, then allow the rules
+            # (KERNEL-NOTES: devices.list hides deny exceptions otherwise).
+            self._set("devices", "devices.deny", "a")
+            for rule in L.devices:
+                self._set("devices", "devices.allow", rule)
+
+    def remove(self, timeout: float = 5.0) -> None:
+        """Kill what runs inside, wait for it to be reaped, remove every directory. Safe twice."""
+        from . import lab
+        if not self._dirs:
+            return
+        self.kill()
+        errs = []
+        for e in sorted(self._entries, key=lambda e: -e.name.count("/")):
+            try:
+                lab.remove(e)
+            except OSError as exc:
+                errs.append(f"{e.name}: {exc}")
+        if errs:
+            raise LabError("could not remove " + "; ".join(errs)
+                           + " - run `python -m justaprocess cleanup` as root")
+        self._dirs, self._entries, self.places = [], [], {}
+
+    def __enter__(self) -> "Cgroup":
+        return self if self._dirs else self.create()
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        L = self.limits
+        lim = ", ".join(f"{k}={v}" for k, v in (
+            ("memory", L.memory_max and human(L.memory_max)),
+            ("memory_high", L.memory_high and human(L.memory_high)),
+            ("cpu", L.cpu), ("pids", L.pids_max)) if v is not None)
+        state = self.path if self._dirs else "not created"
+        return f"<Cgroup {self.name} {lim or 'no limits'} {state}>"
+
+    # -- processes --------------------------------------------------------------------
+    def _require(self) -> None:
+        if not self._dirs:
+            raise BadInput(f"cgroup {self.name} is not created: call .create() first")
+
+    def add(self, pid: int) -> None:
+        """Move a process into this cgroup, in every hierarchy (write to cgroup.procs)."""
+        self._require()
+        if pid in (0, os.getpid()):
+            raise BadInput("the calling process (a notebook's kernel) never moves into a lab "
+                           "cgroup: start a child in it with run() or spawn()")
+        if not proc.exists(pid):
+            from .errors import NoSuchProcess
+            raise NoSuchProcess(pid)
+        for d in self._dirs:
+            _write(os.path.join(d, "cgroup.procs"), str(pid))
+
+    def join_self(self) -> None:
+        """Called *in a child* (e.g. a preexec_fn or after fork): move the caller in.
+
+        A child that joins before execve(2) runs its program entirely inside the
+        cgroup: nothing it does is ever charged elsewhere.
+        """
+        for d in self._dirs:
+            _write(os.path.join(d, "cgroup.procs"), str(os.getpid()))
+
+    def preexec(self, then=None):
+        """A preexec_fn for subprocess: die with the parent, join this cgroup, then ``then()``."""
+        self._require()
+
+        def setup():
+            _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            self.join_self()
+            if then:
+                then()
+        return setup
+
+    def run(self, argv: list[str], *, timeout: float | None = 30, capture: bool = True,
+            **popen) -> subprocess.CompletedProcess:
+        """Run a command to its end inside the cgroup (a child that joins before exec).
+
+        ``returncode`` is ``-9`` when it was SIGKILLed (an OOM kill); the child is
+        killed when ``timeout`` passes.
+        """
+        self._require()
+        if capture:
+            popen.setdefault("stdout", subprocess.PIPE)
+            popen.setdefault("stderr", subprocess.PIPE)
+        popen.setdefault("text", True)
+        popen.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.run(argv, preexec_fn=self.preexec(popen.pop("preexec_fn", None)),
+                              timeout=timeout, check=False, **popen)
+
+    def spawn(self, argv: list[str], *, note: str = "", **popen):
+        """Start a registered background child inside the cgroup (a ``lab.LabProcess``)."""
+        from . import lab
+        self._require()
+        inner = popen.pop("preexec", None)
+        return lab.LabProcess(argv, note=note or f"in {self.name}",
+                              preexec=lambda: (self.join_self(), inner and inner()), **popen)
+
+    def pids(self) -> list[int]:
+        """PIDs in the cgroup (all hierarchies agree unless someone moved a process)."""
+        self._require()
+        return pids_in(self.path)
+
+    # -- reading ------------------------------------------------------------------------
+    def stats(self) -> Stats:
+        """Limits and usage in one call (see :class:`Stats`)."""
+        self._require()
+        return read_stats(self.places)
+
+    def events(self) -> dict[str, int]:
+        """The v2 cgroup.events (populated, frozen); on pure v1 the same facts, read by hand."""
+        self._require()
+        core = self.places.get(CORE)
+        if core:
+            return _keyed(_read(os.path.join(core.path, "cgroup.events")))
+        s = self.stats()
+        return {"populated": int(bool(s.populated)), "frozen": int(bool(s.frozen))}
+
+    def populated(self) -> bool:
+        return bool(self.events().get("populated"))
+
+    def wait_empty(self, timeout: float = 5.0) -> bool:
+        """Wait until no process is left (True), or ``timeout`` (False).
+
+        v2: poll(2) cgroup.events, which signals POLLPRI on every change
+        (cgroup-v2.rst "cgroup.events"), instead of busy-reading it; v1: read.
+        """
+        self._require()
+        deadline = time.monotonic() + timeout
+        core = self.places.get(CORE)
+        if core is None:
+            while self.populated():
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.02)
+            return True
+        fd = os.open(os.path.join(core.path, "cgroup.events"), os.O_RDONLY)
+        try:
+            p = select.poll()
+            p.register(fd, select.POLLPRI | select.POLLERR)
+            while True:
+                os.lseek(fd, 0, os.SEEK_SET)
+                if _keyed(os.read(fd, 4096).decode()).get("populated") == 0:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                p.poll(min(left, 0.25) * 1000)  # a timeout too: a missed wakeup costs 0.25 s
+        finally:
+            os.close(fd)
+
+    def watch(self, interval: float = 0.25, duration: float | None = None) -> Iterator[Stats]:
+        """Yield a reading every ``interval`` seconds (until ``duration`` or the cgroup goes)."""
+        self._require()
+        end = None if duration is None else time.monotonic() + duration
+        while self._dirs and (end is None or time.monotonic() < end):
+            yield self.stats()
+            time.sleep(interval)
+
+    # -- control ------------------------------------------------------------------------
+    def freeze(self, frozen: bool = True, timeout: float = 2.0) -> None:
+        """Stop (or thaw) every process inside: v2 cgroup.freeze, v1 freezer.state."""
+        self._require()
+        core = self.places.get(CORE)
+        if core:
+            _write(os.path.join(core.path, "cgroup.freeze"), "1" if frozen else "0")
+        elif "freezer" in self.places:
+            _write(self._file("freezer", "freezer.state"), "FROZEN" if frozen else "THAWED")
+        else:
+            raise NotSupported("no freezer here: neither cgroup.freeze (v2) nor the v1 freezer")
+        deadline = time.monotonic() + timeout  # freezing completes asynchronously
+        while self.stats().frozen != frozen and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def thaw(self) -> None:
+        self.freeze(False)
+
+    def kill(self, timeout: float = 5.0) -> None:
+        """SIGKILL every process inside and wait until the cgroup is empty.
+
+        v2 has cgroup.kill (Linux 5.14), which also catches processes forking
+        meanwhile; v1 kills PID by PID until none is left (a fork bomb refills it).
+        """
+        self._require()
+        core = self.places.get(CORE)
+        if core and os.path.exists(os.path.join(core.path, "cgroup.kill")):
+            _write(os.path.join(core.path, "cgroup.kill"), "1")
+        deadline = time.monotonic() + timeout
+        while True:
+            left = [p for d in self._dirs for p in pids_in(d)]
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if time.monotonic() > deadline:
+                raise LabError(f"processes {left} in {self.name} did not die within {timeout} s "
+                               "(zombies whose parent does not reap them?)")
+            time.sleep(0.01)
+
+
+# --- a process's cgroups, for the terminal -------------------------------------------
+
+def describe(pid: int | str = "self", root: str = ROOT, mounts: str = MOUNTS,
+             procfs: str = proc.PROCFS) -> dict:
+    """A process's cgroup(s), limits and usage: what ``python -m justaprocess cgroup PID`` shows."""
+    if pid != "self" and not proc.exists(int(pid), procfs):
+        from .errors import NoSuchProcess
+        raise NoSuchProcess(int(pid))
+    places = places_of(pid, root, mounts, procfs)
+    return {
+        "pid": pid,
+        "layout": layout(root, mounts),
+        "cgroups": {k: {"path": p.path, "version": p.hierarchy.version} for k, p in sorted(places.items())},
+        "stats": read_stats(places).asdict(),
+    }
+
+
+_LABELS = (
+    ("memory", "memory_current", "memory_peak", "memory_max", "memory_high", "oom_kills"),
+    ("cpu", "cpu_usage_usec", "cpu_quota", "cpu_periods", "cpu_throttled", "cpu_throttled_usec"),
+    ("pids", "pids_current", "pids_max", "pids_max_events"),
+    ("io", "io_read_bytes", "io_write_bytes"),
+    ("state", "populated", "frozen"),
+)
+
+
+def format_description(d: dict) -> str:
+    lines = [f"process {d['pid']} - cgroup layout {d['layout']}"]
+    for k, p in d["cgroups"].items():
+        lines.append(f"  {k:<9} v{p['version']} {p['path']}")
+    s = d["stats"]
+    for group, *keys in _LABELS:
+        parts = []
+        for k in keys:
+            v = s.get(k)
+            if v is None and k not in ("memory_max", "memory_high", "cpu_quota", "pids_max"):
+                continue
+            short = k.split("_", 1)[1] if k.startswith(group) else k
+            if k in ("memory_current", "memory_peak", "memory_max", "memory_high",
+                     "io_read_bytes", "io_write_bytes"):
+                v = human(v)
+            elif k == "cpu_quota":
+                v = "max" if v is None else f"{v:g} cores"
+            elif k == "pids_max" and v is None:
+                v = "max"
+            parts.append(f"{short}={v}")
+        if parts:
+            lines.append(f"  {group:<7} " + "  ".join(parts))
+    return "\n".join(lines)
+
+
+def _cli(args) -> int:
+    d = describe(args.pid)
+    print(json.dumps(d, indent=2) if args.json else format_description(d))
+    return 0
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("cgroup", help="a process's cgroup(s), limits and current usage")
+    p.add_argument("pid", type=int, help="the process (e.g. a container's PID as seen from the host)")
+    p.add_argument("--json", action="store_true", help="machine-readable")
+    p.set_defaults(func=_cli)
