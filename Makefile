@@ -23,6 +23,7 @@ system:
 $(VENV)/.installed: helpers/pyproject.toml | system
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e 'helpers[lab,test]'
+	@mkdir -p $(VENV)/etc/jupyter/labconfig && cp tools/page_config.json $(VENV)/etc/jupyter/labconfig/
 	@touch $@
 
 venv: system $(VENV)/.installed
