@@ -1,0 +1,942 @@
+"""Capabilities: root split into ~40 privileges (capabilities(7)).
+
+A process has five capability sets (capabilities(7), "Thread capability sets"):
+*effective* (what the kernel checks now), *permitted* (the most effective may
+become), *inheritable* and *ambient* (what survives execve(2)), and *bounding*
+(the ceiling for what any later execve can grant).  The kernel shows them as
+64-bit masks in /proc/PID/status (CapEff, CapPrm, CapInh, CapBnd, CapAmb);
+this module decodes them into names spelled as ``capsh`` spells them
+(``cap_chown``), reduces them in a forked child (never in the caller: a
+notebook's kernel keeps its capabilities), runs probes that succeed or fail by
+one capability, and reads/writes file capabilities on lab-made copies.
+
+Read the sets, never assume them: on the dev machines CAP_SYS_RESOURCE is
+missing from every process's bounding set.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import json
+import os
+import pickle
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
+
+from . import _libc, lab, proc
+from .errors import BadInput, LabError, NeedsPrivilege, NoSuchProcess
+
+PROCFS = proc.PROCFS
+SETS = ("effective", "permitted", "inheritable", "bounding", "ambient")
+
+# prctl(2) options _libc does not define (include/uapi/linux/prctl.h).
+PR_SET_KEEPCAPS = 8  # keep permitted caps across setuid() away from 0
+
+# --- names, numbers, meanings ------------------------------------------------
+# Numbers from include/uapi/linux/capability.h; names spelled as libcap's capsh
+# prints them; meanings condensed from capabilities(7).  The kernel tells how
+# many exist (/proc/sys/kernel/cap_last_cap): bits above the last one in this
+# table are spelled as bare numbers, the way capsh spells them.
+_TABLE = (
+    ("cap_chown", "change the owner and group of any file (chown(2))"),
+    ("cap_dac_override", "bypass file read, write and execute permission checks"),
+    ("cap_dac_read_search", "bypass file read and directory search permission checks"),
+    ("cap_fowner", "act as owner of any file (chmod, utime, set ACLs/xattrs of others' files)"),
+    ("cap_fsetid", "keep set-user/group-ID bits when modifying a file; set setgid on others' groups"),
+    ("cap_kill", "send signals to processes of other users (kill(2))"),
+    ("cap_setgid", "change group IDs and supplementary groups (setgid(2), setgroups(2))"),
+    ("cap_setuid", "change user IDs (setuid(2)); forge UIDs in socket credentials"),
+    ("cap_setpcap", "drop from the bounding set; raise inheritable caps; set securebits"),
+    ("cap_linux_immutable", "set the immutable and append-only file attributes"),
+    ("cap_net_bind_service", "bind a socket to a port below 1024"),
+    ("cap_net_broadcast", "(unused) socket broadcasting and multicast listening"),
+    ("cap_net_admin", "configure the network: interfaces, routes, firewall, sockets options"),
+    ("cap_net_raw", "open RAW and PACKET sockets (ping, sniffers)"),
+    ("cap_ipc_lock", "lock memory (mlock(2), mlockall(2), huge pages)"),
+    ("cap_ipc_owner", "bypass permission checks on System V IPC objects"),
+    ("cap_sys_module", "load and unload kernel modules"),
+    ("cap_sys_rawio", "raw I/O: ioperm(2), iopl(2), /dev/mem, /dev/kmem"),
+    ("cap_sys_chroot", "call chroot(2); change mount namespace with setns(2)"),
+    ("cap_sys_ptrace", "trace and read the memory of any process (ptrace(2), /proc/PID/mem)"),
+    ("cap_sys_pacct", "switch process accounting on or off (acct(2))"),
+    ("cap_sys_admin", "the catch-all: mount, sethostname, unshare/setns, quotas, many more"),
+    ("cap_sys_boot", "reboot the machine; load a new kernel (kexec_load(2))"),
+    ("cap_sys_nice", "raise priority and set real-time scheduling of any process"),
+    ("cap_sys_resource", "exceed resource limits: raise hard rlimits, use reserved space"),
+    ("cap_sys_time", "set the system clock and the real-time clock"),
+    ("cap_sys_tty_config", "vhangup(2); privileged ioctls on virtual terminals"),
+    ("cap_mknod", "create device special files (mknod(2))"),
+    ("cap_lease", "take leases on files one does not own (fcntl(2) F_SETLEASE)"),
+    ("cap_audit_write", "write records to the kernel audit log"),
+    ("cap_audit_control", "configure kernel auditing: rules, enable/disable"),
+    ("cap_setfcap", "set file capabilities (setxattr security.capability)"),
+    ("cap_mac_override", "override Mandatory Access Control (Smack)"),
+    ("cap_mac_admin", "configure Mandatory Access Control (Smack)"),
+    ("cap_syslog", "privileged syslog(2) operations; see kernel addresses"),
+    ("cap_wake_alarm", "set timers that wake the system (CLOCK_*_ALARM)"),
+    ("cap_block_suspend", "block system suspend (EPOLLWAKEUP)"),
+    ("cap_audit_read", "read the audit log through a multicast netlink socket"),
+    ("cap_perfmon", "performance monitoring (perf_event_open(2))"),
+    ("cap_bpf", "privileged BPF operations (bpf(2))"),
+    ("cap_checkpoint_restore", "checkpoint/restore helpers (set_tid in clone3, ns_last_pid)"),
+)
+
+
+class Cap(NamedTuple):
+    """One capability: its bit number, capsh's name and a one-line meaning."""
+    number: int
+    name: str
+    meaning: str
+
+
+_LAST_CAP: int | None = None
+
+
+def last_cap(procfs: str = PROCFS) -> int:
+    """The highest capability number this kernel knows (/proc/sys/kernel/cap_last_cap).
+
+    Cached: a child set up by a container engine may call this after
+    pivot_root, when no /proc is mounted.  Without the file, probe with
+    PR_CAPBSET_READ, which answers EINVAL past the last one (prctl(2)).
+    """
+    global _LAST_CAP
+    if procfs == PROCFS and _LAST_CAP is not None:
+        return _LAST_CAP
+    try:
+        with open(os.path.join(procfs, "sys/kernel/cap_last_cap")) as f:
+            value = int(f.read())
+    except OSError:
+        value = 0
+        while value < 63:
+            try:
+                _libc.prctl(_libc.PR_CAPBSET_READ, value + 1)
+            except OSError:
+                break
+            value += 1
+    if procfs == PROCFS:
+        _LAST_CAP = value
+    return value
+
+
+def all_caps(procfs: str = PROCFS) -> list[Cap]:
+    """Every capability of this kernel, by number (0 .. cap_last_cap)."""
+    out = []
+    for n in range(last_cap(procfs) + 1):
+        if n < len(_TABLE):
+            out.append(Cap(n, *_TABLE[n]))
+        else:
+            out.append(Cap(n, str(n), "newer than this helper: see capabilities(7)"))
+    return out
+
+
+def cap_name(number: int) -> str:
+    """capsh's spelling of a capability number: ``cap_chown``, or ``41`` past the table."""
+    if not isinstance(number, int) or number < 0 or number > 63:
+        raise BadInput(f"capability numbers go from 0 to 63, not {number!r}")
+    return _TABLE[number][0] if number < len(_TABLE) else str(number)
+
+
+def cap_number(name: str | int) -> int:
+    """The number of a capability: accepts ``cap_chown``, ``CAP_CHOWN``, ``chown``, ``0``."""
+    if isinstance(name, int) and not isinstance(name, bool):
+        if 0 <= name <= last_cap():
+            return name
+        raise BadInput(f"no capability number {name} on this kernel: 0 to {last_cap()} "
+                       "(/proc/sys/kernel/cap_last_cap)")
+    if not isinstance(name, str):
+        raise BadInput(f"a capability is a name like 'cap_chown' or a number, not {name!r}")
+    key = name.strip().lower()
+    if key.isdigit():
+        return cap_number(int(key))
+    if not key.startswith("cap_"):
+        key = "cap_" + key
+    for n, (nm, _) in enumerate(_TABLE):
+        if nm == key and n <= last_cap():
+            return n
+    raise BadInput(f"unknown capability {name!r}: names look like cap_chown or CAP_NET_ADMIN; "
+                   "list them with `python -m justaprocess caps --list` (capabilities(7))")
+
+
+def meaning(name: str | int) -> str:
+    """The one-line meaning of a capability."""
+    n = cap_number(name)
+    return _TABLE[n][1] if n < len(_TABLE) else "newer than this helper: see capabilities(7)"
+
+
+def to_mask(names: Iterable[str | int]) -> int:
+    """A 64-bit mask from capability names or numbers (unknown name → BadInput)."""
+    if isinstance(names, (str, int)):
+        names = [names]
+    mask = 0
+    for nm in names:
+        mask |= 1 << cap_number(nm)
+    return mask
+
+
+def decode(mask: int | str) -> tuple[str, ...]:
+    """Names of the bits set in a mask, lowest bit first, as ``capsh --decode`` lists them.
+
+    ``mask`` may be an int or a hex string (with or without ``0x``), as in
+    /proc/PID/status.
+    """
+    mask = _parse_mask(mask)
+    return tuple(cap_name(n) for n in range(64) if mask >> n & 1)
+
+
+def capsh_decode(mask: int | str) -> str:
+    """The line ``capsh --decode=MASK`` prints: ``0x0000000000000003=cap_chown,cap_dac_override``."""
+    mask = _parse_mask(mask)
+    return f"0x{mask:016x}=" + ",".join(decode(mask))
+
+
+def _parse_mask(mask: int | str) -> int:
+    if isinstance(mask, bool):
+        raise BadInput(f"a capability mask is an integer or hex string, not {mask!r}")
+    if isinstance(mask, int):
+        value = mask
+    else:
+        text = str(mask).strip().lower()
+        text = text[2:] if text.startswith("0x") else text
+        try:
+            value = int(text, 16)
+        except ValueError:
+            raise BadInput(f"not a hex capability mask: {mask!r} (e.g. 000001ffffffffff, "
+                           "as in CapEff of /proc/PID/status)") from None
+    if not 0 <= value < 1 << 64:
+        raise BadInput(f"a capability mask has 64 bits: {mask!r} is out of range")
+    return value
+
+
+# --- the five sets of a process -------------------------------------------------
+
+class CapSets(NamedTuple):
+    """A process's five sets, each a tuple of names lowest bit first (capabilities(7))."""
+    effective: tuple[str, ...]
+    permitted: tuple[str, ...]
+    inheritable: tuple[str, ...]
+    bounding: tuple[str, ...]
+    ambient: tuple[str, ...]
+
+    def as_json(self) -> dict[str, list[str]]:
+        """{set name: alphabetically sorted list of names} - the CLI's ``--json``."""
+        return {k: sorted(getattr(self, k)) for k in SETS}
+
+
+def from_masks(masks: proc.CapMasks) -> CapSets:
+    return CapSets(decode(masks.effective), decode(masks.permitted), decode(masks.inheritable),
+                   decode(masks.bounding), decode(masks.ambient))
+
+
+def masks(pid: int | str = "self", procfs: str = PROCFS) -> proc.CapMasks:
+    """The raw masks of /proc/PID/status (CapInh, CapPrm, CapEff, CapBnd, CapAmb)."""
+    return proc.caps(pid, procfs)
+
+
+def sets(pid: int | str = "self", procfs: str = PROCFS) -> CapSets:
+    """A process's five sets by name, read from /proc/PID/status (NoSuchProcess if gone)."""
+    if isinstance(pid, str) and pid != "self":
+        if not pid.isdigit():
+            raise BadInput(f"a PID is a number, not {pid!r}")
+        pid = int(pid)
+    return from_masks(masks(pid, procfs))
+
+
+class Diff(NamedTuple):
+    """Two collections of capability names compared."""
+    only_a: tuple[str, ...]
+    only_b: tuple[str, ...]
+    both: tuple[str, ...]
+
+    @property
+    def same(self) -> bool:
+        return not self.only_a and not self.only_b
+
+
+def _order(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(names), key=cap_number))
+
+
+def diff(a: Iterable[str | int], b: Iterable[str | int]) -> Diff:
+    """Compare two collections of names (e.g. root's effective set and ENGINE_DEFAULT)."""
+    sa = {cap_name(cap_number(x)) for x in a}
+    sb = {cap_name(cap_number(x)) for x in b}
+    return Diff(_order(sa - sb), _order(sb - sa), _order(sa & sb))
+
+
+def compare(a: int | str | CapSets, b: int | str | CapSets,
+            procfs: str = PROCFS) -> dict[str, Diff]:
+    """Compare two processes (PIDs or CapSets): {set name: Diff}."""
+    sa = a if isinstance(a, CapSets) else sets(a, procfs)
+    sb = b if isinstance(b, CapSets) else sets(b, procfs)
+    return {k: diff(getattr(sa, k), getattr(sb, k)) for k in SETS}
+
+
+# The capabilities Docker (moby) grants a container by default: moby's
+# oci/caps/defaults.go, DefaultCapabilities(); containerd's oci.WithDefaultUnixCaps
+# holds the same 14.  (podman's containers.conf default drops AUDIT_WRITE, MKNOD
+# and NET_RAW; runc's `runc spec` template keeps only AUDIT_WRITE, KILL and
+# NET_BIND_SERVICE.)  Everything else - CAP_SYS_ADMIN, CAP_NET_ADMIN,
+# CAP_SYS_MODULE, CAP_SYS_PTRACE ... - a container does not get unless asked.
+ENGINE_DEFAULT: tuple[str, ...] = (
+    "cap_chown", "cap_dac_override", "cap_fowner", "cap_fsetid", "cap_kill",
+    "cap_setgid", "cap_setuid", "cap_setpcap", "cap_net_bind_service", "cap_net_raw",
+    "cap_sys_chroot", "cap_mknod", "cap_audit_write", "cap_setfcap",
+)
+
+
+# --- reducing the capabilities of the calling process (a forked child) ----------
+
+def _bits(mask: int) -> list[int]:
+    return [n for n in range(64) if mask >> n & 1]
+
+
+def target_mask(keep: Iterable[str | int] | None = None,
+                drop: Iterable[str | int] | None = None,
+                have: int | None = None) -> int:
+    """What remains of ``have`` (default: the caller's permitted set) after keep/drop.
+
+    ``keep``: only these (intersected with what the process has: you cannot keep
+    what you lack).  ``drop``: all but these.  Both: keep, then drop.
+    Unknown names raise BadInput *before* anything changes.
+    """
+    if have is None:
+        have = _libc.capget()[1]
+    out = have
+    if keep is not None:
+        out &= to_mask(keep)
+    if drop is not None:
+        out &= ~to_mask(drop)
+    return out
+
+
+def restrict(keep: Iterable[str | int] | None = None,
+             drop: Iterable[str | int] | None = None, *,
+             bounding: bool = True, no_new_privs: bool = False,
+             uid: int | None = None, gid: int | None = None,
+             groups: Sequence[int] = (), ambient: bool | None = None) -> int:
+    """Reduce the capabilities of the CALLING process - call it only in a forked child.
+
+    Made for a container engine's child set-up (between fork and exec, e.g. as
+    ``preexec_fn`` or after ``os.fork()``), in this order:
+
+    1. bounding: PR_CAPBSET_DROP every capability not kept (prctl(2)); needs
+       CAP_SETPCAP, so it comes first.  Bites only at the next execve(2).
+    2. uid/gid: PR_SET_KEEPCAPS, then setgroups/setresgid/setresuid, so the
+       permitted set survives leaving uid 0 (capabilities(7), "Effect of user ID
+       changes on capabilities").
+    3. capset(2): effective = permitted = kept; takes effect at once.
+       inheritable = kept when ``ambient``, else what was inheritable and kept.
+    4. ambient (default: on when ``uid`` is given and not 0): raise each kept
+       capability into the ambient set, so a non-root program keeps them
+       across execve (PR_CAP_AMBIENT_RAISE).
+    5. no_new_privs: PR_SET_NO_NEW_PRIVS - execve can no longer grant privileges
+       (setuid bits and file capabilities are ignored).
+
+    Returns the kept mask.  Refuses in a multithreaded process (a notebook's
+    kernel): capset changes one thread only, and the kernel must keep its caps.
+    """
+    if threading.active_count() > 1:
+        raise BadInput("restrict() changes the calling process: call it in a forked child "
+                       "(capabilities.run() does), never in the notebook's kernel")
+    kept = target_mask(keep, drop)
+    if ambient is None:
+        ambient = uid is not None and uid != 0
+    try:
+        if bounding:
+            for n in range(last_cap() + 1):
+                if not kept >> n & 1 and _libc.prctl(_libc.PR_CAPBSET_READ, n) == 1:
+                    _libc.prctl(_libc.PR_CAPBSET_DROP, n)
+        if uid is not None or gid is not None:
+            _libc.prctl(PR_SET_KEEPCAPS, 1)
+            if gid is not None:
+                os.setgroups(list(groups))
+                os.setresgid(gid, gid, gid)
+            if uid is not None:
+                os.setresuid(uid, uid, uid)
+        _, _, inh = _libc.capget()
+        bnd = sum(1 << n for n in range(last_cap() + 1)
+                  if _libc.prctl(_libc.PR_CAPBSET_READ, n) == 1)
+        new_inh = (kept if ambient else inh & kept) & (bnd | inh)
+        _libc.capset(kept, kept, new_inh)
+        if ambient:
+            for n in _bits(kept & new_inh):
+                _libc.prctl(_libc.PR_CAP_AMBIENT, _libc.PR_CAP_AMBIENT_RAISE, n)
+        if no_new_privs:
+            _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
+    except PermissionError as exc:
+        raise NeedsPrivilege("root (CAP_SETPCAP, CAP_SETUID, CAP_SETGID)",
+                             f"reducing capabilities ({exc.strerror}):") from exc
+    return kept
+
+
+# --- running something with chosen capabilities -----------------------------------
+
+@dataclass
+class RunResult:
+    """What a child run with chosen capabilities did."""
+    target: str                       # the argv or the function's name
+    returncode: int                   # exit status; -N for a signal N (like subprocess)
+    stdout: str
+    stderr: str
+    sets: CapSets                     # the child's sets as it ended (read before reaping)
+    uid: int
+    no_new_privs: bool
+    value: Any = None                 # a function's return value
+    error: BaseException | None = None  # a function's exception, or an exec failure
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.error is None
+
+    @property
+    def errno_name(self) -> str:
+        """'EPERM' when the function raised OSError(EPERM); '' otherwise."""
+        no = getattr(self.error, "errno", None)
+        return _errno.errorcode.get(no, "") if no else ""
+
+    def __repr__(self) -> str:
+        how = "ok" if self.ok else (
+            f"error {type(self.error).__name__}" + (f" {self.errno_name}" if self.errno_name else "")
+            if self.error is not None else f"exit {self.returncode}")
+        return (f"<RunResult {self.target}: {how}; uid {self.uid}; "
+                f"effective {len(self.sets.effective)} caps, bounding {len(self.sets.bounding)}>")
+
+
+def _lo_up() -> None:
+    # A new network namespace has only 'lo', and it is down: bring it up with
+    # SIOCSIFFLAGS (netdevice(7)) so 127.0.0.1 is a valid address to bind.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        import fcntl
+        req = struct.pack("16sh22x", b"lo", 0)
+        flags = struct.unpack("16sh22x", fcntl.ioctl(s, 0x8913, req))[1]  # SIOCGIFFLAGS
+        fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 0x1))  # SIOCSIFFLAGS, IFF_UP
+
+
+def _child(target, w_out: int, w_err: int, w_st: int, unshare: int, setup: dict,
+           env, cwd) -> None:
+    """In the forked child: never returns."""
+    code = 127
+    try:
+        _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the notebook
+        os.setsid()  # its own process group: a timeout kills the whole group
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(w_out, 1)
+        os.dup2(w_err, 2)
+        if cwd:
+            os.chdir(cwd)
+        try:
+            if unshare:
+                _libc.unshare(unshare)
+                if unshare & _libc.CLONE_NEWNET:
+                    _lo_up()
+            restrict(**setup)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            # A LabError's constructor takes other arguments than its args:
+            # send class name and message, rebuilt by _setup_error().
+            _send(w_st, ("setup", (type(exc).__name__, str(exc)) if isinstance(exc, LabError)
+                         else exc))
+            os._exit(126)
+        if callable(target):
+            sys.stdout = open(1, "w", buffering=1, closefd=False)
+            sys.stderr = open(2, "w", buffering=1, closefd=False)
+            try:
+                value = target()
+                _send(w_st, ("value", value))
+                code = 0
+            except BaseException as exc:  # noqa: BLE001
+                _send(w_st, ("error", exc))
+                code = 1
+            sys.stdout.flush()
+            sys.stderr.flush()
+        else:
+            try:
+                if env is None:
+                    os.execvp(target[0], target)
+                os.execvpe(target[0], target, env)
+            except OSError as exc:
+                _send(w_st, ("exec", exc))
+    finally:
+        os._exit(code)
+
+
+def _setup_error(obj) -> BaseException:
+    if isinstance(obj, BaseException):
+        return obj
+    clsname, message = obj
+    if clsname == "NeedsPrivilege":
+        exc = NeedsPrivilege()
+        exc.strerror = message
+        return exc
+    from . import errors
+    cls = getattr(errors, clsname, LabError)
+    if cls in (errors.MissingTool, errors.NoSuchProcess):
+        cls = LabError
+    return cls(message)
+
+
+def _send(fd: int, msg) -> None:
+    try:
+        data = pickle.dumps(msg)
+    except Exception:  # noqa: BLE001 - an unpicklable value or exception
+        data = pickle.dumps((msg[0], RuntimeError(repr(msg[1]))))
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def run(target: Sequence[str] | Callable[[], Any],
+        keep: Iterable[str | int] | None = None,
+        drop: Iterable[str | int] | None = None, *,
+        bounding: bool = True, no_new_privs: bool = False,
+        uid: int | None = None, gid: int | None = None, ambient: bool | None = None,
+        unshare: int = 0, timeout: float = 10.0,
+        env: dict[str, str] | None = None, cwd: str | None = None) -> RunResult:
+    """Run a command (argv list) or a Python function in a child with chosen capabilities.
+
+    The child is forked from the caller, optionally unshares namespaces
+    (``unshare``: CLONE_* flags from ``_libc``; a new network namespace gets
+    its 'lo' up), then calls :func:`restrict` with keep/drop/bounding/
+    no_new_privs/uid/gid/ambient, then calls the function or execs the command.
+    The caller never changes.  Output is captured; the child's five sets are
+    read from /proc/PID/status after it exited and before it is reaped (a
+    zombie keeps its credentials), so they are the sets it really ran with.
+
+    A function's return value and exception come back pickled: an OSError
+    keeps its errno (``result.errno_name``).  A failure to set up (e.g. not
+    root) is raised here.
+    """
+    if os.geteuid() != 0:
+        raise NeedsPrivilege("root", "running a child with chosen capabilities")
+    if not callable(target):
+        if isinstance(target, str) or not target:
+            raise BadInput("run() takes a command as a list (['id', '-u']) or a function")
+        target = [str(a) for a in target]
+        if shutil.which(target[0]) is None:
+            raise BadInput(f"cannot run {target[0]!r}: no such program")
+    target_mask(keep, drop, have=(1 << 64) - 1)  # unknown names → BadInput, before forking
+    setup = dict(keep=keep, drop=drop, bounding=bounding, no_new_privs=no_new_privs,
+                 uid=uid, gid=gid, ambient=ambient)
+    label = getattr(target, "__name__", None) or " ".join(target)
+    label = label if len(label) <= 60 else label[:57] + "..."
+    pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, status (all close-on-exec)
+    pid = os.fork()
+    if pid == 0:
+        for r, _ in pipes:
+            os.close(r)
+        _child(target, pipes[0][1], pipes[1][1], pipes[2][1], unshare, setup, env, cwd)
+    entry = lab.register("process", f"pid-{pid}", pid=pid, note=f"caps run: {label}"[:80])
+    for _, w in pipes:
+        os.close(w)
+    chunks: dict[int, list[bytes]] = {r: [] for r, _ in pipes}
+    sel = selectors.DefaultSelector()
+    for r, _ in pipes:
+        sel.register(r, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    timed_out = False
+    try:
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                break
+            for key, _ in sel.select(left):
+                data = os.read(key.fd, 65536)
+                if data:
+                    chunks[key.fd].append(data)
+                else:
+                    sel.unregister(key.fd)
+        # Exited but not reaped: /proc/PID/status still shows its credentials.
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        st = proc.status(pid)
+        child_sets = from_masks(proc.CapMasks(
+            *(int(st[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"))))
+        child_uid = int(st["Uid"].split()[1])
+        nnp = st.get("NoNewPrivs", "0") == "1"
+    finally:
+        _, status = os.waitpid(pid, 0)
+        lab.unregister(entry)
+        sel.close()
+        for r, _ in pipes:
+            os.close(r)
+    code = os.waitstatus_to_exitcode(status)
+    out = b"".join(chunks[pipes[0][0]]).decode(errors="replace")
+    err = b"".join(chunks[pipes[1][0]]).decode(errors="replace")
+    msg = b"".join(chunks[pipes[2][0]])
+    kind, obj = pickle.loads(msg) if msg else (None, None)
+    if kind == "setup":
+        raise _setup_error(obj)
+    res = RunResult(label, code, out, err, child_sets, child_uid, nnp, timed_out=timed_out)
+    if kind == "value":
+        res.value = obj
+    elif kind in ("error", "exec"):
+        res.error = obj
+    return res
+
+
+# --- probes: one operation per capability ------------------------------------------
+
+class ProbeResult(NamedTuple):
+    probe: str
+    cap: str
+    ok: bool
+    errno: str   # 'EPERM', 'EACCES' ... or '' when it worked
+    detail: str
+
+
+@dataclass
+class Probe:
+    name: str
+    cap: str
+    what: str
+    fn: Callable[[dict], str] = field(repr=False)
+
+
+def _private(kind: str, ctx: dict) -> None:
+    # Never touch the host: these probes act only in namespaces of their own.
+    if os.stat(f"/proc/self/ns/{kind}").st_ino == ctx[f"host_{kind}"]:
+        raise BadInput(f"probe refused: not in a private {kind} namespace")
+
+
+def _p_sethostname(ctx: dict) -> str:
+    _private("uts", ctx)
+    _libc.sethostname("jap-probe")   # sethostname(2): CAP_SYS_ADMIN in the UTS ns's owner
+    return "hostname set in a private UTS namespace"
+
+
+def _p_bind80(ctx: dict) -> str:
+    _private("net", ctx)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 80))    # ip(7): ports < 1024 need CAP_NET_BIND_SERVICE
+    return "bound 127.0.0.1:80 in a private network namespace"
+
+
+def _p_chown(ctx: dict) -> str:
+    fd = os.memfd_create("jap-probe")  # an anonymous file: nothing on disk to clean
+    try:
+        os.fchown(fd, 65534, -1)         # chown(2): another owner needs CAP_CHOWN
+    finally:
+        os.close(fd)
+    return "gave a file to uid 65534"
+
+
+def _p_rawsock(ctx: dict) -> str:
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)  # raw(7)
+    s.close()
+    return "opened a raw ICMP socket (sent nothing)"
+
+
+def _p_ptrace(ctx: dict) -> str:
+    pid, addr = ctx["target"], ctx["addr"]
+    # proc(5) /proc/PID/mem: a PTRACE_MODE_ATTACH check.  The target holds
+    # capabilities we dropped, so only CAP_SYS_PTRACE lets us in (ptrace(2),
+    # "Ptrace access mode checking", step on capabilities).
+    fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+    try:
+        data = os.pread(fd, 4, addr)
+    finally:
+        os.close(fd)
+    return f"read {data!r} from another process's memory"
+
+
+def _p_netadmin(ctx: dict) -> str:
+    _private("net", ctx)
+    import fcntl
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        # SIOCSIFMTU on lo of the private namespace (netdevice(7)): CAP_NET_ADMIN.
+        fcntl.ioctl(s, 0x8922, struct.pack("16si20x", b"lo", 65000))
+    return "changed the MTU of lo in a private network namespace"
+
+
+PROBES: dict[str, Probe] = {p.name: p for p in (
+    Probe("sethostname", "cap_sys_admin", "sethostname() in a new UTS namespace", _p_sethostname),
+    Probe("bind80", "cap_net_bind_service", "bind 127.0.0.1:80 (new network namespace)", _p_bind80),
+    Probe("chown", "cap_chown", "chown a file to another user", _p_chown),
+    Probe("rawsock", "cap_net_raw", "open a raw ICMP socket", _p_rawsock),
+    Probe("ptrace", "cap_sys_ptrace", "read another process's memory (/proc/PID/mem)", _p_ptrace),
+    Probe("netadmin", "cap_net_admin", "change an interface's MTU (new network namespace)",
+          _p_netadmin),
+)}
+
+
+@dataclass
+class ProbeReport:
+    results: list[ProbeResult]
+    sets: CapSets
+
+    def as_dict(self) -> dict[str, str]:
+        """{probe: 'ok' or the errno name}."""
+        return {r.probe: "ok" if r.ok else r.errno or "failed" for r in self.results}
+
+    def table(self) -> str:
+        lines = [f"{'probe':<12} {'needs':<21} {'result':<7} what happened"]
+        for r in self.results:
+            lines.append(f"{r.probe:<12} {r.cap:<21} {'ok' if r.ok else r.errno:<7} {r.detail}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def _repr_pretty_(self, p, cycle) -> None:  # IPython shows the table
+        p.text(self.table())
+
+
+def _probe_target() -> tuple[lab.LabProcess, int]:
+    """A registered root process with all our capabilities: the ptrace probe's target."""
+    sleeper = lab.spawn(["sleep", "30"], note="ptrace probe target")
+    path = f"/proc/{sleeper.pid}/maps"
+    deadline = time.monotonic() + 2
+    while True:  # wait until it has exec'd sleep (its maps show /usr/bin/sleep)
+        with open(path) as f:
+            first = f.readline()
+        if "sleep" in first or time.monotonic() > deadline:
+            break
+        time.sleep(0.002)
+    return sleeper, int(first.split("-")[0], 16)  # the ELF header of sleep: b'\x7fELF'
+
+
+def probe(names: Iterable[str] | None = None,
+          keep: Iterable[str | int] | None = None,
+          drop: Iterable[str | int] | None = None, *,
+          bounding: bool = True, uid: int | None = None,
+          no_new_privs: bool = False) -> ProbeReport:
+    """Run probes (default: all of PROBES) in one child with chosen capabilities.
+
+    The child gets its own UTS and network namespaces first (so sethostname and
+    bind act on nothing of the host), then drops capabilities as :func:`run`.
+    """
+    names = list(PROBES) if names is None else list(names)
+    for n in names:
+        if n not in PROBES:
+            raise BadInput(f"unknown probe {n!r}: one of {', '.join(PROBES)}")
+    ctx = {"host_uts": os.stat("/proc/self/ns/uts").st_ino,
+           "host_net": os.stat("/proc/self/ns/net").st_ino}
+    sleeper = None
+    if "ptrace" in names:
+        sleeper, ctx["addr"] = _probe_target()
+        ctx["target"] = sleeper.pid
+
+    def probes() -> list[ProbeResult]:
+        out = []
+        for n in names:
+            p = PROBES[n]
+            try:
+                out.append(ProbeResult(n, p.cap, True, "", p.fn(ctx)))
+            except OSError as exc:
+                out.append(ProbeResult(n, p.cap, False, _errno.errorcode.get(exc.errno, "?"),
+                                       f"{exc.strerror}"))
+            except LabError as exc:
+                out.append(ProbeResult(n, p.cap, False, "REFUSED", str(exc)))
+        return out
+
+    try:
+        res = run(probes, keep, drop, bounding=bounding, uid=uid, no_new_privs=no_new_privs,
+                  unshare=_libc.CLONE_NEWUTS | _libc.CLONE_NEWNET)
+    finally:
+        if sleeper is not None:
+            sleeper.stop()
+    if res.error is not None:
+        raise res.error
+    return ProbeReport(res.value, res.sets)
+
+
+# --- file capabilities ----------------------------------------------------------------
+# The xattr security.capability holds struct vfs_cap_data
+# (include/uapi/linux/capability.h): magic_etc (revision | effective flag), then
+# (permitted, inheritable) as two 32-bit halves; revision 3 adds the root uid of
+# the user namespace it applies in.  capabilities(7), "File capabilities".
+XATTR = "security.capability"
+VFS_CAP_REVISION_1 = 0x01000000
+VFS_CAP_REVISION_2 = 0x02000000
+VFS_CAP_REVISION_3 = 0x03000000
+VFS_CAP_FLAGS_EFFECTIVE = 0x000001
+
+
+class FileCaps(NamedTuple):
+    permitted: tuple[str, ...]
+    inheritable: tuple[str, ...]
+    effective: bool
+    rootid: int | None = None
+
+    @property
+    def text(self) -> str:
+        """getcap's spelling for the usual cases: ``cap_net_bind_service=ep``."""
+        groups: dict[str, list[str]] = {}
+        for nm in _order(set(self.permitted) | set(self.inheritable)):
+            flags = ("e" if self.effective else "") + \
+                    ("i" if nm in self.inheritable else "") + ("p" if nm in self.permitted else "")
+            groups.setdefault(flags, []).append(nm)
+        return " ".join(",".join(v) + "=" + k for k, v in groups.items())
+
+
+def get_file_caps(path: str) -> FileCaps | None:
+    """The file capabilities of ``path`` from its xattr, or None when it has none."""
+    try:
+        raw = os.getxattr(path, XATTR)
+    except FileNotFoundError:
+        raise BadInput(f"no such file: {path}") from None
+    except OSError as exc:
+        if exc.errno == _errno.ENODATA:
+            return None
+        raise
+    magic = struct.unpack_from("<I", raw)[0]
+    rev = magic & 0xFF000000
+    if rev == VFS_CAP_REVISION_1:
+        prm, inh = struct.unpack_from("<II", raw, 4)
+        rootid = None
+    else:
+        p0, i0, p1, i1 = struct.unpack_from("<IIII", raw, 4)
+        prm, inh = p0 | p1 << 32, i0 | i1 << 32
+        rootid = struct.unpack_from("<I", raw, 20)[0] if rev == VFS_CAP_REVISION_3 else None
+    return FileCaps(decode(prm), decode(inh), bool(magic & VFS_CAP_FLAGS_EFFECTIVE), rootid)
+
+
+def _lab_file(path: str) -> str:
+    real = os.path.realpath(path)
+    root = os.path.realpath(lab.run_dir())
+    rel = os.path.relpath(real, root)
+    if rel.startswith("..") or not rel.split(os.sep)[0].startswith(lab.PREFIX):
+        raise BadInput(f"file capabilities are set only on lab-made copies under "
+                       f"{lab.run_dir()}/{lab.PREFIX}-*: use copy_binary() first, not {path!r}")
+    return real
+
+
+def set_file_caps(path: str, permitted: Iterable[str | int], *,
+                  inheritable: Iterable[str | int] = (), effective: bool = True) -> FileCaps:
+    """Write the security.capability xattr (revision 2), like ``setcap NAMES+ep PATH``.
+
+    Only on a lab-made copy (see :func:`copy_binary`).  Needs CAP_SETFCAP.
+    An empty ``permitted`` and ``inheritable`` removes the xattr.
+    """
+    real = _lab_file(path)
+    prm, inh = to_mask(permitted), to_mask(inheritable)
+    try:
+        if not prm and not inh:
+            try:
+                os.removexattr(real, XATTR)
+            except OSError as exc:
+                if exc.errno != _errno.ENODATA:
+                    raise
+            return FileCaps((), (), False)
+        magic = VFS_CAP_REVISION_2 | (VFS_CAP_FLAGS_EFFECTIVE if effective else 0)
+        raw = struct.pack("<IIIII", magic, prm & 0xFFFFFFFF, inh & 0xFFFFFFFF,
+                          prm >> 32, inh >> 32)
+        os.setxattr(real, XATTR, raw)
+    except PermissionError as exc:
+        raise NeedsPrivilege("CAP_SETFCAP", "setting file capabilities:") from exc
+    return get_file_caps(real)
+
+
+class FileCopy(NamedTuple):
+    path: str
+    entry: lab.Entry
+
+
+def copy_binary(src: str, note: str = "") -> FileCopy:
+    """Copy a program into a registered lab folder (mode 0755, so any uid may run it).
+
+    Resolves ``src`` through PATH and symlinks; remove it with :func:`remove_copy`
+    (or the notebook's ``%lab_cleanup``).
+    """
+    found = shutil.which(src) if os.sep not in src else src
+    if not found or not os.path.isfile(found):
+        raise BadInput(f"no such program: {src!r}")
+    real = os.path.realpath(found)
+    folder = os.path.join(lab.run_dir(), lab.name("fcaps"))
+    entry = lab.register("dir", folder, note=note or f"copy of {real}")
+    os.makedirs(folder)
+    os.chmod(folder, 0o755)
+    os.chmod(lab.run_dir(), os.stat(lab.run_dir()).st_mode | 0o005)  # others may reach it
+    dst = os.path.join(folder, os.path.basename(real))
+    shutil.copy2(real, dst)
+    os.chmod(dst, 0o755)
+    return FileCopy(dst, entry)
+
+
+def remove_copy(copy: FileCopy) -> None:
+    lab.remove(copy.entry)
+
+
+# --- widget ---------------------------------------------------------------------------
+
+def widget(probes: Iterable[str] | None = None):
+    """Tick capabilities, run the probes, see which operations work (ipywidgets).
+
+    The boxes list the capabilities the kernel's process has (read, not assumed).
+    """
+    import ipywidgets as W
+
+    names = list(PROBES) if probes is None else list(probes)
+    have = sets().permitted
+    boxes = {nm: W.Checkbox(value=True, description=nm, indent=False,
+                            layout=W.Layout(width="220px")) for nm in have}
+    out = W.Output()
+
+    def pick(chosen):
+        for nm, b in boxes.items():
+            b.value = nm in chosen
+
+    def go(_=None):
+        kept = [nm for nm, b in boxes.items() if b.value]
+        report = probe(names, keep=kept)
+        out.clear_output()
+        with out:
+            print(f"kept {len(kept)} of {len(have)} capabilities")
+            print(report.table())
+
+    buttons = []
+    for label, fn in (("all", lambda _: pick(have)), ("none", lambda _: pick(())),
+                      ("engine default", lambda _: pick(ENGINE_DEFAULT)),
+                      ("run probes", go)):
+        b = W.Button(description=label, button_style="primary" if label == "run probes" else "")
+        b.on_click(fn)
+        buttons.append(b)
+    grid = W.GridBox(list(boxes.values()),
+                     layout=W.Layout(grid_template_columns="repeat(4, 230px)"))
+    return W.VBox([grid, W.HBox(buttons), out])
+
+
+# --- command line -------------------------------------------------------------------------
+
+def _cli(args) -> int:
+    if args.list:
+        for c in all_caps():
+            print(f"{c.number:>2} {c.name:<23} {c.meaning}")
+        return 0
+    if args.decode is not None:
+        print(capsh_decode(args.decode))
+        return 0
+    if args.pid is None:
+        raise BadInput("give a PID (`caps 1234`, `caps self`), --decode HEXMASK or --list")
+    pid = args.pid
+    s = sets(pid)
+    if args.json:
+        print(json.dumps(s.as_json(), indent=2))
+        return 0
+    for k in SETS:
+        names = getattr(s, k)
+        print(f"{k:<12} {len(names):>2}  {','.join(names) or '(none)'}")
+    return 0
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("caps", help="a process's capability sets by name; decode a mask",
+                       description="Show a process's five capability sets (capabilities(7)) "
+                                   "or decode a hex mask like `capsh --decode`.")
+    p.add_argument("pid", nargs="?", help="a PID, or 'self'")
+    p.add_argument("--json", action="store_true",
+                   help="JSON keyed by set name, each a sorted list of capsh names")
+    p.add_argument("--decode", metavar="HEXMASK", help="decode a mask, e.g. 000001fffeffffff")
+    p.add_argument("--list", action="store_true", help="every capability with its meaning")
+    p.set_defaults(func=_cli)
