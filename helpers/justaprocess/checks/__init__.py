@@ -24,9 +24,6 @@ class Verdict:
         colour = "#1a7f37" if self.ok else "#cf222e"
         return f'<div style="color:{colour};font-weight:600">{self!r}</div>'
 
-    def __bool__(self) -> bool:
-        return self.ok
-
 
 def missing(**answers) -> Verdict | None:
     """A 'not answered yet' verdict when any answer is still ``...`` or None."""
