@@ -90,10 +90,15 @@ def checks() -> list[Check]:
     bnd = proc.caps("self").bounding
     last = int(open("/proc/sys/kernel/cap_last_cap").read())
     absent = [i for i in range(last + 1) if not bnd >> i & 1]
+    try:
+        from .capabilities import cap_name
+        absent = [cap_name(i) for i in absent]
+    except ImportError:  # the chapter's module is optional for the doctor
+        pass
     # CAP_SYS_ADMIN (21) is what namespaces and mounts need: without it nothing runs.
     out.append(Check("capabilities", bool(bnd >> 21 & 1),
                      "full bounding set" if not absent else
-                     f"bounding set lacks capability numbers {absent} (demos read the set, "
+                     f"bounding set lacks {', '.join(map(str, absent))} (demos read the set, "
                      "they do not assume it)",
                      "run as root on a machine that is not itself a locked-down container"))
 
