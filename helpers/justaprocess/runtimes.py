@@ -115,50 +115,23 @@ def engine_caps() -> tuple[str, ...]:
     return tuple(names)
 
 
-def parse_size(size: int | str | None) -> int | None:
-    """'64M' -> 67108864; an int is bytes; None is no limit."""
-    if size is None or isinstance(size, int):
-        return size
-    s = str(size).strip().upper().removesuffix("B")
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    try:
-        if s and s[-1] in units:
-            return int(float(s[:-1]) * units[s[-1]])
-        return int(s)
-    except ValueError:
-        raise BadInput(f"a size like 64M or 1G, not {size!r}") from None
-
-
 def cgroups_path(ident: str) -> str:
     """``linux.cgroupsPath`` for container ``jap-<id>``: under the lab's cgroup parent.
 
-    On v1 and the hybrid, a *relative* path: runc's cgroupfs driver puts it
-    under runc's own cgroup in each hierarchy (libcontainer/cgroups/fs/paths.go),
-    the place the lab makes its cgroups (``lab._lab_cgroup_roots``).  On pure v2,
-    the lab's parent as an absolute path from the cgroup2 root (fs2/defaultpath.go)
-    when the cgroups module offers one: v2 forbids processes in inner nodes, so
-    the caller's own cgroup can't become a parent.
+    The lab keeps its cgroups in a parent ``jap-lab`` (cgroups.LAB_PARENT)
+    beneath a base (cgroups.lab_base).  On v1 and the hybrid the base is the
+    caller's own cgroup in each hierarchy, so the path is *relative*: runc's
+    cgroupfs driver puts a relative path under its own cgroup in each hierarchy
+    (libcontainer/cgroups/fs/paths.go).  On pure v2 the base may be above our
+    own cgroup (v2 forbids processes in inner nodes, cgroup-v2.rst), so the path
+    is absolute from the cgroup2 root (fs2/defaultpath.go).
     """
     name = ident if ident.startswith(lab.PREFIX) else lab.name(ident=ident)
     if cgroups.layout() == cgroups.V2:
-        parent = _lab_parent_v2()
-        if parent:
-            return "/" + os.path.relpath(os.path.join(parent, name), cgroups.ROOT)
-    return name
-
-
-def _lab_parent_v2() -> str | None:
-    for fn in ("lab_parent", "parent", "lab_root"):
-        f = getattr(cgroups, fn, None)
-        if callable(f):
-            try:
-                p = f()
-            except TypeError:
-                continue
-            p = getattr(p, "path", p)
-            if isinstance(p, str) and p.startswith(cgroups.ROOT):
-                return p
-    return None
+        v2 = [h for h in cgroups.hierarchies() if h.version == 2][0]
+        parent = os.path.join(cgroups.lab_base(v2), cgroups.LAB_PARENT)
+        return "/" + os.path.relpath(os.path.join(parent, name), v2.mountpoint)
+    return f"{cgroups.LAB_PARENT}/{name}"
 
 
 def config(rootfs: str, argv: list[str], *, hostname: str = "runc",
@@ -182,7 +155,7 @@ def config(rootfs: str, argv: list[str], *, hostname: str = "runc",
     caps = list(engine_caps() if caps is None else caps)
     environ = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "HOME": "/root", **(env or {})}
-    mem = parse_size(memory)
+    mem = cgroups.parse_size(memory, "memory")
     resources: dict = {"devices": [{"allow": False, "access": "rwm"}]}
     if mem:
         # memory.swap = memory.limit: no swap beyond the limit (config-linux.md#memory)
@@ -328,6 +301,11 @@ class OCIContainer:
         os.makedirs(self.bundle)
         os.makedirs(self.state)
         for d in _cgroup_dirs(self.cgroups_path):
+            parent = os.path.dirname(d)
+            if os.path.basename(parent) == cgroups.LAB_PARENT and not os.path.isdir(parent):
+                # runc makes the shared lab parent too (mkdir -p); removed when empty.
+                self.entries.append(lab.register("cgroup", parent, note="lab parent (shared; "
+                                                 "removed when empty)"))
             self.entries.append(lab.register("cgroup", d, note=f"{self.runtime} {self.name}"))
         with open(os.path.join(self.bundle, "config.json"), "w") as f:
             json.dump(cfg, f, indent=1)
