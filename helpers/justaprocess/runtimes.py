@@ -386,8 +386,10 @@ class OCIContainer:
                 # `delete -f` kills (SIGKILL) and removes the cgroups and state.
                 subprocess.run(self._cmd("delete", "-f", self.name), capture_output=True,
                                timeout=30)
-        for e in self.entries:
-            lab.remove(e)   # absent objects are only forgotten
+        # Processes, then cgroups deepest first (a lab parent goes when empty), then
+        # the folder: lab.entries()'s order.  Absent objects are only forgotten.
+        for e in sorted(self.entries, key=lambda e: (lab.KINDS.index(e.kind), -e.name.count("/"))):
+            lab.remove(e)
         self.entries = []
         self.pid = None
 

@@ -1,0 +1,73 @@
+"""insecure: each breakout works from the naive container, and its engine step blocks it.
+
+Every target is the lab's own; the sysctl is restored and checked; the loop
+device is checked detached.
+"""
+import os
+import time
+
+import pytest
+
+from justaprocess import insecure as ins
+from justaprocess import lab
+from justaprocess.errors import BadInput
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def box(own_objects):
+    with ins.NaiveContainer() as c:
+        yield c
+    assert not os.path.exists(c.dir)
+
+
+def test_chroot_escape_and_pivot_root(box):
+    secret = box.host_file("jap-secret.txt", "host secret 42")
+    assert not secret.startswith(box.root)
+    assert box.run(ins.chroot_escape(secret)).value == "host secret 42"
+    blocked = box.run(ins.chroot_escape(secret), pivot_root=True)
+    assert not blocked.ok and "ENOENT" in blocked.error
+    no_cap = box.run(ins.chroot_escape(secret), drop=("CAP_SYS_CHROOT",))
+    assert not no_cap.ok and "EPERM" in no_cap.error
+
+
+def test_sysctl_write_reaches_the_host_unless_read_only(box):
+    old = ins.read_sysctl()
+    try:
+        out = box.run(ins.sysctl_write())
+        assert out.ok and ins.read_sysctl() == out.value == old + 1
+    finally:
+        ins.restore_sysctl(old)
+    assert ins.read_sysctl() == old
+    ro = box.run(ins.sysctl_write(), ro_proc_sys=True)
+    assert not ro.ok and "EROFS" in ro.error
+    assert ins.read_sysctl() == old
+
+
+def test_mknod_reads_a_lab_disk_unless_cap_mknod_dropped(box):
+    with ins.HostDisk(os.path.join(box.dir, "jap-disk.img"), "JAP DISK 7") as d:
+        assert ins.loop_attached(d.path)
+        assert box.run(ins.mknod_read(d.major, d.minor)).value == "JAP DISK 7"
+        out = box.run(ins.mknod_read(d.major, d.minor), drop=("CAP_MKNOD",))
+        assert not out.ok and "EPERM" in out.error
+    time.sleep(0.05)
+    assert not ins.loop_attached(d.path)  # autoclear: gone with the last close
+
+
+def test_shared_pid_namespace_lets_it_kill_a_host_process(box):
+    victim = lab.spawn(["sleep", "3602"])
+    try:
+        out = box.run(ins.kill_by_cmdline("sleep 3602"), pid_ns=True)
+        assert not out.ok and "ESRCH" in out.error and victim.alive()
+        out = box.run(ins.kill_by_cmdline("sleep 3602"))
+        assert out.ok
+        victim.popen.wait(5)
+        assert victim.popen.returncode == -9
+    finally:
+        victim.stop()
+
+
+def test_unknown_capability_is_refused(box):
+    with pytest.raises(BadInput, match="CAP_"):
+        box.run(lambda: 1, drop=("CAP_NOPE",))

@@ -1,0 +1,158 @@
+"""runtimes: the same rootfs under runc (crun, podman when present); facts of any PID.
+
+Real effects only: the kernel's files of the container's process and cgroup,
+and that every directory and process is gone afterwards.
+"""
+import os
+
+import pytest
+
+from justaprocess import cgroups, lab, proc, rootfs, runtimes
+from justaprocess.errors import BadInput, MissingTool
+
+RUNC = runtimes.find("runc")
+needs_runc = pytest.mark.skipif(not RUNC.available, reason=f"runc: {RUNC.reason}")
+
+
+@pytest.fixture(scope="module")
+def fs():
+    if os.geteuid() != 0:
+        pytest.skip("needs root: run `make test` as root in the lab VM")
+    return rootfs.build("busybox")
+
+
+# --- the config, without running anything ------------------------------------------
+
+def test_config_is_runc_spec_made_for_the_lab(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "sh").write_text("")
+    cfg = runtimes.config(str(tmp_path), ["sleep", "1"], cgroups_path="jap-lab/jap-abc123",
+                          memory="64M", pids=32, caps=("CAP_KILL",))
+    assert cfg["process"]["args"] == ["sleep", "1"]
+    assert cfg["process"]["terminal"] is False
+    assert cfg["process"]["capabilities"]["bounding"] == ["CAP_KILL"]
+    assert cfg["linux"]["resources"]["memory"]["limit"] == 64 << 20
+    assert cfg["linux"]["resources"]["pids"]["limit"] == 32
+    assert cfg["linux"]["cgroupsPath"] == "jap-lab/jap-abc123"
+    assert {n["type"] for n in cfg["linux"]["namespaces"]} == {"pid", "network", "ipc", "uts", "mount"}
+    assert "/proc/kcore" in cfg["linux"]["maskedPaths"]
+    assert "/proc/sys" in cfg["linux"]["readonlyPaths"]
+    assert "mount" in cfg["linux"]["seccomp"]["syscalls"][0]["names"]
+    assert "seccomp" not in runtimes.config(str(tmp_path), ["true"], seccomp=False)["linux"]
+
+
+def test_config_bad_input_says_what_to_do(tmp_path):
+    with pytest.raises(BadInput, match="rootfs"):
+        runtimes.config("relative/path", ["true"])
+    with pytest.raises(BadInput, match="command"):
+        runtimes.config(str(tmp_path), [])
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "sh").write_text("")
+    with pytest.raises(BadInput):
+        runtimes.config(str(tmp_path), ["true"], memory="64Q")
+
+
+def test_unknown_runtime_is_refused():
+    with pytest.raises(BadInput, match="runc"):
+        runtimes.find("docker-but-not")
+
+
+def test_absent_runtimes_say_why():
+    for rt in runtimes.available().values():
+        assert rt.available or ("not installed" in rt.reason or "failed" in rt.reason)
+
+
+def test_cgroups_path_is_under_the_lab_parent():
+    p = runtimes.cgroups_path("jap-abc123")
+    assert p.endswith(f"{cgroups.LAB_PARENT}/jap-abc123")
+    if cgroups.layout() != cgroups.V2:
+        assert not p.startswith("/")  # relative: under our own cgroup in each hierarchy
+
+
+def test_facts_of_a_plain_process_share_everything():
+    f = runtimes.facts(os.getpid())
+    assert all(f.shared_with_host.values())
+    assert f.pid_inside == os.getpid()
+    assert f.caps == proc.caps(os.getpid())
+
+
+# --- runc for real ------------------------------------------------------------------
+
+@pytest.mark.root
+@needs_runc
+def test_runc_container_facts_and_cleanup(fs, own_objects):
+    c = runtimes.OCIContainer(fs, ["sleep", "60"], memory="48M", pids=40)
+    assert c.pid is None and not os.path.exists(c.dir)  # nothing happens in the constructor
+    c.start()
+    try:
+        f = c.facts()
+        assert f.pid_inside == 1 and f.comm == "sleep"
+        assert {k for k, same in f.shared_with_host.items() if not same} >= {"pid", "net", "mnt", "uts", "ipc"}
+        assert f.memory_limit == 48 << 20 and f.pids_limit == 40
+        # the limits are in the kernel's files of the container's cgroup
+        mem_dir = f.cgroups.get("memory") or f.cgroups["unified"]
+        assert os.path.basename(mem_dir) == c.name
+        assert os.path.basename(os.path.dirname(mem_dir)) == cgroups.LAB_PARENT
+        assert set(f.cap_names) == set(runtimes.engine_caps())
+        assert f.no_new_privs and f.seccomp == 2 and f.seccomp_filters >= 1
+        assert "/proc/sys" in f.readonly_paths and f.masked
+        root = next(m for m in f.mounts if m.target == "/")
+        assert root.readonly
+        # a blocked syscall answers EPERM inside; the same works on the host
+        r = c.exec(["sh", "-c", "grep Seccomp: /proc/self/status; hostname"])
+        assert r.returncode == 0 and "2" in r.stdout and c.name in r.stdout
+        dirs = list(f.cgroups.values())
+        pid = c.pid
+    finally:
+        c.remove()
+    assert not proc.exists(pid) or proc.status(pid)["State"].startswith("Z")
+    assert not any(os.path.isdir(d) for d in dirs)
+    assert not os.path.exists(c.dir)
+    assert not [e for e in lab.leftovers() if c.name in e.name]
+
+
+@pytest.mark.root
+@needs_runc
+def test_runc_run_returns_exit_code_and_output(fs, own_objects):
+    r = runtimes.run(fs, ["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
+    assert not [e for e in lab.entries() if e.owner == os.getpid()]
+
+
+@pytest.mark.root
+@needs_runc
+def test_seccomp_off_shows_in_facts(fs, own_objects):
+    with runtimes.OCIContainer(fs, ["sleep", "30"], seccomp=False) as c:
+        assert c.facts().seccomp == 0
+
+
+@pytest.mark.root
+@needs_runc
+def test_same_blocks_as_the_hand_built_engine(fs, own_objects):
+    container = pytest.importorskip("justaprocess.container")
+    hb = container.Container(["sleep", "30"], rootfs=fs, memory="64M")
+    try:
+        hb.create()
+        hb.start()
+        with runtimes.OCIContainer(fs, ["sleep", "30"], memory="64M") as oc:
+            a, b = runtimes.facts(hb.pid, "hand-built"), oc.facts()
+            for kind in ("pid", "net", "mnt", "uts", "ipc"):
+                assert not a.shared_with_host[kind] and not b.shared_with_host[kind]
+            assert a.memory_limit == b.memory_limit == 64 << 20
+            assert a.pid_inside == b.pid_inside == 1
+            assert "seccomp" in runtimes.differences(a, b)
+            assert "seccomp" in runtimes.side_by_side(a, b)
+    finally:
+        hb.remove()
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("name", ["crun", "podman"])
+def test_other_runtimes_when_present(fs, own_objects, name):
+    rt = runtimes.find(name)
+    if not rt.available:
+        with pytest.raises(MissingTool, match=name):
+            runtimes.OCIContainer(fs, ["true"], runtime=name).start()
+        pytest.skip(f"{name}: {rt.reason}")
+    r = runtimes.run(fs, ["sh", "-c", "echo $$"], runtime=name)
+    assert r.returncode == 0 and r.stdout.strip() == "1"
