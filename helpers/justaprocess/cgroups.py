@@ -685,6 +685,7 @@ class Cgroup:
         self.root, self.mounts, self.procfs = root, mounts, procfs
         self.places: dict[str, Place] = {}
         self._entries: list = []
+        self._parents: list = []   # lab parents this object made (registered by us)
         self._dirs: list[str] = []
 
     # -- where -------------------------------------------------------------------
@@ -783,12 +784,18 @@ class Cgroup:
         from . import lab
         base = lab_base(h, self.procfs)
         parent = os.path.join(base, LAB_PARENT)
-        if h.version == 2:
+        if h.version == 2 and set(V2_CONTROLLERS) & set(h.controllers):  # not the hybrid's unified
+            have = (_read(os.path.join(base, "cgroup.controllers")) or "").split()
+            lacking = sorted(self.limits.controllers() - set(have))
+            if lacking:  # the base's parent did not hand them down (systemd: Delegate=yes)
+                raise NotSupported(f"the controller(s) {', '.join(lacking)} are not available in "
+                                   f"{base} (its cgroup.controllers): delegate them to the lab's unit")
             _enable(base, list(V2_CONTROLLERS))
         if not os.path.isdir(parent):
             entry = lab.register("cgroup", parent, note="lab parent (shared; removed when empty)")
             try:
                 _mkdir(parent)
+                self._parents.append(entry)
             except FileExistsError:
                 lab.unregister(entry)  # another kernel made it meanwhile: theirs to forget
         if h.version == 2:
@@ -804,7 +811,16 @@ class Cgroup:
                 pass
         for e in self._entries:
             lab.unregister(e)
+        self._forget_parents()
         self._dirs, self._entries, self.places = [], [], {}
+
+    def _forget_parents(self) -> None:
+        """Unregister the lab parents we made once they are gone (the last child took them)."""
+        from . import lab
+        for e in list(self._parents):
+            if not os.path.isdir(e.name):
+                lab.unregister(e)
+                self._parents.remove(e)
 
     def _file(self, ctrl: str, name: str) -> str:
         return os.path.join(self.places[ctrl].path, name)
@@ -880,6 +896,7 @@ class Cgroup:
         if errs:
             raise LabError("could not remove " + "; ".join(errs)
                            + " - run `python -m justaprocess cleanup` as root")
+        self._forget_parents()
         self._dirs, self._entries, self.places = [], [], {}
 
     def __enter__(self) -> "Cgroup":

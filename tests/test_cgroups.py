@@ -1,0 +1,485 @@
+"""justaprocess.cgroups: the hybrid of this machine for real, pure v2 against a fake tree.
+
+The fake v2 tree (``fake_v2`` below) mirrors the files of a systemd VM's
+/sys/fs/cgroup and plays the kernel's rules that matter for the lab: a new
+cgroup gets the interface files of the controllers its parent enabled, and
+``cgroup.subtree_control`` / ``cgroup.procs`` enforce the no-internal-processes
+rule (cgroup-v2.rst) with EBUSY.  The real v2 run is the VM test's job.
+"""
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from justaprocess import cgroups, lab
+from justaprocess.errors import BadInput, LabError, NeedsPrivilege, NoSuchProcess, NotSupported
+
+PY = sys.executable
+IS_ROOT = os.geteuid() == 0
+
+
+def registered() -> set[str]:
+    return {e.name for e in lab.entries() if e.kind == "cgroup"}
+
+
+# --- units: pure functions ------------------------------------------------------------
+
+@pytest.mark.parametrize("text,value", [
+    ("64M", 64 << 20), ("64m", 64 << 20), ("64MiB", 64 << 20), ("1.5G", 3 << 29),
+    ("512k", 512 << 10), ("4096", 4096), (4096, 4096), ("max", None), (None, None)])
+def test_sizes_in_human_units(text, value):
+    assert cgroups.parse_size(text) == value
+
+
+@pytest.mark.parametrize("bad", ["64Q", "-1M", "sixty", "", -5, True, "64 M B x"])
+def test_bad_sizes_say_what_to_write(bad):
+    with pytest.raises(BadInput, match="64M|size"):
+        cgroups.parse_size(bad)
+
+
+@pytest.mark.parametrize("bad", [-0.2, 0, "lots", True, 10_000])
+def test_bad_cpu_fractions(bad):
+    with pytest.raises(BadInput, match="cores|cpu"):
+        cgroups.parse_cpu(bad)
+
+
+def test_limits_are_checked_before_anything_exists():
+    with pytest.raises(BadInput, match="pids"):
+        cgroups.Cgroup(pids=-3)
+    with pytest.raises(BadInput, match="devices"):
+        cgroups.Cgroup(devices=["c 1:3 everything"])
+    with pytest.raises(BadInput, match="not a block device"):
+        cgroups.Cgroup(io={"/dev/null": {"read": "1M"}})
+    with pytest.raises(BadInput, match="too small"):
+        cgroups.Cgroup(memory="10k")
+    with pytest.raises(BadInput, match="jap"):
+        cgroups.Cgroup(name="../../system.slice")
+    assert cgroups.Cgroup(memory="64M").created is False
+
+
+def test_human_sizes():
+    assert cgroups.human(64 << 20) == "64.0M" and cgroups.human(None) == "max"
+
+
+# --- the fake v2 kernel ------------------------------------------------------------------
+
+ROOT_CONTROLLERS = "cpuset cpu io memory hugetlb pids rdma misc"
+FILES = {  # what a v2 cgroup directory holds, per controller (cgroup-v2.rst)
+    None: {"cgroup.procs": "", "cgroup.events": "populated 0\nfrozen 0\n", "cgroup.freeze": "0\n",
+           "cgroup.kill": "", "cgroup.subtree_control": "", "cgroup.type": "domain\n",
+           "cpu.stat": "usage_usec 0\nuser_usec 0\nsystem_usec 0\n"},
+    "memory": {"memory.current": "0\n", "memory.peak": "0\n", "memory.max": "max\n",
+               "memory.high": "max\n", "memory.low": "0\n", "memory.swap.max": "max\n",
+               "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n"},
+    "cpu": {"cpu.max": "max 100000\n", "cpu.weight": "100\n",
+            "cpu.stat": "usage_usec 0\nuser_usec 0\nsystem_usec 0\nnr_periods 0\n"
+                        "nr_throttled 0\nthrottled_usec 0\nnr_bursts 0\nburst_usec 0\n"},
+    "pids": {"pids.max": "max\n", "pids.current": "0\n", "pids.events": "max 0\n"},
+    "io": {"io.max": "", "io.stat": "", "io.weight": "default 100\n"},
+}
+
+
+class FakeV2:
+    """A tmp_path tree shaped like a systemd VM's cgroup2 mount, with the kernel's rules."""
+
+    def __init__(self, tmp_path, own="/system.slice/jupyter.service/server"):
+        self.root = str(tmp_path / "cgroup")
+        self.mounts = str(tmp_path / "mounts")
+        self.procfs = str(tmp_path / "proc")
+        with open(self.mounts, "w") as f:
+            f.write(f"sysfs /sys sysfs rw 0 0\ncgroup2 {self.root} cgroup2 rw,nosuid,nodev 0 0\n")
+        os.makedirs(self.root)
+        self._files(self.root, ROOT_CONTROLLERS.split())
+        self.put(self.root, "cgroup.subtree_control", "cpu io memory pids\n")  # as systemd leaves it
+        self.own = own
+        cur = self.root
+        parts = [p for p in own.strip("/").split("/") if p]
+        for i, part in enumerate(parts):
+            cur = os.path.join(cur, part)
+            self.mkdir(cur)
+            if i < len(parts) - 2:  # systemd enables controllers down to the units (slices)
+                self.put(cur, "cgroup.subtree_control", "cpu io memory pids\n")
+        self.put(cur, "cgroup.procs", f"{os.getpid()}\n")  # the lab's process sits in its leaf
+        os.makedirs(os.path.join(self.procfs, "self"))
+        self.put(os.path.join(self.procfs, "self"), "cgroup", f"0::{own}\n")
+        self.added: list[tuple[str, str]] = []
+
+    def put(self, d, name, text):
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+
+    def get(self, d, name):
+        with open(os.path.join(d, name)) as f:
+            return f.read()
+
+    def _files(self, d, ctrls):
+        for c in (None, *ctrls):
+            for n, t in FILES.get(c, {}).items():
+                self.put(d, n, t)
+        self.put(d, "cgroup.controllers", " ".join(ctrls) + "\n")
+
+    # The kernel's side of mkdir/rmdir/write, swapped into cgroups by the fixture.
+    def mkdir(self, path):
+        os.mkdir(path)
+        parent = os.path.dirname(path)
+        self._files(path, self.get(parent, "cgroup.subtree_control").split())
+
+    def rmdir(self, path):
+        if any(os.path.isdir(os.path.join(path, n)) for n in os.listdir(path)):
+            raise OSError(errno.EBUSY, "Device or resource busy", path)
+        if self.get(path, "cgroup.procs").strip():
+            raise OSError(errno.EBUSY, "Device or resource busy", path)
+        shutil.rmtree(path)
+
+    def write(self, path, value):
+        d, name = os.path.split(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+        if name == "cgroup.subtree_control":
+            on = self.get(d, "cgroup.subtree_control").split()
+            have = self.get(d, "cgroup.controllers").split()
+            for tok in value.split():
+                c = tok[1:]
+                if c not in have:
+                    raise OSError(errno.ENOENT, "No such file or directory", path)
+                if d != self.root and self.get(d, "cgroup.procs").strip():
+                    raise OSError(errno.EBUSY, "Device or resource busy", path)  # no internal processes
+                on = [x for x in on if x != c] + ([c] if tok[0] == "+" else [])
+            self.put(d, name, " ".join(on) + "\n")
+        elif name == "cgroup.procs":
+            if d != self.root and self.get(d, "cgroup.subtree_control").strip():
+                raise OSError(errno.EBUSY, "Device or resource busy", path)
+            self.added.append((d, value))
+            self.put(d, name, self.get(d, name) + value + "\n")
+        elif name == "io.max":
+            self.put(d, name, self.get(d, name) + value + "\n")
+        else:
+            self.put(d, name, value + "\n")
+
+    def cgroup(self, **kw):
+        return cgroups.Cgroup(root=self.root, mounts=self.mounts, procfs=self.procfs, **kw)
+
+
+@pytest.fixture
+def fake_v2(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAP_STATE_DIR", str(tmp_path / "state"))  # a registry of its own
+    monkeypatch.delenv("JAP_CGROUP_BASE", raising=False)
+    fake = FakeV2(tmp_path)
+    monkeypatch.setattr(cgroups, "_mkdir", fake.mkdir)
+    monkeypatch.setattr(cgroups, "_rmdir", fake.rmdir)
+    monkeypatch.setattr(cgroups, "_write", fake.write)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    return fake
+
+
+def _delegate(fake, path):
+    try:
+        os.setxattr(path, "trusted.delegate", b"1")
+    except OSError:
+        try:
+            os.setxattr(path, "user.delegate", b"1")
+        except OSError as exc:
+            pytest.skip(f"this filesystem takes no xattrs ({exc}): cannot fake systemd's mark")
+
+
+def test_fake_tree_is_detected_as_pure_v2(fake_v2):
+    assert cgroups.layout(fake_v2.root, fake_v2.mounts) == cgroups.V2
+    [h] = cgroups.hierarchies(fake_v2.root, fake_v2.mounts)
+    assert h.version == 2 and "memory" in h.controllers
+
+
+def test_v2_refuses_to_climb_out_of_an_undelegated_cgroup(fake_v2):
+    cg = fake_v2.cgroup(memory="64M")
+    with pytest.raises(NotSupported, match="no internal processes"):
+        cg.create()
+    assert not cg.created and registered() == set()
+    assert not os.path.exists(os.path.join(fake_v2.root, "system.slice", cgroups.LAB_PARENT))
+
+
+def test_v2_lab_parent_beside_the_server_leaf_in_a_delegated_unit(fake_v2):
+    unit = os.path.join(fake_v2.root, "system.slice/jupyter.service")
+    _delegate(fake_v2, unit)
+    cg = fake_v2.cgroup(memory="64M", memory_high="32M", swap=0, cpu=0.2, pids=20).create()
+    parent = os.path.join(unit, cgroups.LAB_PARENT)
+    assert cg.path == os.path.join(parent, cg.name) and cg.paths == [cg.path]
+    # Controllers handed down: unit -> lab parent -> the cgroup gets the files.
+    assert set(fake_v2.get(unit, "cgroup.subtree_control").split()) >= {"memory", "cpu", "pids", "io"}
+    assert set(fake_v2.get(parent, "cgroup.subtree_control").split()) >= {"memory", "cpu", "pids", "io"}
+    assert fake_v2.get(cg.path, "memory.max").strip() == str(64 << 20)
+    assert fake_v2.get(cg.path, "memory.high").strip() == str(32 << 20)
+    assert fake_v2.get(cg.path, "memory.swap.max").strip() == "0"
+    assert fake_v2.get(cg.path, "cpu.max").strip() == "20000 100000"
+    assert fake_v2.get(cg.path, "pids.max").strip() == "20"
+    assert registered() == {parent, cg.path}
+    s = cg.stats()
+    assert (s.memory_max, s.memory_high, s.cpu_quota, s.pids_max) == (64 << 20, 32 << 20, 0.2, 20)
+    assert s.populated is False and s.oom_kills == 0 and s.cpu_throttled == 0
+    cg.remove()
+    assert not os.path.exists(parent) and not cg.created and registered() == set()
+
+
+def test_v2_stats_read_the_v2_files(fake_v2, monkeypatch):
+    monkeypatch.setenv("JAP_CGROUP_BASE", os.path.join(fake_v2.root, "system.slice/jupyter.service"))
+    cg = fake_v2.cgroup().create()
+    fake_v2.put(cg.path, "memory.current", "1048576\n")
+    fake_v2.put(cg.path, "memory.peak", "67108864\n")
+    fake_v2.put(cg.path, "memory.events", "low 0\nhigh 7\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n")
+    fake_v2.put(cg.path, "cpu.stat", "usage_usec 420000\nuser_usec 1\nsystem_usec 1\nnr_periods 20\n"
+                                     "nr_throttled 19\nthrottled_usec 1500000\n")
+    fake_v2.put(cg.path, "pids.events", "max 12\n")
+    fake_v2.put(cg.path, "io.stat", "7:3 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n"
+                                    "8:0 rbytes=1 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n")
+    fake_v2.put(cg.path, "cgroup.events", "populated 1\nfrozen 1\n")
+    s = cg.stats()
+    assert (s.memory_current, s.memory_peak, s.oom_kills, s.memory_high_events, s.memory_max_events) \
+        == (1 << 20, 64 << 20, 1, 7, 3)
+    assert (s.cpu_usage_usec, s.cpu_periods, s.cpu_throttled, s.cpu_throttled_usec) == (420000, 20, 19, 1500000)
+    assert (s.pids_max_events, s.io_read_bytes, s.io_write_bytes) == (12, 4097, 8192)
+    assert s.populated is True and s.frozen is True and cg.events() == {"populated": 1, "frozen": 1}
+    fake_v2.put(cg.path, "cgroup.events", "populated 0\nfrozen 0\n")
+    cg.remove()
+
+
+def test_v2_processes_join_the_leaf_never_the_lab_parent(fake_v2, monkeypatch):
+    monkeypatch.setenv("JAP_CGROUP_BASE", os.path.join(fake_v2.root, "system.slice/jupyter.service"))
+    cg = fake_v2.cgroup(pids=5).create()
+    cg.join_self()  # what a child does before exec
+    assert fake_v2.added == [(cg.path, str(os.getpid()))]
+    with pytest.raises(BadInput, match="never moves"):
+        cg.add(os.getpid())
+    fake_v2.put(cg.path, "cgroup.procs", "")
+    cg.remove()
+
+
+def test_v2_devices_are_an_ebpf_story_and_missing_controllers_are_named(fake_v2, monkeypatch):
+    monkeypatch.setenv("JAP_CGROUP_BASE", os.path.join(fake_v2.root, "system.slice/jupyter.service"))
+    with pytest.raises(NotSupported, match="eBPF"):
+        fake_v2.cgroup(devices=["c 1:3 rwm"]).create()
+    fake_v2.put(fake_v2.root, "cgroup.controllers", "cpu memory pids\n")  # a kernel without io
+    with pytest.raises(NotSupported, match="io"):
+        fake_v2.cgroup(io={"7:3": {"read": "1M"}}).create()
+    assert registered() == set()
+
+
+def test_v2_io_limit_goes_to_io_max(fake_v2, monkeypatch):
+    monkeypatch.setenv("JAP_CGROUP_BASE", os.path.join(fake_v2.root, "system.slice/jupyter.service"))
+    cg = fake_v2.cgroup(io={"7:3": {"read": "1M", "write": "512K"}}).create()
+    assert fake_v2.get(cg.path, "io.max").strip() == f"7:3 rbps={1 << 20} wbps={512 << 10}"
+    cg.remove()
+
+
+def test_v2_kernel_refusing_a_value_leaves_nothing(fake_v2, monkeypatch):
+    monkeypatch.setenv("JAP_CGROUP_BASE", os.path.join(fake_v2.root, "system.slice/jupyter.service"))
+    real = fake_v2.write
+
+    def picky(path, value):
+        if path.endswith("pids.max"):
+            raise OSError(errno.EINVAL, "Invalid argument", path)
+        real(path, value)
+    monkeypatch.setattr(cgroups, "_write", picky)
+    cg = fake_v2.cgroup(memory="64M", pids=5)
+    with pytest.raises(BadInput, match="refused"):
+        cg.create()
+    assert registered() == set() and not cg.created
+    assert not os.path.exists(os.path.join(fake_v2.root, "system.slice/jupyter.service", cgroups.LAB_PARENT))
+
+
+def test_v2_lab_parent_in_the_root_cgroup_when_the_lab_runs_there(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAP_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("JAP_CGROUP_BASE", raising=False)
+    fake = FakeV2(tmp_path, own="/")
+    for name, fn in (("_mkdir", fake.mkdir), ("_rmdir", fake.rmdir), ("_write", fake.write)):
+        monkeypatch.setattr(cgroups, name, fn)
+    cg = fake.cgroup(cpu=0.5).create()
+    assert cg.path == os.path.join(fake.root, cgroups.LAB_PARENT, cg.name)
+    assert fake.get(cg.path, "cpu.max").strip() == "50000 100000"
+    cg.remove()
+
+
+def test_not_root_is_refused_before_anything_is_made(fake_v2, monkeypatch):
+    monkeypatch.setenv("JAP_CGROUP_BASE", os.path.join(fake_v2.root, "system.slice/jupyter.service"))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(NeedsPrivilege, match="root"):
+        fake_v2.cgroup(memory="64M").create()
+    assert registered() == set()
+
+
+# --- the hybrid (or whatever this machine is), for real -----------------------------------
+
+root = pytest.mark.root
+
+
+def _files(cg, ctrl, name):
+    with open(os.path.join(cg.places[ctrl].path, name)) as f:
+        return f.read().strip()
+
+
+@root
+def test_real_cgroup_limits_are_in_the_kernel_files(own_objects):
+    cg = cgroups.Cgroup(memory="64M", cpu=0.2, pids=20)
+    assert cg.paths == []  # the constructor made nothing
+    cg.create()
+    try:
+        mem = cgroups.controllers()["memory"]
+        # Beneath the lab process's own cgroup, in the shared lab parent.
+        assert cg.places["memory"].path == os.path.join(
+            os.path.normpath(cgroups.lab_base(mem)), cgroups.LAB_PARENT, cg.name)
+        assert set(cg.paths) <= registered()
+        if cgroups.layout() == cgroups.V2:
+            assert _files(cg, "memory", "memory.max") == str(64 << 20)
+            assert _files(cg, "cpu", "cpu.max") == "20000 100000"
+        else:
+            assert _files(cg, "memory", "memory.limit_in_bytes") == str(64 << 20)
+            assert _files(cg, "cpu", "cpu.cfs_quota_us") == "20000"
+        assert _files(cg, "pids", "pids.max") == "20"
+        s = cg.stats()
+        assert (s.memory_max, s.cpu_quota, s.pids_max, s.populated) == (64 << 20, 0.2, 20, False)
+    finally:
+        cg.remove()
+    assert not any(os.path.exists(p) for p in cg.paths)
+    assert not any(os.path.exists(os.path.join(os.path.dirname(p))) and os.path.basename(p) == cg.name
+                   for p in cg.paths)
+
+
+@root
+def test_real_oom_kill_is_sigkill_and_counted(own_objects):
+    with cgroups.Cgroup(memory="64M", swap=0 if cgroups.layout() == cgroups.V2 else None) as cg:
+        r = cg.run([PY, "-c", "b = bytearray(256 << 20)"], timeout=20)
+        s = cg.stats()
+    assert r.returncode == -signal.SIGKILL
+    assert s.oom_kills >= 1 and s.memory_peak <= 64 << 20
+
+
+@root
+def test_real_child_runs_inside_from_its_first_instruction(own_objects):
+    with cgroups.Cgroup() as cg:
+        r = cg.run(["cat", "/proc/self/cgroup"])
+    assert r.returncode == 0
+    assert all(cg.name in line for line in r.stdout.splitlines()
+               if any(k in line for k in (":memory:", ":pids:", "0::")))
+
+
+@root
+def test_real_pids_max_stops_a_bounded_fork_bomb(own_objects):
+    bomb = textwrap.dedent("""
+        import os, time
+        kids, refused = [], 0
+        for _ in range(60):            # bounded: at most 60 forks, each child sleeps 2 s
+            try:
+                pid = os.fork()
+            except BlockingIOError:    # EAGAIN: pids.max reached (pids controller docs)
+                refused += 1
+                continue
+            if pid == 0:
+                time.sleep(2); os._exit(0)
+            kids.append(pid)
+        print(len(kids), refused)
+    """)
+    with cgroups.Cgroup(pids=10) as cg:
+        r = cg.run([PY, "-c", bomb], timeout=20)
+        s = cg.stats()
+    made, refused = map(int, r.stdout.split())
+    assert made == 9 and refused == 51  # 10 = the python parent + 9 children
+    assert s.pids_max_events >= 51 and s.pids_current <= 10
+
+
+@root
+def test_real_cpu_quota_throttles(own_objects):
+    with cgroups.Cgroup(cpu=0.2) as cg:
+        t0 = time.monotonic()
+        r = cg.run([PY, "-c", "import time\nt=time.monotonic()\nwhile time.monotonic()-t<1: pass"])
+        wall = time.monotonic() - t0
+        s = cg.stats()
+    assert r.returncode == 0
+    assert s.cpu_throttled > 0 and s.cpu_throttled_usec > 0
+    assert s.cpu_usage_usec / 1e6 < 0.2 * wall + 0.15  # one period of slack
+
+
+@root
+def test_real_freeze_kill_and_populated_events(own_objects):
+    cg = cgroups.Cgroup().create()
+    try:
+        p = cg.spawn(["sleep", "30"])
+        deadline = time.monotonic() + 2
+        while not cg.populated() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cg.pids() == [p.pid] and cg.populated()
+        cg.freeze()
+        assert cg.stats().frozen is True
+        assert p.popen.poll() is None
+        cg.thaw()
+        assert cg.stats().frozen is False
+        cg.kill()
+        assert p.popen.wait(3) == -signal.SIGKILL
+        assert cg.wait_empty(2) and not cg.populated()
+        p.stop()
+    finally:
+        cg.remove()
+
+
+@root
+def test_real_remove_kills_what_is_inside_and_is_safe_twice(own_objects):
+    cg = cgroups.Cgroup().create()
+    p = cg.spawn(["sleep", "30"])
+    cg.remove()
+    assert p.popen.wait(3) == -signal.SIGKILL
+    cg.remove()
+    assert not any(os.path.isdir(x) for x in cg.paths)
+    p.stop()
+
+
+@root
+def test_real_bad_requests_leave_nothing(own_objects, monkeypatch):
+    before = registered()
+    with pytest.raises(BadInput):
+        cgroups.Cgroup(memory="64Q")
+    cg = cgroups.Cgroup()
+    with pytest.raises(BadInput, match="not created"):
+        cg.add(1)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(NeedsPrivilege):
+        cgroups.Cgroup(memory="64M").create()
+    monkeypatch.undo()
+    cg = cgroups.Cgroup().create()
+    try:
+        with pytest.raises(NoSuchProcess):
+            cg.add(2 ** 22 + 1)
+        with pytest.raises(BadInput, match="already"):
+            cg.create()
+    finally:
+        cg.remove()
+    assert registered() - before == set() or all(not os.path.exists(p) for p in registered() - before)
+
+
+@root
+@pytest.mark.skipif(IS_ROOT and "devices" not in cgroups.controllers(), reason="no v1 devices controller")
+def test_real_v1_device_allow_list(own_objects):
+    with cgroups.Cgroup(devices=["c 1:3 rwm"]) as cg:  # /dev/null only
+        ok = cg.run(["sh", "-c", "echo hi > /dev/null && echo ok"])
+        denied = cg.run(["head", "-c1", "/dev/zero"])
+    assert ok.stdout.strip() == "ok"
+    assert denied.returncode != 0 and "Operation not permitted" in denied.stderr
+
+
+@root
+def test_cli_shows_a_process_cgroups(own_objects):
+    with cgroups.Cgroup(pids=7) as cg:
+        p = cg.spawn(["sleep", "10"])
+        time.sleep(0.05)
+        r = subprocess.run([PY, "-m", "justaprocess", "cgroup", str(p.pid), "--json"],
+                           capture_output=True, text=True)
+        text = subprocess.run([PY, "-m", "justaprocess", "cgroup", str(p.pid)],
+                              capture_output=True, text=True)
+        p.stop()
+    d = json.loads(r.stdout)
+    assert d["stats"]["pids_max"] == 7 and cg.name in d["cgroups"]["pids"]["path"]
+    assert "pids" in text.stdout and "max=7" in text.stdout
+    gone = subprocess.run([PY, "-m", "justaprocess", "cgroup", "999999999"], capture_output=True, text=True)
+    assert gone.returncode == 2 and "no process" in gone.stderr
