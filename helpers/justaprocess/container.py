@@ -1,0 +1,855 @@
+"""The hand-built container engine: a container is just a process, set up in steps.
+
+The steps follow the talk ("What a container engine does"), one function each:
+
+1. :func:`copy_rootfs`       file system copy                (mkdir, tar -x)
+2. :func:`create_namespaces` namespaces                      (unshare)
+3. :func:`create_cgroup`     a cgroup with limits            (mkdir, echo > memory.max)
+4. :func:`setup_network`     network interfaces              (ip link add veth ...)
+5. :func:`setup_mounts`      /proc, /dev, a bind-mounted volume (mount)
+6. :func:`setup_security`    no_new_privs, engine default capabilities (prctl)
+7. :func:`jump_pivot_root`   'jump' into the container       (pivot_root; or
+   :func:`jump_chroot`, the variant chapter 07 breaks)
+
+Steps 2, 5, 6, 7 run in the child that becomes the container (the calling
+process - a notebook's kernel - never changes its own namespaces, COURSE.md);
+steps 1, 3, 4 run in the caller, while the child waits on a pipe.
+
+Process layout (pid_namespaces(7): after unshare(CLONE_NEWPID) the *next*
+child is PID 1)::
+
+    caller --fork--> A (host PID ns; unshare(...)) --fork--> B = PID 1 in the container
+                     A waits for B and exits with its status.
+
+:class:`Container` wraps it: ``create()`` (rootfs copy, cgroup), ``start()``,
+``exec()``, ``logs()``, ``stop()``, ``remove()``; ``pid``, ``namespaces``,
+``cgroups`` show what the host sees.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple, Sequence
+
+from . import _libc, cgroups, lab, proc
+from . import rootfs as _rootfs
+from .errors import BadInput, LabError, NeedsPrivilege, NotSupported
+
+# --- capabilities ---------------------------------------------------------------
+# Names in bit order: include/uapi/linux/capability.h, capabilities(7).
+# (A copy of the table so the engine works on its own; capabilities.py is the
+# chapter-04 module and has the full story.)
+CAP_NAMES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+# The 14 capabilities Docker/moby and runc's `runc spec` keep for a container
+# (moby: oci/caps/defaults.go); everything else is dropped.
+ENGINE_DEFAULT = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+)
+
+
+def _cap_last() -> int:
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
+
+
+def cap_mask(names: Iterable[str]) -> int:
+    """A 64-bit mask from capability names ('CAP_KILL' or 'kill')."""
+    mask = 0
+    for n in names:
+        key = n.upper() if n.upper().startswith("CAP_") else "CAP_" + n.upper()
+        if key not in CAP_NAMES:
+            raise BadInput(f"unknown capability {n!r} (see capabilities(7))")
+        mask |= 1 << CAP_NAMES.index(key)
+    return mask
+
+
+# --- namespaces ------------------------------------------------------------------
+NS_FLAGS = {
+    "mnt": _libc.CLONE_NEWNS, "uts": _libc.CLONE_NEWUTS, "ipc": _libc.CLONE_NEWIPC,
+    "pid": _libc.CLONE_NEWPID, "net": _libc.CLONE_NEWNET, "cgroup": _libc.CLONE_NEWCGROUP,
+}
+# What `runc spec` asks for (mnt, uts, ipc, pid, net) plus a cgroup namespace,
+# so the container sees its own cgroup as "/" (cgroup_namespaces(7)).
+DEFAULT_NAMESPACES = ("mnt", "uts", "ipc", "pid", "net", "cgroup")
+# setns(2) order for exec: the mount namespace last but one (after it, host
+# paths are gone), pid last (it only applies to children).
+_SETNS_ORDER = ("cgroup", "ipc", "uts", "net", "mnt", "pid")
+
+# Device nodes bind-mounted from the host into a fresh /dev (as runc does for
+# its default devices: OCI runtime spec, "Default Devices").
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+class ContainerError(LabError):
+    """A step of the container's set-up failed; the message names the step."""
+
+
+class Volume(NamedTuple):
+    """A host folder bind-mounted into the container (mount(2) MS_BIND)."""
+    source: str         # host path
+    target: str         # path inside the container
+    readonly: bool = False
+
+
+class Completed(NamedTuple):
+    """What ``exec()``/``run()`` return."""
+    returncode: int     # like subprocess: -N when killed by signal N
+    stdout: str
+    stderr: str
+
+
+# --- step 1: the file system copy ---------------------------------------------------
+
+def copy_rootfs(image: _rootfs.Rootfs, dest: str) -> str:
+    """``mkdir dest; tar -x -f image.tar -C dest``: the container's own copy of the image."""
+    return _rootfs.extract(image, dest)
+
+
+# --- step 2: namespaces (child side) ---------------------------------------------------
+
+def namespace_flags(kinds: Iterable[str]) -> int:
+    flags = 0
+    for k in kinds:
+        if k not in NS_FLAGS:
+            raise BadInput(f"unknown namespace {k!r}: one of {', '.join(NS_FLAGS)}")
+        flags |= NS_FLAGS[k]
+    return flags
+
+
+def create_namespaces(flags: int) -> None:
+    """unshare(2): new namespaces for the caller - the pid namespace for its next child."""
+    _libc.unshare(flags)
+
+
+# --- step 3: a cgroup with limits (caller side) ---------------------------------------
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_bytes(size: int | str) -> int:
+    """'64M' -> 67108864 (K, M, G are powers of 1024, as in cgroup files)."""
+    if isinstance(size, int):
+        return size
+    s = str(size).strip().upper().removesuffix("B").removesuffix("I")
+    num, unit = (s[:-1], s[-1]) if s and s[-1] in _UNITS else (s, "")
+    try:
+        return int(float(num) * _UNITS[unit])
+    except ValueError:
+        raise BadInput(f"not a size: {size!r} (use e.g. 64M, 1G or a number of bytes)") from None
+
+
+def _limit_files(layout: str, memory: int | None, pids: int | None,
+                 cpu: float | None) -> dict[str, dict[str, str]]:
+    """{controller: {file: value}} for the limits asked for, in v1 or v2 names (cgroups(7))."""
+    out: dict[str, dict[str, str]] = {}
+    v2 = layout == cgroups.V2
+    if memory is not None:
+        out["memory"] = {"memory.max": str(memory)} if v2 else {"memory.limit_in_bytes": str(memory)}
+    if pids is not None:
+        out["pids"] = {"pids.max": str(pids)}
+    if cpu is not None:
+        period = 100_000
+        quota = int(cpu * period)
+        out["cpu"] = ({"cpu.max": f"{quota} {period}"} if v2 else
+                      {"cpu.cfs_period_us": str(period), "cpu.cfs_quota_us": str(quota)})
+    return out
+
+
+@dataclass
+class CgroupSet:
+    """The container's cgroup(s): one directory per hierarchy used (one on v2)."""
+    name: str
+    v2: bool = False
+    paths: dict[str, str] = field(default_factory=dict)   # controller -> directory
+    entries: list = field(default_factory=list)
+
+    def dirs(self) -> list[str]:
+        return sorted(set(self.paths.values()))
+
+    def join_files(self) -> list[str]:
+        """The files a process writes "0" to, to move *itself* in (see :func:`join_cgroup`)."""
+        name = "cgroup.procs" if self.v2 else "tasks"
+        return [os.path.join(d, name) for d in self.dirs()]
+
+    def join(self, pid: int) -> None:
+        """Move another process in: write its PID to cgroup.procs of each directory."""
+        for d in self.dirs():
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+
+    def read(self, controller: str, filename: str) -> str:
+        with open(os.path.join(self.paths[controller], filename)) as f:
+            return f.read().strip()
+
+    def remove(self) -> None:
+        for e in self.entries:
+            lab.remove(e)
+        self.entries.clear()
+
+
+def create_cgroup(name: str, *, memory: int | str | None = None, pids: int | None = None,
+                  cpu: float | None = None) -> CgroupSet:
+    """mkdir a cgroup named ``name`` beneath our own, and write its limits.
+
+    On v1/hybrid one directory per controller's hierarchy (memory/, pids/, cpu/);
+    on v2 one directory with the controllers enabled in the parent's
+    cgroup.subtree_control (cgroup-v2.rst, "Enabling and Disabling").
+    """
+    lay = cgroups.layout()
+    mem = parse_bytes(memory) if memory is not None else None
+    wanted = _limit_files(lay, mem, pids, cpu)
+    have = cgroups.controllers()
+    cg = CgroupSet(name, v2=lay == cgroups.V2)
+    if lay == cgroups.V2:
+        (h,) = [h for h in cgroups.hierarchies() if h.version == 2][:1] or [None]
+        parent = cgroups.own_path(h)
+        missing = [c for c in wanted if c not in have]
+        if missing:
+            raise NotSupported(f"cgroup controllers {missing} are not available on this machine")
+        _enable_v2(parent, wanted)
+        targets = {c: h for c in wanted} or {"": h}
+    else:
+        missing = [c for c in wanted if c not in have]
+        if missing:
+            raise NotSupported(f"cgroup controllers {missing} are not mounted (v1)")
+        targets = {c: have[c] for c in wanted}
+        if not targets:  # no limits: still a cgroup, in the memory hierarchy, to be seen
+            targets = {"memory": have["memory"]}
+    for ctrl, h in targets.items():
+        d = os.path.join(cgroups.own_path(h), name)
+        if d not in cg.paths.values():
+            cg.entries.append(lab.register("cgroup", d, note=f"container {name}"))
+            os.mkdir(d)
+        cg.paths[ctrl or "unified"] = d
+    for ctrl, files in wanted.items():
+        for fn, value in files.items():
+            with open(os.path.join(cg.paths[ctrl], fn), "w") as f:
+                f.write(value)
+    return cg
+
+
+def join_cgroup(files: Sequence[str]) -> None:
+    """Child side: move the calling process into its cgroup by writing "0" (= me).
+
+    Why the child moves itself: moving a whole process (cgroup.procs) takes a
+    global lock whose first use waits for an RCU grace period (~5-12 ms here);
+    a single-threaded process moving its own thread through v1's ``tasks``
+    file skips that lock (kernel/cgroup/cgroup.c, cgroup_procs_write_start).
+    Our child has one thread, so moving the thread moves the process.
+    """
+    for path in files:
+        with open(path, "w") as f:
+            f.write("0")
+
+
+def _enable_v2(parent: str, controllers: Iterable[str]) -> None:
+    want = [c for c in controllers]
+    if not want:
+        return
+    with open(os.path.join(parent, "cgroup.subtree_control")) as f:
+        on = set(f.read().split())
+    todo = [c for c in want if c not in on]
+    if not todo:
+        return
+    try:
+        with open(os.path.join(parent, "cgroup.subtree_control"), "w") as f:
+            f.write(" ".join("+" + c for c in todo))
+    except OSError as exc:
+        raise NotSupported(
+            f"cannot enable {todo} for children of {parent} ({exc.strerror}): on cgroup v2 a "
+            "cgroup with processes cannot delegate controllers (the 'no internal processes' "
+            "rule, cgroup-v2.rst); start the lab from its own cgroup (tools/start-lab.sh)"
+        ) from exc
+
+
+# --- step 4: network (caller side) -------------------------------------------------------
+
+def setup_network(name: str, pid: int):
+    """A veth pair: one end on the lab bridge, the other moved into the container's netns.
+
+    Returns a :class:`justaprocess.network.Attachment` (address, gateway, host end).
+    """
+    from . import network  # pyroute2 is only imported when a container has a network
+    return network.attach(name, pid)
+
+
+# --- step 5: mounts (child side) ---------------------------------------------------------
+
+def setup_mounts(root: str, *, volumes: Sequence[Volume] = (), mount_proc: bool = True,
+                 mount_dev: bool = True, readonly_paths: Sequence[str] = ()) -> None:
+    """In the new mount namespace: nothing propagates back, then /proc, /dev, volumes.
+
+    mount_namespaces(7): on a host whose / is 'shared' (systemd), mounts made
+    here would propagate to the host - so first make every mount private.
+    """
+    _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
+    # pivot_root(2) needs new_root to be a mount point: bind the rootfs onto itself.
+    _libc.mount(root, root, None, _libc.MS_BIND | _libc.MS_REC)
+    if mount_proc:
+        # A proc of *this* pid namespace (we are PID 1 of it): ps sees the container only.
+        _libc.mount("proc", os.path.join(root, "proc"), "proc",
+                    _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC)
+    if mount_dev:
+        dev = os.path.join(root, "dev")
+        _libc.mount("tmpfs", dev, "tmpfs", _libc.MS_NOSUID, "mode=755,size=64k")
+        for d in DEVICES:
+            target = os.path.join(dev, d)
+            open(target, "w").close()  # a bind mount needs an existing file to cover
+            _libc.mount(f"/dev/{d}", target, None, _libc.MS_BIND)
+    for v in volumes:
+        target = os.path.join(root, v.target.lstrip("/"))
+        os.makedirs(target, exist_ok=True)
+        _libc.mount(v.source, target, None, _libc.MS_BIND | _libc.MS_REC)
+        if v.readonly:
+            _libc.mount(None, target, None,
+                        _libc.MS_BIND | _libc.MS_REMOUNT | _libc.MS_RDONLY)
+    for p in readonly_paths:  # e.g. /proc/sys, as runc's "readonlyPaths"
+        target = os.path.join(root, p.lstrip("/"))
+        _libc.mount(target, target, None, _libc.MS_BIND | _libc.MS_REC)
+        _libc.mount(None, target, None, _libc.MS_BIND | _libc.MS_REMOUNT | _libc.MS_RDONLY)
+
+
+# --- step 6: security (child side) -------------------------------------------------------
+
+def setup_security(keep_caps: int | None, no_new_privs: bool = True) -> None:
+    """Drop every capability not in ``keep_caps`` from the bounding set; no_new_privs.
+
+    capabilities(7): at execve() a root process gets permitted = bounding set,
+    so dropping from the bounding set (PR_CAPBSET_DROP) takes effect at the
+    exec - after pivot_root, which still needs CAP_SYS_ADMIN now.  The
+    inheritable and ambient sets are emptied so nothing comes back.
+    ``keep_caps=None`` keeps everything (the naive container).
+    """
+    if keep_caps is not None:
+        for cap in range(_CAP_LAST + 1):
+            if not keep_caps >> cap & 1 and _libc.prctl(_libc.PR_CAPBSET_READ, cap) == 1:
+                _libc.prctl(_libc.PR_CAPBSET_DROP, cap)
+        _libc.prctl(_libc.PR_CAP_AMBIENT, _libc.PR_CAP_AMBIENT_CLEAR_ALL)
+        eff, perm, _ = _libc.capget()
+        _libc.capset(eff, perm, 0)
+    if no_new_privs:
+        # prctl(2) PR_SET_NO_NEW_PRIVS: execve can never grant more (setuid, file caps).
+        _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
+
+
+# --- step 7: the jump (child side) --------------------------------------------------------
+
+def jump_pivot_root(root: str) -> None:
+    """pivot_root(2) into ``root`` and detach the old root: the host's files are gone.
+
+    pivot_root(".", ".") stacks the old root under the new one; umount2 with
+    MNT_DETACH then removes it (pivot_root(2), NOTES).
+    """
+    os.chdir(root)
+    _libc.pivot_root(".", ".")
+    _libc.umount2(".", _libc.MNT_DETACH)
+    os.chdir("/")
+
+
+def jump_chroot(root: str) -> None:
+    """chroot(2) into ``root``: the host's root stays mounted and reachable (ch. 07 escapes)."""
+    os.chdir(root)
+    os.chroot(".")
+    os.chdir("/")
+
+
+JUMPS = {"pivot_root": jump_pivot_root, "chroot": jump_chroot}
+
+
+# --- the child ------------------------------------------------------------------------------
+
+try:
+    _CAP_LAST = _cap_last()
+except OSError:  # pragma: no cover - a kernel without it (< 3.2)
+    _CAP_LAST = len(CAP_NAMES) - 1
+
+
+@dataclass
+class _Plan:
+    """Everything the child needs, prepared in the caller (no work done after fork
+    that could be done before: the child should make syscalls, not decisions)."""
+    argv: list[str]
+    env: dict[str, str]
+    root: str
+    flags: int
+    hostname: str | None
+    volumes: tuple[Volume, ...]
+    mount_proc: bool
+    mount_dev: bool
+    readonly_paths: tuple[str, ...]
+    keep_caps: int | None
+    no_new_privs: bool
+    jump: str
+    workdir: str
+    network: bool
+    cgroup_files: list[str]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _child_b(plan: _Plan, go_r: int, err_w: int, stdio: tuple[int, int, int]) -> None:
+    """PID 1 of the container: steps 3 (join), 5, 6, 7 and execve; never returns."""
+    step = "cgroup"
+    try:
+        _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        join_cgroup(plan.cgroup_files)
+        if plan.flags & _libc.CLONE_NEWCGROUP:
+            step = "cgroup namespace"
+            # Now that we are in our cgroup, it becomes our "/" (cgroup_namespaces(7)).
+            _libc.unshare(_libc.CLONE_NEWCGROUP)
+        if plan.network:
+            step = "network"
+            # The caller moves our end of the veth pair in, then says go.
+            if os.read(go_r, 1) != b"g":
+                os._exit(126)  # the caller gave up
+            from . import network  # already imported by the caller before the fork
+            network.configure_inside()
+        os.close(go_r)
+        if plan.hostname and plan.flags & _libc.CLONE_NEWUTS:
+            step = "hostname"
+            _libc.sethostname(plan.hostname)
+        step = "mounts"
+        setup_mounts(plan.root, volumes=plan.volumes, mount_proc=plan.mount_proc,
+                     mount_dev=plan.mount_dev, readonly_paths=plan.readonly_paths)
+        step = "security"
+        setup_security(plan.keep_caps, plan.no_new_privs)
+        step = plan.jump
+        JUMPS[plan.jump](plan.root)
+        step = "workdir"
+        os.chdir(plan.workdir)
+        step = "exec"
+        for i, fd in enumerate(stdio):
+            os.dup2(fd, i)
+        os.execve(_resolve(plan.argv[0], plan.env), plan.argv, plan.env)
+    except BaseException as exc:  # noqa: BLE001 - report any failure to the caller, never return
+        try:
+            _write_all(err_w, f"{step}: {type(exc).__name__}: {exc}".encode())
+        finally:
+            os._exit(127)
+
+
+def _resolve(cmd: str, env: dict[str, str]) -> str:
+    """execvp's PATH search, done inside the container's root."""
+    if "/" in cmd:
+        return cmd
+    for d in env.get("PATH", _rootfs.PATH).split(":"):
+        p = os.path.join(d, cmd)
+        if os.access(p, os.X_OK):
+            return p
+    raise FileNotFoundError(2, f"{cmd}: not found in the container's PATH", cmd)
+
+
+def _child_a(plan: _Plan, pid_w: int, go_r: int, err_w: int, stdio) -> None:
+    """In the host's PID namespace: unshare, fork PID 1, report its PID, wait for it."""
+    try:
+        _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        # The cgroup namespace is made by B once it is in its cgroup.
+        create_namespaces(plan.flags & ~_libc.CLONE_NEWCGROUP)
+        b = os.fork()
+        if b == 0:
+            os.close(pid_w)
+            _child_b(plan, go_r, err_w, stdio)
+        os.close(go_r)
+        os.close(err_w)
+        for fd in stdio:
+            os.close(fd)
+        _write_all(pid_w, str(b).encode())
+        os.close(pid_w)
+        _, status = os.waitpid(b, 0)
+        code = os.waitstatus_to_exitcode(status)
+        os._exit(code if code >= 0 else 128 - code)
+    except BaseException as exc:  # noqa: BLE001
+        try:
+            _write_all(err_w, f"namespaces: {type(exc).__name__}: {exc}".encode())
+        finally:
+            os._exit(127)
+
+
+# --- the Container object ------------------------------------------------------------------
+
+class Container:
+    """A container built by hand. Nothing happens in the constructor.
+
+    >>> c = Container(["/bin/busybox", "httpd", "-f", "-p", "80"], network=True)  # doctest: +SKIP
+    >>> c.create(); c.start()      # rootfs copy + cgroup; then the process
+    >>> c.pid, c.namespaces, c.cgroups, c.address
+    >>> c.exec(["ps"]).stdout; c.logs(); c.stop(); c.remove()
+
+    ``rootfs``: a :class:`~justaprocess.rootfs.Rootfs` (copied with tar -x) or
+    the path of a folder prepared beforehand (used as it is, never removed).
+    ``caps``: names to keep (default: the engine default set); None keeps all.
+    ``jump``: 'pivot_root' or 'chroot'.
+    """
+
+    def __init__(self, argv: Sequence[str] = ("/bin/sh",), *, rootfs=None, name: str | None = None,
+                 hostname: str | None = None, memory: int | str | None = "256M",
+                 pids: int | None = 512, cpu: float | None = None, network: bool = False,
+                 volumes: Iterable[Volume | tuple] = (), caps: Iterable[str] | None = ENGINE_DEFAULT,
+                 no_new_privs: bool = True, jump: str = "pivot_root",
+                 namespaces: Iterable[str] = DEFAULT_NAMESPACES, env: dict[str, str] | None = None,
+                 workdir: str = "/", mount_proc: bool = True, mount_dev: bool = True,
+                 readonly_paths: Iterable[str] = ()):
+        if not argv:
+            raise BadInput("a container needs a command, e.g. ['/bin/sh', '-c', 'echo hi']")
+        if jump not in JUMPS:
+            raise BadInput(f"jump must be one of {', '.join(JUMPS)}, not {jump!r}")
+        self.id = lab.new_id()
+        self.name = name or lab.name(ident=self.id)
+        if not self.name.startswith(lab.PREFIX):
+            raise BadInput(f"container names start with {lab.PREFIX}-: {self.name!r}")
+        self.argv = list(argv)
+        self.image = rootfs
+        self.hostname = hostname or self.name
+        self.memory, self.pids_max, self.cpu = memory, pids, cpu
+        self.network = network
+        self.volumes = tuple(Volume(*v) for v in volumes)
+        self.caps = tuple(caps) if caps is not None else None
+        self.keep_caps = cap_mask(self.caps) if self.caps is not None else None
+        self.no_new_privs = no_new_privs
+        self.jump = jump
+        self.ns_kinds = tuple(namespaces)
+        self.flags = namespace_flags(self.ns_kinds)
+        if not self.flags & _libc.CLONE_NEWNS:
+            # The mounts of step 5 would otherwise be made in the host's mount namespace.
+            raise BadInput("a container needs its own mount namespace: keep 'mnt' in namespaces")
+        if network and not self.flags & _libc.CLONE_NEWNET:
+            raise BadInput("network=True needs the 'net' namespace")
+        self.env = {"PATH": _rootfs.PATH, "HOME": "/root", "HOSTNAME": self.hostname,
+                    **(env or {})}
+        self.workdir = workdir
+        self.mount_proc, self.mount_dev = mount_proc, mount_dev
+        self.readonly_paths = tuple(readonly_paths)
+        self.dir = os.path.join(lab.run_dir(), self.name)
+        self.root: str | None = None
+        self.cgroup: CgroupSet | None = None
+        self.net = None
+        self.pid: int | None = None          # host PID of the container's PID 1
+        self.returncode: int | None = None
+        self.state = "new"
+        self._a: int | None = None
+        self._entries: list = []
+
+    # -- life cycle ---------------------------------------------------------------------
+    def create(self) -> "Container":
+        """Steps that need no process: the rootfs copy (1) and the cgroup (3)."""
+        if self.state != "new":
+            raise BadInput(f"container {self.name} is already {self.state}")
+        if os.geteuid() != 0:
+            raise NeedsPrivilege("root", "building a container")
+        self._entries.append(lab.register("dir", self.dir, note=f"container {self.name}"))
+        os.makedirs(self.dir)
+        if isinstance(self.image, str):
+            if not os.path.isdir(self.image):
+                raise BadInput(f"rootfs folder {self.image!r} does not exist")
+            self.root = os.path.abspath(self.image)
+        else:
+            image = self.image or _rootfs.build("busybox")
+            self.root = copy_rootfs(image, os.path.join(self.dir, "rootfs"))
+        for v in self.volumes:
+            if not os.path.isdir(v.source):
+                raise BadInput(f"volume source {v.source!r} is not a folder on the host")
+        self.cgroup = create_cgroup(self.name, memory=self.memory, pids=self.pids_max, cpu=self.cpu)
+        self.state = "created"
+        return self
+
+    def start(self) -> "Container":
+        """Fork the container's process; returns once it has exec'd the command."""
+        if self.state == "new":
+            self.create()
+        if self.state != "created":
+            raise BadInput(f"container {self.name} is {self.state}: create a new one to run again")
+        plan = _Plan(self.argv, self.env, self.root, self.flags, self.hostname, self.volumes,
+                     self.mount_proc, self.mount_dev, self.readonly_paths, self.keep_caps,
+                     self.no_new_privs, self.jump, self.workdir, self.network,
+                     self.cgroup.join_files())
+        if self.network:
+            from . import network  # noqa: F401 - imported here, before the fork
+        out = os.open(os.path.join(self.dir, "stdout.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        err = os.open(os.path.join(self.dir, "stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        pid_r, pid_w = os.pipe()
+        go_r, go_w = os.pipe()
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)  # closed by B's execve: EOF means "exec'd"
+        a = os.fork()
+        if a == 0:  # ---- child A (never returns)
+            os.close(pid_r), os.close(go_w), os.close(err_r)
+            _child_a(plan, pid_w, go_r, err_w, (null, out, err))
+        self._a = a
+        for fd in (pid_w, go_r, err_w, out, err, null):
+            os.close(fd)
+        try:
+            raw = os.read(pid_r, 32)
+            os.close(pid_r)
+            if not raw:
+                raise ContainerError(self._fail(err_r, "namespaces"))
+            self.pid = int(raw)
+            self._entries.append(lab.register("process", f"pid-{self.pid}", pid=self.pid,
+                                              note=f"container {self.name}"))
+            if self.network:
+                self.net = setup_network(self.name, self.pid)  # step 4
+                self._entries.extend(self.net.entries)
+                os.write(go_w, b"g")
+            os.close(go_w)
+            go_w = -1
+            msg = self._read_err(err_r)
+            if msg:
+                raise ContainerError(f"container {self.name}: {msg}")
+        except BaseException:
+            if go_w >= 0:
+                os.close(go_w)
+            self._reap(kill=True)
+            self.state = "failed"
+            raise
+        self.state = "running"
+        return self
+
+    def _read_err(self, fd: int) -> str:
+        chunks = []
+        while True:
+            b = os.read(fd, 4096)
+            if not b:
+                break
+            chunks.append(b)
+        os.close(fd)
+        return b"".join(chunks).decode(errors="replace")
+
+    def _fail(self, err_r: int, step: str) -> str:
+        return f"container {self.name}: " + (self._read_err(err_r) or f"{step} failed")
+
+    def _reap(self, kill: bool = False, timeout: float | None = None) -> int | None:
+        if self._a is None:
+            return self.returncode
+        if kill:
+            # Killing PID 1 kills every process of its pid namespace (pid_namespaces(7));
+            # before B is known, kill A (B then dies of PR_SET_PDEATHSIG).
+            try:
+                os.kill(self.pid or self._a, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            got, status = os.waitpid(self._a, 0 if deadline is None else os.WNOHANG)
+            if got:
+                break
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.002)
+        code = os.waitstatus_to_exitcode(status)
+        # A passes B's death by signal N on as exit code 128+N.
+        self.returncode = -(code - 128) if code > 128 and code != 255 else code
+        self._a = None
+        if self.state == "running":
+            self.state = "exited"
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for PID 1 to exit; its exit code (-N for signal N), or None on timeout."""
+        if self.state not in ("running", "exited"):
+            raise BadInput(f"container {self.name} is {self.state}, not started")
+        return self._reap(timeout=timeout)
+
+    def running(self) -> bool:
+        return self._a is not None and self._reap(timeout=0) is None
+
+    def stop(self, timeout: float = 2.0) -> int | None:
+        """SIGTERM to PID 1, SIGKILL after ``timeout`` (PID 1 ignores signals it has no
+        handler for: pid_namespaces(7)); then its exit code."""
+        if self.running():
+            os.kill(self.pid, signal.SIGTERM)
+            if self._reap(timeout=timeout) is None:
+                self._reap(kill=True)
+        return self.returncode
+
+    def remove(self) -> None:
+        """Stop it if needed, remove network, cgroup and the rootfs copy. Safe twice."""
+        if self._a is not None:
+            self._reap(kill=True)
+        if self.net is not None:
+            self.net.remove()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        for e in reversed(self._entries):
+            lab.remove(e)
+        self._entries.clear()
+        self.state = "removed"
+
+    def run(self, timeout: float | None = 30) -> Completed:
+        """create + start + wait; the output from the logs."""
+        self.start()
+        code = self.wait(timeout)
+        if code is None:
+            self.stop(0)
+        return Completed(self.returncode, self.logs("stdout"), self.logs("stderr"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+    # -- looking at it ------------------------------------------------------------------
+    def logs(self, stream: str = "stdout") -> str:
+        """What PID 1 wrote to its stdout (or 'stderr'), as `docker logs` shows it."""
+        if stream not in ("stdout", "stderr"):
+            raise BadInput("stream is 'stdout' or 'stderr'")
+        try:
+            with open(os.path.join(self.dir, f"{stream}.log"), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def namespaces(self) -> dict[str, int]:
+        """{kind: inode} of PID 1's namespaces (/proc/PID/ns)."""
+        return proc.namespaces(self._need_pid())
+
+    @property
+    def cgroups(self) -> dict[str, str]:
+        """{controller: cgroup directory}."""
+        return dict(self.cgroup.paths) if self.cgroup else {}
+
+    @property
+    def address(self) -> str | None:
+        return self.net.address if self.net else None
+
+    def facts(self) -> proc.ProcessFacts:
+        return proc.facts(self._need_pid())
+
+    def _need_pid(self) -> int:
+        if not self.pid or not self.running():
+            raise BadInput(f"container {self.name} is {self.state}: no process to look at")
+        return self.pid
+
+    def __repr__(self) -> str:
+        return f"<Container {self.name} {self.state} pid={self.pid} {' '.join(self.argv)!r}>"
+
+    # -- exec -----------------------------------------------------------------------------
+    def exec(self, argv: Sequence[str], *, timeout: float = 30, env: dict[str, str] | None = None,
+             workdir: str = "/") -> Completed:
+        """Run a command in the container's namespaces and cgroup, with its capabilities.
+
+        setns(2) into each namespace of PID 1 (fds opened while the host /proc
+        is still ours), join its cgroup, then fork: the pid namespace applies to
+        children only.
+        """
+        pid = self._need_pid()
+        fds = {}
+        try:
+            own = proc.namespaces("self")
+            theirs = proc.namespaces(pid)
+            for kind in _SETNS_ORDER:
+                if kind in theirs and theirs[kind] != own.get(kind):
+                    fds[kind] = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+            outs = [os.memfd_create(f"jap-exec-{s}") for s in ("out", "err")]
+            null = os.open(os.devnull, os.O_RDONLY)
+            procs_files = self.cgroup.join_files()
+            envp = {**self.env, **(env or {})}
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            x = os.fork()
+            if x == 0:
+                _exec_child(fds, procs_files, self.keep_caps, self.no_new_privs, list(argv), envp,
+                            workdir, (null, *outs), err_w)
+            os.close(err_w)
+            os.close(null)
+            deadline = time.monotonic() + timeout
+            while True:
+                got, status = os.waitpid(x, os.WNOHANG)
+                if got:
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(x, signal.SIGKILL)
+                    got, status = os.waitpid(x, 0)
+                    break
+                time.sleep(0.001)
+            msg = self._read_err(err_r)
+            code = os.waitstatus_to_exitcode(status)
+            if msg and code == 127:
+                raise ContainerError(f"exec in {self.name}: {msg}")
+            texts = []
+            for fd in outs:
+                os.lseek(fd, 0, os.SEEK_SET)
+                with os.fdopen(fd, "rb") as f:
+                    texts.append(f.read().decode(errors="replace"))
+            code = -(code - 128) if code > 128 else code
+            return Completed(code, *texts)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+
+def _exec_child(fds: dict[str, int], procs_files: list[str], keep_caps, no_new_privs: bool,
+                argv: list[str], env: dict[str, str], workdir: str, stdio, err_w: int) -> None:
+    step = "cgroup"
+    try:
+        _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        join_cgroup(procs_files)  # first, while the host's paths still resolve
+        for kind in _SETNS_ORDER:
+            if kind in fds:
+                step = f"setns {kind}"
+                _libc.setns(fds[kind], NS_FLAGS[kind])
+        step = "fork"
+        y = os.fork()
+        if y == 0:
+            step = "security"
+            setup_security(keep_caps, no_new_privs)
+            os.chdir(workdir)
+            for i, fd in enumerate(stdio):
+                os.dup2(fd, i)
+            step = "exec"
+            os.execve(_resolve(argv[0], env), argv, env)
+        _, status = os.waitpid(y, 0)
+        code = os.waitstatus_to_exitcode(status)
+        os._exit(code if code >= 0 else 128 - code)
+    except BaseException as exc:  # noqa: BLE001
+        try:
+            _write_all(err_w, f"{step}: {type(exc).__name__}: {exc}".encode())
+        finally:
+            os._exit(127)
+
+
+def run(argv: Sequence[str], **kw) -> Completed:
+    """Run one command in a fresh container and remove it: (returncode, stdout, stderr)."""
+    with Container(argv, **kw) as c:
+        return c.run()
+
+
+def containers_here() -> list[lab.Entry]:
+    """The lab's registered container processes (for a quick look from the host)."""
+    return [e for e in lab.entries() if e.kind == "process" and e.note.startswith("container ")]
+
+
+# --- command line ----------------------------------------------------------------------------
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("container", help="run a command in a hand-built container")
+    p.add_argument("--network", action="store_true", help="veth on the lab bridge")
+    p.add_argument("--memory", default="256M")
+    p.add_argument("--chroot", action="store_true", help="chroot instead of pivot_root")
+    p.add_argument("cmd", nargs="+")
+
+    def go(args) -> int:
+        r = run(args.cmd, network=args.network, memory=args.memory,
+                jump="chroot" if args.chroot else "pivot_root")
+        print(r.stdout, end="")
+        print(r.stderr, end="", file=__import__("sys").stderr)
+        return r.returncode if r.returncode >= 0 else 128 - r.returncode
+
+    p.set_defaults(func=go)
