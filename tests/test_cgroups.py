@@ -483,3 +483,45 @@ def test_cli_shows_a_process_cgroups(own_objects):
     assert "pids" in text.stdout and "max=7" in text.stdout
     gone = subprocess.run([PY, "-m", "justaprocess", "cgroup", "999999999"], capture_output=True, text=True)
     assert gone.returncode == 2 and "no process" in gone.stderr
+
+
+@root
+def test_real_loop_device_io_limit_and_cleanup(own_objects):
+    dev = cgroups.LoopDevice("16M").create()
+    try:
+        assert cgroups.loops_backed_by(dev.file) == [dev.path]
+        assert dev.number.startswith("7:")
+        with cgroups.Cgroup(io={dev.path: {"read": "2M"}}) as cg:
+            t0 = time.monotonic()
+            r = cg.run(["dd", f"if={dev.path}", "of=/dev/null", "bs=64k", "count=16", "iflag=direct"])
+            wall = time.monotonic() - t0
+            s = cg.stats()
+        assert r.returncode == 0, r.stderr
+        assert s.io_read_bytes >= 1 << 20
+        assert wall > 0.3  # 1 MiB at 2 MiB/s: about 0.5 s (unthrottled: a few ms)
+    finally:
+        dev.remove()
+    assert cgroups.loops_backed_by(dev.file) == [] and not os.path.exists(dev.dir)
+
+
+@root
+def test_loop_device_dies_with_the_process_that_made_it(tmp_path):
+    # autoclear: a killed kernel leaves no attached loop device behind.
+    code = textwrap.dedent("""
+        import os, sys, time
+        from justaprocess import cgroups
+        d = cgroups.LoopDevice("4M").create()
+        print(d.file, flush=True)
+        time.sleep(30)
+    """)
+    p = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True)
+    backing = p.stdout.readline().strip()
+    assert cgroups.loops_backed_by(backing)
+    p.kill()
+    p.wait()
+    deadline = time.monotonic() + 3
+    while cgroups.loops_backed_by(backing) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cgroups.loops_backed_by(backing) == []
+    lab.cleanup(stale=True)  # the folder of the dead process
+    assert not os.path.exists(os.path.dirname(backing))

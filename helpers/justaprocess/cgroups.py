@@ -1142,3 +1142,131 @@ def add_cli(sub) -> None:
     p.add_argument("pid", type=int, help="the process (e.g. a container's PID as seen from the host)")
     p.add_argument("--json", action="store_true", help="machine-readable")
     p.set_defaults(func=_cli)
+
+
+# --- a lab block device, for the io controller --------------------------------------
+# The io limits need a block device (MAJ:MIN); the lab makes its own: a loop
+# device (loop(4)) over a sparse file in a registered folder, so no disk of the
+# machine is ever throttled.  LOOP_CONFIGURE with LO_FLAGS_AUTOCLEAR ties the
+# device to our open fd: when the fd closes (also when the kernel process
+# dies), the kernel detaches it.  It is registered too ('loop', the backing
+# file), so cleanup finds it from any process.
+
+LOOP_CTL_GET_FREE = 0x4C82   # include/uapi/linux/loop.h
+LOOP_CONFIGURE = 0x4C0A      # Linux 5.8
+LOOP_CLR_FD = 0x4C01
+LO_FLAGS_AUTOCLEAR = 4
+
+
+def loops_backed_by(path: str, sysfs: str = "/sys/block") -> list[str]:
+    """The /dev/loopN devices whose backing file is ``path``."""
+    out = []
+    try:
+        names = sorted(os.listdir(sysfs))
+    except OSError:
+        return []
+    for n in names:
+        if not n.startswith("loop"):
+            continue
+        f = _read(os.path.join(sysfs, n, "loop", "backing_file"))
+        if f is not None and f.strip().removesuffix(" (deleted)") == path:
+            out.append(f"/dev/{n}")
+    return out
+
+
+def detach_loops(path: str) -> None:
+    """Detach every loop device backed by ``path`` (lab cleanup calls this)."""
+    import fcntl
+    for dev in loops_backed_by(path):
+        try:
+            fd = os.open(dev, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.ioctl(fd, LOOP_CLR_FD, 0)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: detached already
+                raise
+        finally:
+            os.close(fd)
+
+
+class LoopDevice:
+    """A lab block device: ``LoopDevice("64M").create()`` → ``.path`` /dev/loopN, ``.number`` MAJ:MIN."""
+
+    def __init__(self, size: int | str = "64M"):
+        from . import lab
+        self.size = parse_size(size, "loop device size")
+        if not self.size or self.size < 1 << 20 or self.size > 1 << 30:
+            raise BadInput("loop device size: use between '1M' and '1G'")
+        self.dir = os.path.join(lab.run_dir(), lab.name("loop"))
+        self.file = os.path.join(self.dir, "disk.img")
+        self.path = ""
+        self._fd = -1
+        self._entries: list = []
+
+    @property
+    def number(self) -> str:
+        return device_number(self.path)
+
+    def create(self) -> "LoopDevice":
+        import fcntl
+        import struct
+        from . import lab
+        if os.geteuid() != 0:
+            raise NeedsPrivilege("root", "making a loop device")
+        if not os.path.exists("/dev/loop-control"):
+            raise NotSupported("no /dev/loop-control: load the loop module (modprobe loop)")
+        self._entries.append(lab.register("dir", self.dir, note="loop device backing file"))
+        os.makedirs(self.dir)
+        with open(self.file, "wb") as f:
+            f.truncate(self.size)  # sparse: reads of holes cost no disk
+        self._entries.append(lab.register("loop", self.file, note="loop device"))
+        try:
+            back = os.open(self.file, os.O_RDWR)
+            ctl = os.open("/dev/loop-control", os.O_RDWR)
+            try:
+                for _ in range(20):  # another process may take the free one first (EBUSY)
+                    n = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
+                    fd = os.open(f"/dev/loop{n}", os.O_RDWR)
+                    info = bytearray(232)
+                    struct.pack_into("=I", info, 52, LO_FLAGS_AUTOCLEAR)  # loop_info64.lo_flags
+                    cfg = struct.pack("=II", back, 0) + bytes(info) + bytes(64)
+                    try:
+                        fcntl.ioctl(fd, LOOP_CONFIGURE, cfg)
+                    except OSError as exc:
+                        os.close(fd)
+                        if exc.errno == errno.EBUSY:
+                            continue
+                        raise
+                    self._fd, self.path = fd, f"/dev/loop{n}"
+                    break
+                else:
+                    raise LabError("no free loop device after 20 tries: is something making many?")
+            finally:
+                os.close(ctl)
+                os.close(back)
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def remove(self) -> None:
+        """Detach the device and delete its file. Safe twice."""
+        from . import lab
+        if self._fd >= 0:
+            os.close(self._fd)  # autoclear: the kernel detaches it now
+            self._fd = -1
+        for e in sorted(self._entries, key=lambda e: lab.KINDS.index(e.kind)):
+            lab.remove(e)
+        self._entries = []
+        self.path = ""
+
+    def __enter__(self) -> "LoopDevice":
+        return self if self.path else self.create()
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        return f"<LoopDevice {self.path or 'not created'} {human(self.size)}>"

@@ -27,8 +27,9 @@ from .errors import BadInput, NeedsPrivilege
 
 PREFIX = "jap"
 # Kinds in the order cleanup removes them: processes first (they hold the rest
-# busy), then mounts, network links, network namespaces, cgroups, folders.
-KINDS = ("process", "mount", "link", "netns", "cgroup", "dir")
+# busy), then mounts, loop devices (named by their backing file), network links,
+# network namespaces, cgroups, folders.
+KINDS = ("process", "mount", "loop", "link", "netns", "cgroup", "dir")
 NETNS_DIR = "/run/netns"
 
 
@@ -171,6 +172,8 @@ def present(e: Entry) -> bool:
         return os.path.exists(os.path.join(NETNS_DIR, e.name))
     if e.kind in ("cgroup", "dir"):
         return os.path.isdir(e.name)
+    if e.kind == "loop":
+        return bool(cgroups.loops_backed_by(e.name))
     return False
 
 
@@ -222,6 +225,8 @@ def remove(e: Entry) -> None:
             _ip("netns", "del", e.name)
         elif e.kind == "cgroup":
             cgroups.remove(e.name)
+        elif e.kind == "loop":
+            cgroups.detach_loops(e.name)
         elif e.kind == "dir":
             _remove_dir(e.name)
     unregister(e)
@@ -310,6 +315,14 @@ def _scan() -> list[Entry]:
             target = line.split()[4]
             if os.path.basename(target).startswith(PREFIX + "-") or target.startswith(run_dir() + "/"):
                 add("mount", target)
+    for n in sorted(os.listdir("/sys/block")) if os.path.isdir("/sys/block") else []:
+        try:  # loop devices over a file of the lab (cgroups.LoopDevice)
+            with open(f"/sys/block/{n}/loop/backing_file") as f:
+                back = f.read().strip().removesuffix(" (deleted)")
+        except OSError:
+            continue
+        if back.startswith(run_dir() + "/"):
+            add("loop", back)
     if os.path.isdir(run_dir()):
         for n in sorted(os.listdir(run_dir())):
             if n.startswith(PREFIX):
