@@ -34,48 +34,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple, Sequence
 
-from . import _libc, cgroups, lab, proc
+from . import _libc, capabilities, cgroups, lab, proc
 from . import rootfs as _rootfs
 from .errors import BadInput, LabError, NeedsPrivilege, NotSupported
 
 # --- capabilities ---------------------------------------------------------------
-# Names in bit order: include/uapi/linux/capability.h, capabilities(7).
-# (A copy of the table so the engine works on its own; capabilities.py is the
-# chapter-04 module and has the full story.)
-CAP_NAMES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
-    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
-    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-)
-# The 14 capabilities Docker/moby and runc's `runc spec` keep for a container
-# (moby: oci/caps/defaults.go); everything else is dropped.
-ENGINE_DEFAULT = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-)
-
-
-def _cap_last() -> int:
-    with open("/proc/sys/kernel/cap_last_cap") as f:
-        return int(f.read())
+# The engine default set (Docker/moby's 14, capabilities(7) names) and the
+# name -> bit table come from the chapter-04 module.
+ENGINE_DEFAULT = capabilities.ENGINE_DEFAULT
 
 
 def cap_mask(names: Iterable[str]) -> int:
-    """A 64-bit mask from capability names ('CAP_KILL' or 'kill')."""
-    mask = 0
-    for n in names:
-        key = n.upper() if n.upper().startswith("CAP_") else "CAP_" + n.upper()
-        if key not in CAP_NAMES:
-            raise BadInput(f"unknown capability {n!r} (see capabilities(7))")
-        mask |= 1 << CAP_NAMES.index(key)
-    return mask
+    """A 64-bit mask from capability names ('cap_kill', 'CAP_KILL')."""
+    return capabilities.to_mask(names)
 
 
 # --- namespaces ------------------------------------------------------------------
@@ -138,154 +109,62 @@ def create_namespaces(flags: int) -> None:
 
 # --- step 3: a cgroup with limits (caller side) ---------------------------------------
 
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+def create_cgroup(name: str, *, memory: int | str | None = None, pids: int | None = None,
+                  cpu: float | None = None) -> cgroups.Cgroup:
+    """mkdir the container's cgroup (under the lab parent) and write its limits.
+
+    The lab's :class:`~justaprocess.cgroups.Cgroup` does it: on v1 and the
+    hybrid one directory per hierarchy (memory/, pids/, cpu/ ...), on v2 one
+    directory; limits in v1 or v2 file names (cgroups(7), cgroup-v2.rst).
+    """
+    return cgroups.Cgroup(name, memory=memory, pids=pids, cpu=cpu).create()
 
 
-def parse_bytes(size: int | str) -> int:
-    """'64M' -> 67108864 (K, M, G are powers of 1024, as in cgroup files)."""
-    if isinstance(size, int):
-        return size
-    s = str(size).strip().upper().removesuffix("B").removesuffix("I")
-    num, unit = (s[:-1], s[-1]) if s and s[-1] in _UNITS else (s, "")
-    try:
-        return int(float(num) * _UNITS[unit])
-    except ValueError:
-        raise BadInput(f"not a size: {size!r} (use e.g. 64M, 1G or a number of bytes)") from None
+def join_files(cg: cgroups.Cgroup) -> list[str]:
+    """The files the container's process writes "0" (= me) to, to move itself in.
 
-
-def _limit_files(layout: str, memory: int | None, pids: int | None,
-                 cpu: float | None) -> dict[str, dict[str, str]]:
-    """{controller: {file: value}} for the limits asked for, in v1 or v2 names (cgroups(7))."""
-    out: dict[str, dict[str, str]] = {}
-    v2 = layout == cgroups.V2
-    if memory is not None:
-        out["memory"] = {"memory.max": str(memory)} if v2 else {"memory.limit_in_bytes": str(memory)}
-    if pids is not None:
-        out["pids"] = {"pids.max": str(pids)}
-    if cpu is not None:
-        period = 100_000
-        quota = int(cpu * period)
-        out["cpu"] = ({"cpu.max": f"{quota} {period}"} if v2 else
-                      {"cpu.cfs_period_us": str(period), "cpu.cfs_quota_us": str(quota)})
+    Why the child moves itself, and through v1's ``tasks`` file: moving a whole
+    process (cgroup.procs) takes a global lock whose first use waits for an RCU
+    grace period (5-12 ms measured here); a single-threaded process moving its
+    own thread skips that lock (kernel/cgroup/cgroup.c, cgroup_procs_write_start),
+    and with one thread, moving the thread moves the process.  On v2 there is
+    no such shortcut (cgroup.threads only moves threads within a threaded
+    subtree): cgroup.procs.  On the hybrid, the unified (v2) directory carries
+    no controller the container is limited by, so the container skips it and
+    its start stays fast (its /proc/PID/cgroup line ``0::`` stays the caller's).
+    """
+    out = []
+    hybrid = cgroups.layout() == cgroups.HYBRID
+    for d in cg.paths:
+        if os.path.exists(os.path.join(d, "tasks")):
+            out.append(os.path.join(d, "tasks"))
+        elif not hybrid:
+            out.append(os.path.join(d, "cgroup.procs"))
     return out
 
 
-@dataclass
-class CgroupSet:
-    """The container's cgroup(s): one directory per hierarchy used (one on v2)."""
-    name: str
-    v2: bool = False
-    paths: dict[str, str] = field(default_factory=dict)   # controller -> directory
-    entries: list = field(default_factory=list)
-
-    def dirs(self) -> list[str]:
-        return sorted(set(self.paths.values()))
-
-    def join_files(self) -> list[str]:
-        """The files a process writes "0" to, to move *itself* in (see :func:`join_cgroup`)."""
-        name = "cgroup.procs" if self.v2 else "tasks"
-        return [os.path.join(d, name) for d in self.dirs()]
-
-    def join(self, pid: int) -> None:
-        """Move another process in: write its PID to cgroup.procs of each directory."""
-        for d in self.dirs():
-            with open(os.path.join(d, "cgroup.procs"), "w") as f:
-                f.write(str(pid))
-
-    def read(self, controller: str, filename: str) -> str:
-        with open(os.path.join(self.paths[controller], filename)) as f:
-            return f.read().strip()
-
-    def remove(self) -> None:
-        for e in self.entries:
-            lab.remove(e)
-        self.entries.clear()
-
-
-def create_cgroup(name: str, *, memory: int | str | None = None, pids: int | None = None,
-                  cpu: float | None = None) -> CgroupSet:
-    """mkdir a cgroup named ``name`` beneath our own, and write its limits.
-
-    On v1/hybrid one directory per controller's hierarchy (memory/, pids/, cpu/);
-    on v2 one directory with the controllers enabled in the parent's
-    cgroup.subtree_control (cgroup-v2.rst, "Enabling and Disabling").
-    """
-    lay = cgroups.layout()
-    mem = parse_bytes(memory) if memory is not None else None
-    wanted = _limit_files(lay, mem, pids, cpu)
-    have = cgroups.controllers()
-    cg = CgroupSet(name, v2=lay == cgroups.V2)
-    if lay == cgroups.V2:
-        (h,) = [h for h in cgroups.hierarchies() if h.version == 2][:1] or [None]
-        parent = cgroups.own_path(h)
-        missing = [c for c in wanted if c not in have]
-        if missing:
-            raise NotSupported(f"cgroup controllers {missing} are not available on this machine")
-        _enable_v2(parent, wanted)
-        targets = {c: h for c in wanted} or {"": h}
-    else:
-        missing = [c for c in wanted if c not in have]
-        if missing:
-            raise NotSupported(f"cgroup controllers {missing} are not mounted (v1)")
-        targets = {c: have[c] for c in wanted}
-        if not targets:  # no limits: still a cgroup, in the memory hierarchy, to be seen
-            targets = {"memory": have["memory"]}
-    for ctrl, h in targets.items():
-        d = os.path.join(cgroups.own_path(h), name)
-        if d not in cg.paths.values():
-            cg.entries.append(lab.register("cgroup", d, note=f"container {name}"))
-            os.mkdir(d)
-        cg.paths[ctrl or "unified"] = d
-    for ctrl, files in wanted.items():
-        for fn, value in files.items():
-            with open(os.path.join(cg.paths[ctrl], fn), "w") as f:
-                f.write(value)
-    return cg
-
-
 def join_cgroup(files: Sequence[str]) -> None:
-    """Child side: move the calling process into its cgroup by writing "0" (= me).
-
-    Why the child moves itself: moving a whole process (cgroup.procs) takes a
-    global lock whose first use waits for an RCU grace period (~5-12 ms here);
-    a single-threaded process moving its own thread through v1's ``tasks``
-    file skips that lock (kernel/cgroup/cgroup.c, cgroup_procs_write_start).
-    Our child has one thread, so moving the thread moves the process.
-    """
+    """Child side: move the calling process into its cgroup (see :func:`join_files`)."""
     for path in files:
-        with open(path, "w") as f:
-            f.write("0")
-
-
-def _enable_v2(parent: str, controllers: Iterable[str]) -> None:
-    want = [c for c in controllers]
-    if not want:
-        return
-    with open(os.path.join(parent, "cgroup.subtree_control")) as f:
-        on = set(f.read().split())
-    todo = [c for c in want if c not in on]
-    if not todo:
-        return
-    try:
-        with open(os.path.join(parent, "cgroup.subtree_control"), "w") as f:
-            f.write(" ".join("+" + c for c in todo))
-    except OSError as exc:
-        raise NotSupported(
-            f"cannot enable {todo} for children of {parent} ({exc.strerror}): on cgroup v2 a "
-            "cgroup with processes cannot delegate controllers (the 'no internal processes' "
-            "rule, cgroup-v2.rst); start the lab from its own cgroup (tools/start-lab.sh)"
-        ) from exc
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
 
 
 # --- step 4: network (caller side) -------------------------------------------------------
 
-def setup_network(name: str, pid: int):
-    """A veth pair: one end on the lab bridge, the other moved into the container's netns.
+def setup_network(lease, pid: int):
+    """A veth pair: one end on the lab bridge, the other created inside ``pid``'s netns.
 
-    Returns a :class:`justaprocess.network.Attachment` (address, gateway, host end).
+    ``lease`` comes from :func:`justaprocess.network.plan` (addresses picked
+    before the fork); returns a :class:`justaprocess.network.Attachment`.
+    The inside (lo up, address, route) is configured by the container's
+    process itself: :func:`justaprocess.network.configure_inside`.
     """
     from . import network  # pyroute2 is only imported when a container has a network
-    return network.attach(name, pid)
+    return network.attach(lease, pid)
 
 
 # --- step 5: mounts (child side) ---------------------------------------------------------
@@ -373,10 +252,7 @@ JUMPS = {"pivot_root": jump_pivot_root, "chroot": jump_chroot}
 
 # --- the child ------------------------------------------------------------------------------
 
-try:
-    _CAP_LAST = _cap_last()
-except OSError:  # pragma: no cover - a kernel without it (< 3.2)
-    _CAP_LAST = len(CAP_NAMES) - 1
+_CAP_LAST = capabilities.last_cap()  # read once, not in every child
 
 
 @dataclass
@@ -396,7 +272,7 @@ class _Plan:
     no_new_privs: bool
     jump: str
     workdir: str
-    network: bool
+    network: object   # a network.Lease, or None
     cgroup_files: list[str]
 
 
@@ -418,11 +294,9 @@ def _child_b(plan: _Plan, go_r: int, err_w: int, stdio: tuple[int, int, int]) ->
         if plan.network:
             step = "network"
             # The caller moves our end of the veth pair in, then says go.
-            if os.read(go_r, 1) != b"g":
-                os._exit(126)  # the caller gave up
+            _wait_go(go_r)
             from . import network  # already imported by the caller before the fork
-            network.configure_inside()
-        os.close(go_r)
+            network.configure_inside(plan.network)
         if plan.hostname and plan.flags & _libc.CLONE_NEWUTS:
             step = "hostname"
             _libc.sethostname(plan.hostname)
@@ -436,14 +310,24 @@ def _child_b(plan: _Plan, go_r: int, err_w: int, stdio: tuple[int, int, int]) ->
         step = "workdir"
         os.chdir(plan.workdir)
         step = "exec"
+        path = _resolve(plan.argv[0], plan.env)
+        if not plan.network:
+            # The caller has registered us (for cleanup) before the command runs.
+            _wait_go(go_r)
         for i, fd in enumerate(stdio):
             os.dup2(fd, i)
-        os.execve(_resolve(plan.argv[0], plan.env), plan.argv, plan.env)
+        os.execve(path, plan.argv, plan.env)
     except BaseException as exc:  # noqa: BLE001 - report any failure to the caller, never return
         try:
             _write_all(err_w, f"{step}: {type(exc).__name__}: {exc}".encode())
         finally:
             os._exit(127)
+
+
+def _wait_go(go_r: int) -> None:
+    if os.read(go_r, 1) != b"g":
+        os._exit(126)  # the caller gave up (its set-up failed): leave quietly
+    os.close(go_r)
 
 
 def _resolve(cmd: str, env: dict[str, str]) -> str:
@@ -539,7 +423,7 @@ class Container:
         self.readonly_paths = tuple(readonly_paths)
         self.dir = os.path.join(lab.run_dir(), self.name)
         self.root: str | None = None
-        self.cgroup: CgroupSet | None = None
+        self.cgroup: cgroups.Cgroup | None = None
         self.net = None
         self.pid: int | None = None          # host PID of the container's PID 1
         self.returncode: int | None = None
@@ -576,12 +460,15 @@ class Container:
             self.create()
         if self.state != "created":
             raise BadInput(f"container {self.name} is {self.state}: create a new one to run again")
+        lease = None
+        if self.network:
+            from . import network  # imported here, before the fork
+            lease = network.plan(self.name)
         plan = _Plan(self.argv, self.env, self.root, self.flags, self.hostname, self.volumes,
                      self.mount_proc, self.mount_dev, self.readonly_paths, self.keep_caps,
-                     self.no_new_privs, self.jump, self.workdir, self.network,
-                     self.cgroup.join_files())
-        if self.network:
-            from . import network  # noqa: F401 - imported here, before the fork
+                     self.no_new_privs, self.jump, self.workdir, lease,
+                     join_files(self.cgroup))
+        self._lease = lease
         out = os.open(os.path.join(self.dir, "stdout.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         err = os.open(os.path.join(self.dir, "stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -603,10 +490,9 @@ class Container:
             self.pid = int(raw)
             self._entries.append(lab.register("process", f"pid-{self.pid}", pid=self.pid,
                                               note=f"container {self.name}"))
-            if self.network:
-                self.net = setup_network(self.name, self.pid)  # step 4
-                self._entries.extend(self.net.entries)
-                os.write(go_w, b"g")
+            if lease is not None:
+                self.net = setup_network(lease, self.pid)  # step 4
+            os.write(go_w, b"g")
             os.close(go_w)
             go_w = -1
             msg = self._read_err(err_r)
@@ -616,6 +502,9 @@ class Container:
             if go_w >= 0:
                 os.close(go_w)
             self._reap(kill=True)
+            if lease is not None and self.net is None:
+                from . import network
+                network.release(lease)
             self.state = "failed"
             raise
         self.state = "running"
@@ -669,7 +558,7 @@ class Container:
     def running(self) -> bool:
         return self._a is not None and self._reap(timeout=0) is None
 
-    def stop(self, timeout: float = 2.0) -> int | None:
+    def stop(self, timeout: float = 1.0) -> int | None:
         """SIGTERM to PID 1, SIGKILL after ``timeout`` (PID 1 ignores signals it has no
         handler for: pid_namespaces(7)); then its exit code."""
         if self.running():
@@ -722,9 +611,9 @@ class Container:
         return proc.namespaces(self._need_pid())
 
     @property
-    def cgroups(self) -> dict[str, str]:
-        """{controller: cgroup directory}."""
-        return dict(self.cgroup.paths) if self.cgroup else {}
+    def cgroups(self) -> list[str]:
+        """The container's cgroup directories (one per hierarchy on v1/hybrid)."""
+        return list(self.cgroup.paths) if self.cgroup else []
 
     @property
     def address(self) -> str | None:
@@ -760,7 +649,7 @@ class Container:
                     fds[kind] = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
             outs = [os.memfd_create(f"jap-exec-{s}") for s in ("out", "err")]
             null = os.open(os.devnull, os.O_RDONLY)
-            procs_files = self.cgroup.join_files()
+            procs_files = join_files(self.cgroup)
             envp = {**self.env, **(env or {})}
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             x = os.fork()
