@@ -469,8 +469,7 @@ class ContainerFacts:
             "capabilities": len(self.cap_names),
             "no_new_privs": self.no_new_privs,
             "seccomp": {0: "off", 1: "strict", 2: "filter"}.get(self.seccomp, self.seccomp),
-            "root": next((m.fstype + (" ro" if m.readonly else " rw")
-                          for m in self.mounts if m.target == "/"), "?"),
+            "root read-only": any(m.target == "/" and m.readonly for m in self.mounts),
             "/proc mounted": any(m.target == "/proc" and m.fstype == "proc" for m in self.mounts),
             "/sys mounted": any(m.target == "/sys" for m in self.mounts),
             "masked paths": len(self.masked),
@@ -594,10 +593,11 @@ def side_by_side(*columns: ContainerFacts) -> str:
     sums = [c.summary() for c in columns]
     keys = list(sums[0])
     w = max(len(k) for k in keys) + 2
-    cw = max(14, *(len(c.runtime) + 2 for c in columns))
-    lines = [" " * w + "".join(f"{c.runtime or '?':<{cw}}" for c in columns)]
+    cws = [max(len(c.runtime or "?"), *(len(str(s[k])) for k in keys)) + 2
+           for c, s in zip(columns, sums)]
+    lines = [" " * w + "".join(f"{c.runtime or '?':<{cw}}" for c, cw in zip(columns, cws))]
     for k in keys:
-        lines.append(f"{k:<{w}}" + "".join(f"{str(s[k]):<{cw}}" for s in sums))
+        lines.append(f"{k:<{w}}" + "".join(f"{str(s[k]):<{cw}}" for s, cw in zip(sums, cws)))
     return "\n".join(line.rstrip() for line in lines)
 
 
