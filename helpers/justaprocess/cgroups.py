@@ -686,6 +686,7 @@ class Cgroup:
         self.places: dict[str, Place] = {}
         self._entries: list = []
         self._parents: list = []   # lab parents this object made (registered by us)
+        self.written: list[tuple[str, str]] = []  # (file, value): the limits as the kernel got them
         self._dirs: list[str] = []
 
     # -- where -------------------------------------------------------------------
@@ -812,7 +813,7 @@ class Cgroup:
         for e in self._entries:
             lab.unregister(e)
         self._forget_parents()
-        self._dirs, self._entries, self.places = [], [], {}
+        self._dirs, self._entries, self.places, self.written = [], [], {}, []
 
     def _forget_parents(self) -> None:
         """Unregister the lab parents we made once they are gone (the last child took them)."""
@@ -828,6 +829,7 @@ class Cgroup:
     def _set(self, ctrl: str, name: str, value: str) -> None:
         try:
             _write(self._file(ctrl, name), value)
+            self.written.append((self._file(ctrl, name), value))
         except FileNotFoundError:
             raise NotSupported(f"{name} is missing in {self.places[ctrl].path}: the {ctrl} "
                                "controller is not enabled there") from None
