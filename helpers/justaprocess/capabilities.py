@@ -174,6 +174,8 @@ def to_mask(names: Iterable[str | int]) -> int:
     """A 64-bit mask from capability names or numbers (unknown name → BadInput)."""
     if isinstance(names, (str, int)):
         names = [names]
+    if names is ... or not hasattr(names, "__iter__"):
+        raise BadInput(f"capabilities are given as a list of names like ['cap_chown'], not {names!r}")
     mask = 0
     for nm in names:
         mask |= 1 << cap_number(nm)
@@ -454,6 +456,8 @@ def _child(target, w_out: int, w_err: int, w_st: int, unshare: int, setup: dict,
                 code = 0
             except BaseException as exc:  # noqa: BLE001
                 _send(w_st, ("error", exc))
+                import traceback
+                traceback.print_exc()  # into the captured stderr: which line failed
                 code = 1
             sys.stdout.flush()
             sys.stderr.flush()
