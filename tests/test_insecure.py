@@ -9,7 +9,6 @@ import time
 import pytest
 
 from justaprocess import insecure as ins
-from justaprocess import lab
 from justaprocess.errors import BadInput
 
 pytestmark = pytest.mark.root
@@ -56,11 +55,11 @@ def test_mknod_reads_a_lab_disk_unless_cap_mknod_dropped(box):
 
 
 def test_shared_pid_namespace_lets_it_kill_a_host_process(box):
-    victim = lab.spawn(["sleep", "3602"])
+    victim, needle = ins.start_victim()
     try:
-        out = box.run(ins.kill_by_cmdline("sleep 3602"), pid_ns=True)
+        out = box.run(ins.kill_by_cmdline(needle), pid_ns=True)
         assert not out.ok and "ESRCH" in out.error and victim.alive()
-        out = box.run(ins.kill_by_cmdline("sleep 3602"))
+        out = box.run(ins.kill_by_cmdline(needle))
         assert out.ok
         victim.popen.wait(5)
         assert victim.popen.returncode == -9

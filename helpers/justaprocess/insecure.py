@@ -286,6 +286,16 @@ def kill_by_cmdline(needle: str) -> Callable[[], dict]:
     return attack
 
 
+def start_victim(note: str = "chapter 07: the 'host' process") -> tuple["lab.LabProcess", str]:
+    """A registered host process to attack, and the unique command line that finds it.
+
+    ``sleep 3600.<random>``: the random fraction makes the command line the
+    lab's alone, so an attack that searches for it can only hit this process.
+    """
+    needle = f"sleep 3600.{int(lab.new_id(), 16):08d}"
+    return lab.spawn(needle.split(), note=note), needle
+
+
 # --- a lab-made "host disk": a read-only loop device ----------------------------------
 
 # include/uapi/linux/loop.h
@@ -372,5 +382,5 @@ def loop_attached(path: str) -> bool:
 
 
 __all__ = ["NaiveContainer", "Outcome", "run", "chroot_escape", "sysctl_write", "read_sysctl",
-           "restore_sysctl", "mknod_read", "kill_by_cmdline", "HostDisk", "loop_attached",
+           "restore_sysctl", "mknod_read", "kill_by_cmdline", "start_victim", "HostDisk", "loop_attached",
            "SYSCTL"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .. import insecure, lab
+from .. import insecure
 from . import Verdict, missing, verdict
 
 STEP_KEYS = ("pivot_root", "pid_ns", "ro_proc_sys", "drop")
@@ -26,9 +26,9 @@ def _breakouts(box: insecure.NaiveContainer, steps: dict) -> dict[str, insecure.
         insecure.restore_sysctl(old)
     with insecure.HostDisk(os.path.join(box.dir, "jap-check-disk.img"), "check disk") as d:
         out["mknod a disk"] = box.run(insecure.mknod_read(d.major, d.minor), **steps)
-    victim = lab.spawn(["sleep", "3699"], note="chapter 07 check: the 'host' process")
+    victim, needle = insecure.start_victim("chapter 07 check: the 'host' process")
     try:
-        out["kill a host process"] = box.run(insecure.kill_by_cmdline("sleep 3699"), **steps)
+        out["kill a host process"] = box.run(insecure.kill_by_cmdline(needle), **steps)
     finally:
         victim.stop()
     return out
