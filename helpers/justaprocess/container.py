@@ -355,11 +355,11 @@ def _child_a(plan: _Plan, pid_w: int, go_r: int, err_w: int, stdio) -> None:
         os.close(err_w)
         for fd in stdio:
             os.close(fd)
-        _write_all(pid_w, str(b).encode())
-        os.close(pid_w)
+        _write_all(pid_w, f"{b}\n".encode())
         _, status = os.waitpid(b, 0)
-        code = os.waitstatus_to_exitcode(status)
-        os._exit(code if code >= 0 else 128 - code)
+        # B's raw wait status, so the caller tells "exit 137" from "killed by signal 9".
+        _write_all(pid_w, f"{status}\n".encode())
+        os._exit(0)
     except BaseException as exc:  # noqa: BLE001
         try:
             _write_all(err_w, f"namespaces: {type(exc).__name__}: {exc}".encode())
@@ -403,6 +403,7 @@ class Container:
         self.image = rootfs
         self.hostname = hostname or self.name
         self.memory, self.pids_max, self.cpu = memory, pids, cpu
+        cgroups.Limits.parse(memory=memory, pids=pids, cpu=cpu)  # bad input: refused now
         self.network = network
         self.volumes = tuple(Volume(*v) for v in volumes)
         self.caps = tuple(caps) if caps is not None else None
@@ -433,24 +434,33 @@ class Container:
 
     # -- life cycle ---------------------------------------------------------------------
     def create(self) -> "Container":
-        """Steps that need no process: the rootfs copy (1) and the cgroup (3)."""
+        """Steps that need no process: the rootfs copy (1) and the cgroup (3).
+
+        On failure, whatever was made is removed again.
+        """
         if self.state != "new":
             raise BadInput(f"container {self.name} is already {self.state}")
         if os.geteuid() != 0:
             raise NeedsPrivilege("root", "building a container")
-        self._entries.append(lab.register("dir", self.dir, note=f"container {self.name}"))
-        os.makedirs(self.dir)
-        if isinstance(self.image, str):
-            if not os.path.isdir(self.image):
-                raise BadInput(f"rootfs folder {self.image!r} does not exist")
-            self.root = os.path.abspath(self.image)
-        else:
-            image = self.image or _rootfs.build("busybox")
-            self.root = copy_rootfs(image, os.path.join(self.dir, "rootfs"))
         for v in self.volumes:
             if not os.path.isdir(v.source):
                 raise BadInput(f"volume source {v.source!r} is not a folder on the host")
-        self.cgroup = create_cgroup(self.name, memory=self.memory, pids=self.pids_max, cpu=self.cpu)
+        try:
+            self._entries.append(lab.register("dir", self.dir, note=f"container {self.name}"))
+            os.makedirs(self.dir)
+            if isinstance(self.image, str):
+                if not os.path.isdir(self.image):
+                    raise BadInput(f"rootfs folder {self.image!r} does not exist")
+                self.root = os.path.abspath(self.image)
+            else:
+                image = self.image or _rootfs.build("busybox")
+                self.root = copy_rootfs(image, os.path.join(self.dir, "rootfs"))
+            self.cgroup = create_cgroup(self.name, memory=self.memory, pids=self.pids_max,
+                                        cpu=self.cpu)
+        except BaseException:
+            self.remove()
+            self.state = "new"
+            raise
         self.state = "created"
         return self
 
@@ -483,8 +493,8 @@ class Container:
         for fd in (pid_w, go_r, err_w, out, err, null):
             os.close(fd)
         try:
-            raw = os.read(pid_r, 32)
-            os.close(pid_r)
+            self._status_r = pid_r
+            raw = self._read_line()
             if not raw:
                 raise ContainerError(self._fail(err_r, "namespaces"))
             self.pid = int(raw)
@@ -492,7 +502,10 @@ class Container:
                                               note=f"container {self.name}"))
             if lease is not None:
                 self.net = setup_network(lease, self.pid)  # step 4
-            os.write(go_w, b"g")
+            try:
+                os.write(go_w, b"g")
+            except BrokenPipeError:
+                pass  # B failed before reading it: its message is on the err pipe
             os.close(go_w)
             go_w = -1
             msg = self._read_err(err_r)
@@ -509,6 +522,15 @@ class Container:
             raise
         self.state = "running"
         return self
+
+    def _read_line(self) -> str:
+        """One line from A's status pipe ('' at EOF), read byte by byte: no read-ahead."""
+        out = b""
+        while True:
+            c = os.read(self._status_r, 1)
+            if not c or c == b"\n":
+                return out.decode()
+            out += c
 
     def _read_err(self, fd: int) -> str:
         chunks = []
@@ -541,9 +563,10 @@ class Container:
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.002)
-        code = os.waitstatus_to_exitcode(status)
-        # A passes B's death by signal N on as exit code 128+N.
-        self.returncode = -(code - 128) if code > 128 and code != 255 else code
+        raw = self._read_line()
+        os.close(self._status_r)
+        # B's own status when A reported it; else A's (it was killed, or failed).
+        self.returncode = os.waitstatus_to_exitcode(int(raw) if raw else status)
         self._a = None
         if self.state == "running":
             self.state = "exited"
@@ -647,16 +670,21 @@ class Container:
             for kind in _SETNS_ORDER:
                 if kind in theirs and theirs[kind] != own.get(kind):
                     fds[kind] = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+            # The container's root as PID 1 sees it: setns(mnt) alone would put us at the
+            # namespace's root, which for the chroot variant is still the host's "/".
+            fds["root"] = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             outs = [os.memfd_create(f"jap-exec-{s}") for s in ("out", "err")]
             null = os.open(os.devnull, os.O_RDONLY)
             procs_files = join_files(self.cgroup)
             envp = {**self.env, **(env or {})}
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            st_r, st_w = os.pipe2(os.O_CLOEXEC)
             x = os.fork()
             if x == 0:
                 _exec_child(fds, procs_files, self.keep_caps, self.no_new_privs, list(argv), envp,
-                            workdir, (null, *outs), err_w)
+                            workdir, (null, *outs), err_w, st_w)
             os.close(err_w)
+            os.close(st_w)
             os.close(null)
             deadline = time.monotonic() + timeout
             while True:
@@ -669,15 +697,15 @@ class Container:
                     break
                 time.sleep(0.001)
             msg = self._read_err(err_r)
-            code = os.waitstatus_to_exitcode(status)
-            if msg and code == 127:
+            raw = self._read_err(st_r)
+            if msg:
                 raise ContainerError(f"exec in {self.name}: {msg}")
+            code = os.waitstatus_to_exitcode(int(raw) if raw else status)
             texts = []
             for fd in outs:
                 os.lseek(fd, 0, os.SEEK_SET)
                 with os.fdopen(fd, "rb") as f:
                     texts.append(f.read().decode(errors="replace"))
-            code = -(code - 128) if code > 128 else code
             return Completed(code, *texts)
         finally:
             for fd in fds.values():
@@ -685,7 +713,8 @@ class Container:
 
 
 def _exec_child(fds: dict[str, int], procs_files: list[str], keep_caps, no_new_privs: bool,
-                argv: list[str], env: dict[str, str], workdir: str, stdio, err_w: int) -> None:
+                argv: list[str], env: dict[str, str], workdir: str, stdio, err_w: int,
+                st_w: int) -> None:
     step = "cgroup"
     try:
         _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -694,6 +723,9 @@ def _exec_child(fds: dict[str, int], procs_files: list[str], keep_caps, no_new_p
             if kind in fds:
                 step = f"setns {kind}"
                 _libc.setns(fds[kind], NS_FLAGS[kind])
+        step = "root"
+        os.fchdir(fds["root"])
+        os.chroot(".")
         step = "fork"
         y = os.fork()
         if y == 0:
@@ -705,8 +737,8 @@ def _exec_child(fds: dict[str, int], procs_files: list[str], keep_caps, no_new_p
             step = "exec"
             os.execve(_resolve(argv[0], env), argv, env)
         _, status = os.waitpid(y, 0)
-        code = os.waitstatus_to_exitcode(status)
-        os._exit(code if code >= 0 else 128 - code)
+        _write_all(st_w, str(status).encode())
+        os._exit(0)
     except BaseException as exc:  # noqa: BLE001
         try:
             _write_all(err_w, f"{step}: {type(exc).__name__}: {exc}".encode())
