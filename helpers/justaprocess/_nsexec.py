@@ -28,6 +28,11 @@ import signal
 import sys
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+_pylibc = ctypes.PyDLL("libc.so.6", use_errno=True)  # keeps the GIL held: for clone()
+_pylibc.syscall.restype = ctypes.c_long
+# clone's number (asm/unistd_64.h, asm-generic/unistd.h); its first argument is
+# the flags on these architectures (not on s390).
+_SYS_clone = {"x86_64": 56, "aarch64": 220, "ppc64le": 120, "riscv64": 220}.get(os.uname().machine)
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
@@ -156,59 +161,45 @@ def _become_root_inside(uid_map: str | None, gid_map: str | None) -> None:
     _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
-def _unshare_user_mapped(flags: int, uid_map: str | None, gid_map: str | None,
-                         setgroups: str | None) -> None:
-    """unshare(flags) with CLONE_NEWUSER, the id maps written by a helper child.
+def _clone(flags: int) -> int:
+    """clone(2) without a new stack: like fork(), with CLONE_NEW* flags for the child.
 
-    A process may write its own maps only for its own euid, one line
-    (user_namespaces(7), "Defining user and group ID mappings"); any other map
-    must be written by a process with CAP_SETUID in the *parent* namespace.  So
-    a child forked before the unshare (still outside, root there) writes them.
+    The child is born in the new namespaces and the caller stays where it is, so
+    no process of the lab lingers in a container's namespaces (what ``unshare
+    --fork`` leaves behind).  Python has no os.clone: call the raw syscall while
+    holding the GIL (PyDLL), with the interpreter's own fork hooks around it
+    (PyOS_BeforeFork/PyOS_AfterFork_Child, "Process Control" in the C API docs).
     """
-    me = os.getpid()
-    go_r, go_w = os.pipe()
-    done_r, done_w = os.pipe()
-    helper = os.fork()
-    if helper == 0:  # the map writer
-        os.close(go_w)
-        os.close(done_r)
-        try:
-            if os.read(go_r, 1) != b"u":
-                os._exit(1)  # the unshare failed: nothing to map
-            if setgroups:
-                _write_file(f"/proc/{me}/setgroups", setgroups)
-            if uid_map:
-                _write_file(f"/proc/{me}/uid_map", uid_map)
-            if gid_map:
-                _write_file(f"/proc/{me}/gid_map", gid_map)
-            os.write(done_w, b"ok")
-        except StepError as exc:
-            os.write(done_w, json.dumps(exc.as_dict()).encode())
-        except BaseException as exc:  # noqa: BLE001 - report, never hang the parent
-            os.write(done_w, json.dumps({"step": "write id maps", "errno": 0,
-                                         "detail": repr(exc)}).encode())
-        os._exit(0)
-    os.close(go_r)
-    os.close(done_w)
-    try:
-        _c("unshare", _libc.unshare(flags))
-    except StepError:
-        os.close(go_w)
-        os.waitpid(helper, 0)
-        raise
-    os.write(go_w, b"u")
-    os.close(go_w)
-    reply = b""
-    while chunk := os.read(done_r, 4096):
-        reply += chunk
-    os.close(done_r)
-    os.waitpid(helper, 0)
-    if reply != b"ok":
-        try:
-            d = json.loads(reply.decode() or "{}")
-        except ValueError:
-            d = {}
-        raise StepError(d.get("step", "write id maps"), d.get("errno", 0), d.get("detail", ""))
+    if _SYS_clone is None:
+        raise StepError("clone", 38, f"unknown syscall number on {os.uname().machine}")
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    pid = _pylibc.syscall(ctypes.c_long(_SYS_clone), ctypes.c_ulong(flags | signal.SIGCHLD),
+                          ctypes.c_void_p(0), ctypes.c_void_p(0), ctypes.c_void_p(0),
+                          ctypes.c_void_p(0))
+    err = ctypes.get_errno()
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+    else:
+        api.PyOS_AfterFork_Parent()
+    if pid == -1:
+        raise StepError("clone", err)
+    return pid
+
+
+def _write_maps(pid: int, cfg: dict) -> None:
+    """Write a child's id maps from outside (user_namespaces(7), "Defining user and group ID mappings").
+
+    The writer must have CAP_SETUID/CAP_SETGID in the *parent* user namespace to
+    map anything but its own uid, and each file takes one write.  gid_map needs
+    setgroups=deny first unless the writer has CAP_SETGID there.
+    """
+    if cfg.get("setgroups"):
+        _write_file(f"/proc/{pid}/setgroups", cfg["setgroups"])
+    if cfg.get("uid_map"):
+        _write_file(f"/proc/{pid}/uid_map", cfg["uid_map"])
+    if cfg.get("gid_map"):
+        _write_file(f"/proc/{pid}/gid_map", cfg["gid_map"])
 
 
 def _final(cfg: dict, target, info: int | None) -> None:
@@ -289,40 +280,75 @@ def _mount_proc(info: int | None) -> None:
 
 
 def new(cfg: dict, target, info: int | None) -> None:
-    """Create the namespaces of ``cfg['kinds']`` and run the target in them (unshare(1))."""
+    """Create the namespaces of ``cfg['kinds']`` and run the target in them (unshare(1), clone(2)).
+
+    We (the trampoline) stay outside; the target is a child made by clone() with
+    the CLONE_NEW* flags.  Two kinds need us to act first or after:
+    - time: CLONE_NEWTIME does not fit clone()'s flags (it is 0x80, the exit
+      signal's byte), and offsets must be written before a process enters: so we
+      unshare(CLONE_NEWTIME) - which moves only our *children* - write
+      /proc/self/timens_offsets, then clone (time_namespaces(7));
+    - user: we write the child's uid_map/gid_map from outside, then let it go on.
+    """
     kinds = cfg["kinds"]
-    flags = 0
-    for k in kinds:
-        flags |= FLAGS[k]
-    mapped = "user" in kinds and (cfg.get("uid_map") or cfg.get("gid_map"))
-    if mapped:
-        _unshare_user_mapped(flags, cfg.get("uid_map"), cfg.get("gid_map"), cfg.get("setgroups"))
-        _become_root_inside(cfg.get("uid_map"), cfg.get("gid_map"))
-    elif flags:
-        _c("unshare", _libc.unshare(flags))
-    if "mnt" in kinds:
-        # The copied mounts keep the host's propagation: on a systemd host "/" is
-        # shared, and a mount made here would appear on the host.  Make them all
-        # private first (mount_namespaces(7); unshare(1) does it by default).
-        _c("make / private", _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
-    offsets = cfg.get("offsets") or {}
-    if "time" in kinds and offsets:
-        # Before the first process enters the new time namespace (time_namespaces(7)).
+    me = os.getpid()
+    if "time" in kinds:
+        _c("unshare time", _libc.unshare(FLAGS["time"]))
+        offsets = cfg.get("offsets") or {}
         lines = []
         for clock in ("monotonic", "boottime"):
             if clock in offsets:
                 ns = int(round(float(offsets[clock]) * 1e9))
                 lines.append(f"{clock} {ns // 10**9} {ns % 10**9}")
-        _write_file("/proc/self/timens_offsets", "\n".join(lines) + "\n")
-    if cfg.get("hostname") is not None:
-        raw = cfg["hostname"].encode()
-        _c("sethostname", _libc.sethostname(raw, len(raw)))
-    # unshare(CLONE_NEWPID/NEWTIME) moves only our *children* (pid_for_children,
-    # time_for_children): the target must be a child, the new namespace's PID 1.
-    if "pid" in kinds or "time" in kinds:
-        _fork_target(cfg, target, info, fresh_proc=cfg.get("fresh_proc", False))
-    _report(info, host_pid=os.getpid(), ns_pid=_nspid(os.getpid())[-1])
-    _final(cfg, target, info)
+        if lines:
+            _write_file("/proc/self/timens_offsets", "\n".join(lines) + "\n")
+    flags = 0
+    for k in kinds:
+        if k != "time":
+            flags |= FLAGS[k]
+    mapped = "user" in kinds and bool(cfg.get("uid_map") or cfg.get("gid_map"))
+    life_r, life_w = os.pipe()  # we keep life_w open until we exit: see _die_with
+    go_r, go_w = os.pipe()      # "your maps are written"
+    child = _clone(flags)
+    if child == 0:
+        try:
+            os.close(life_w)
+            os.close(go_w)
+            _die_with(me, life_r)
+            if os.read(go_r, 1) != b"g":
+                os._exit(1)  # the parent failed: it reports why
+            os.close(go_r)
+            if mapped:
+                _become_root_inside(cfg.get("uid_map"), cfg.get("gid_map"))
+            if "mnt" in kinds:
+                # The copied mounts keep the host's propagation: on a systemd host "/"
+                # is shared, and a mount made here would appear on the host.  Make
+                # them all private first (mount_namespaces(7); unshare(1) does too).
+                _c("make / private", _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
+            if cfg.get("hostname") is not None:
+                raw = cfg["hostname"].encode()
+                _c("sethostname", _libc.sethostname(raw, len(raw)))
+            if cfg.get("fresh_proc"):
+                _mount_proc(info)
+        except StepError as exc:
+            _report(info, error=exc.as_dict())
+            os._exit(126)
+        _final(cfg, target, info)
+    os.close(life_r)
+    os.close(go_r)
+    try:
+        if mapped:
+            _write_maps(child, cfg)
+    except StepError:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        raise
+    os.write(go_w, b"g")
+    os.close(go_w)
+    _report(info, host_pid=child, ns_pid=_nspid(child)[-1])
+    if info is not None:
+        os.close(info)
+    _relay(child)
 
 
 def _fork_target(cfg: dict, target, info: int | None, fresh_proc: bool) -> None:
