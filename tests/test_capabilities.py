@@ -417,3 +417,20 @@ def test_cli_errors():
     assert r.returncode == 2 and "no process with PID" in r.stderr
     r = cli()
     assert r.returncode == 2 and "give a PID" in r.stderr
+
+
+# --- widget -------------------------------------------------------------------------------
+
+@pytest.mark.root
+def test_widget_ticks_and_probes(capsys, own_objects):
+    pytest.importorskip("ipywidgets")
+    grid, buttons, out = caps.widget().children
+    btn = {b.description: b for b in buttons.children}
+    assert [b.description for b in grid.children] == list(caps.sets().permitted)
+    btn["engine default"].click()
+    ticked = {b.description for b in grid.children if b.value}
+    assert ticked == set(caps.ENGINE_DEFAULT) & have()
+    btn["run probes"].click()  # outside a kernel the Output widget lets prints through
+    text = capsys.readouterr().out
+    assert "sethostname  cap_sys_admin         EPERM" in text
+    assert "chown        cap_chown             ok" in text

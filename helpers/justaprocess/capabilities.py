@@ -893,10 +893,15 @@ def widget(probes: Iterable[str] | None = None):
 
     def go(_=None):
         kept = [nm for nm, b in boxes.items() if b.value]
-        report = probe(names, keep=kept)
         out.clear_output()
-        with out:
-            print(f"kept {len(kept)} of {len(have)} capabilities")
+        with out:  # a button callback's exception would vanish: show it here
+            try:
+                report = probe(names, keep=kept)
+            except LabError as exc:
+                print(f"error: {exc}")
+                return
+            print(f"kept {len(kept)} of {len(have)} capabilities; removed: "
+                  f"{', '.join(n for n in have if n not in kept) or 'none'}")
             print(report.table())
 
     buttons = []
