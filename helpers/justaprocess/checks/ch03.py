@@ -96,10 +96,10 @@ def check_throttled(throttled_pid) -> Verdict:
     if throttled_pid not in pids:
         return Verdict(False, f"{throttled_pid!r} is not one of the three PIDs {sorted(pids)}")
     kind, cg = pids[throttled_pid]
-    s = cg.stats()
     return verdict(kind == "throttled",
-                   f"PID {throttled_pid} ran under a {s.cpu_quota:g}-core quota and was throttled "
-                   f"in {s.cpu_throttled} of {s.cpu_periods} periods",
+                   "that child ran busy under a 0.1-core quota, so the kernel throttled it "
+                   "(nr_throttled > 0 in its cpu.stat); the busy one without a quota and the "
+                   "sleepy one never hit a limit",
                    "not that one: for each PID, find its cpu cgroup in /proc/PID/cgroup and read "
                    "nr_throttled in that cgroup's cpu.stat (cgroups.places_of(pid) and "
                    "cgroups.read_stats() do both)")
