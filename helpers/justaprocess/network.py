@@ -65,7 +65,7 @@ def host_routes() -> list[Route]:
     out = []
     with IPRoute() as ip:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ip.get_links()}
-        for r in ip.get_routes(family=socket.AF_INET, table=0):  # 0: all tables
+        for r in ip.get_routes(family=socket.AF_INET):  # every table: main, local, others
             if r["dst_len"] == 0:
                 continue
             dst = r.get_attr("RTA_DST")

@@ -1,0 +1,180 @@
+"""network: lab bridge, veth pairs, lab subnet, named netns - and all of it gone after.
+
+Real effects: the links in /sys/class/net, the bridge port, the addresses a
+process in the container's netns sees, a TCP connection from the host, and the
+helpers working inside a real Jupyter kernel (the pyroute2 0.9 event-loop trap,
+KERNEL-NOTES).
+"""
+import ipaddress
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from justaprocess import lab, network
+from justaprocess.container import Container
+from justaprocess.errors import BadInput, NotSupported
+from justaprocess.network import Route
+
+NET = ipaddress.ip_network
+
+
+# --- choosing a subnet (no root needed) ------------------------------------------------
+
+def test_choose_subnet_skips_routes_that_overlap():
+    routes = [Route(NET("10.213.0.0/24"), "jap-aaaaaa-br"), Route(NET("10.213.1.0/25"), "eth9")]
+    assert network.choose_subnet(routes, NET("10.213.0.0/16")) == NET("10.213.2.0/24")
+
+
+def test_choose_subnet_refuses_to_clash_and_names_the_route():
+    routes = [Route(NET("10.0.0.0/8"), "tun0")]
+    with pytest.raises(NotSupported, match=r"10\.0\.0\.0/8 dev tun0.*JAP_SUBNET_POOL"):
+        network.choose_subnet(routes, NET("10.213.0.0/16"))
+
+
+def test_pool_from_the_environment(monkeypatch):
+    monkeypatch.setenv("JAP_SUBNET_POOL", "172.31.240.0/20")
+    assert network.pool() == NET("172.31.240.0/20")
+    monkeypatch.setenv("JAP_SUBNET_POOL", "not-a-net")
+    with pytest.raises(BadInput, match="10.213.0.0/16"):
+        network.pool()
+    monkeypatch.setenv("JAP_SUBNET_POOL", "10.1.2.0/28")
+    with pytest.raises(BadInput, match="/24 or larger"):
+        network.pool()
+
+
+def test_traffic_only_to_lab_addresses():
+    with pytest.raises(BadInput, match="not a lab address"):
+        network.reachable("192.0.2.1", 80)
+    with pytest.raises(BadInput, match="not a lab address"):
+        network.http_get("8.8.8.8")
+
+
+@pytest.mark.root
+def test_the_host_routes_are_read_and_the_choice_avoids_them():
+    routes = network.host_routes()
+    assert routes, "a host without a single route?"
+    sub = network.choose_subnet()
+    assert not any(r.dst.overlaps(sub) for r in routes)
+
+
+# --- the real thing ----------------------------------------------------------------------
+
+def links():
+    return set(os.listdir("/sys/class/net"))
+
+
+def netns_names():
+    return set(os.listdir(lab.NETNS_DIR)) if os.path.isdir(lab.NETNS_DIR) else set()
+
+
+@pytest.mark.root
+def test_container_network_end_to_end_and_gone_after(own_objects):
+    before_links, before_ns = links(), netns_names()
+    script = "echo up; exec /bin/busybox httpd -f -p 8080 -h /var/www"
+    c = Container(["/bin/sh", "-c", script], network=True).start()
+    try:
+        lease = c.net.lease
+        br = c.net.bridge.name
+        # Host side: a bridge with the gateway address, the veth's host end enslaved to it.
+        assert {br, lease.host_ifname} <= links()
+        assert os.path.realpath(f"/sys/class/net/{lease.host_ifname}/master").endswith("/" + br)
+        assert ipaddress.ip_address(lease.address) in network.pool()
+        # The container's end is not on the host: it was made inside as eth0.
+        assert "eth0" not in links() - before_links
+        # Inside: lo and eth0 up with the lease, the default route via the bridge.
+        addr = c.exec(["ip", "-o", "-4", "addr"]).stdout
+        assert f"inet {lease.address}/24" in addr and "lo" in addr
+        assert f"default via {lease.gateway}" in c.exec(["ip", "route"]).stdout
+        # The netns has a name: `ip netns exec` works, and it is the container's.
+        assert lease.name in netns_names()
+        r = subprocess.run(["ip", "netns", "exec", lease.name, "cat", "/proc/self/net/dev"],
+                           capture_output=True, text=True, check=True)
+        assert "eth0" in r.stdout
+        assert os.stat(f"{lab.NETNS_DIR}/{lease.name}").st_ino == os.stat(f"/proc/{c.pid}/ns/net").st_ino
+        # From the host, over the veth: TCP, then HTTP.
+        for _ in range(100):
+            if network.reachable(lease.address, 8080, timeout=0.2):
+                break
+            time.sleep(0.02)
+        status, body = network.http_get(lease.address, 8080)
+        assert status == 200 and "container built by hand" in body
+        assert c.logs() == "up\n"
+        # The bridge's gateway answers the container (ICMP through the veth).
+        ping = c.exec(["ping", "-c", "1", "-W", "2", lease.gateway])
+        assert ping.returncode == 0, ping
+    finally:
+        c.remove()
+    assert links() == before_links            # veth (both ends) and bridge gone
+    assert netns_names() == before_ns         # the name is gone
+    with open("/proc/self/mountinfo") as f:
+        assert f"{lab.NETNS_DIR}/{lease.name}" not in f.read()
+    assert not [e for e in lab.entries() if e.owner == os.getpid() and e.kind in ("link", "netns")]
+
+
+@pytest.mark.root
+def test_two_containers_share_the_bridge_and_reach_each_other(own_objects):
+    a = Container(["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/var/www"], network=True)
+    b = Container(["/bin/sleep", "30"], network=True)
+    with a, b:
+        a.start()
+        b.start()
+        assert a.net.bridge is b.net.bridge
+        assert a.address != b.address
+        for _ in range(100):
+            r = b.exec(["wget", "-q", "-O", "-", f"http://{a.address}/"])
+            if r.returncode == 0:
+                break
+            time.sleep(0.02)
+        assert "hello" in r.stdout, r
+        br = a.net.bridge.name
+    assert br not in links()                  # the last container took the bridge with it
+
+
+@pytest.mark.root
+def test_failed_start_gives_the_lease_back(own_objects):
+    before = links()
+    c = Container(["/no/such/program"], network=True)
+    with pytest.raises(Exception, match="not found|No such file"):
+        c.start()
+    c.remove()
+    assert links() == before
+    assert network._bridge is None
+
+
+# --- inside a Jupyter kernel ------------------------------------------------------------------
+
+@pytest.mark.root
+def test_helpers_work_inside_a_jupyter_kernel(tmp_path):
+    """pyroute2 0.9's IPRoute() fails in a running event loop; 0.8 must not (KERNEL-NOTES)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    code = (
+        "from justaprocess.container import Container\n"
+        "from justaprocess import network\n"
+        "c = Container(['/bin/busybox', 'httpd', '-f', '-p', '80', '-h', '/var/www'], network=True)\n"
+        "c.start()\n"
+        "import time\n"
+        "ok = any(network.reachable(c.address, 80, 0.2) or time.sleep(0.02) for _ in range(100))\n"
+        "status = network.http_get(c.address)[0]\n"
+        "c.remove()\n"
+        "print(ok, status, network._bridge)\n"
+    )
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    env = {k: str(tmp_path / k) for k in ("IPYTHONDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR")}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        nbclient.NotebookClient(nb, kernel_name="python3", timeout=60).execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    out = nb.cells[0].outputs
+    text = "".join(o.get("text", "") for o in out)
+    assert not [o for o in out if o.output_type == "error"], out
+    assert text.strip() == "True 200 None"
