@@ -301,6 +301,31 @@ def test_enter_joins_a_running_processes_namespaces(own_objects):
 
 
 @root
+def test_no_helper_process_lingers_in_the_new_namespaces(own_objects):
+    # The target is cloned into its namespaces; the trampoline that waits for it
+    # stays in ours (unlike `unshare --fork`, whose parent stays in all but pid).
+    with ns.spawn("sleep 30 & sleep 30; wait", kinds="all", uid_map="0 100000 65536") as p:
+        deadline = time.monotonic() + 5
+        while len(ns.members(p.host_pid, "net")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for kind in ns.KIND_NAMES:
+            assert p.launcher.pid not in ns.members(p.host_pid, kind), kind
+        assert sorted(ns.members(p.host_pid, "net")) == sorted(ns.members(p.host_pid, "pid"))
+        assert len(ns.members(p.host_pid, "pid")) == 3
+        assert set(ns.compare(p.launcher.pid, os.getpid()).shared) == set(ns.of())
+
+
+@root
+def test_enter_all_eight_of_a_user_and_time_container(own_objects):
+    with ns.spawn(["sleep", "30"], kinds="all", uid_map="0 100000 65536", boottime=86400,
+                  hostname="jap-all8") as p:
+        r = ns.enter(p.host_pid, "cut -d' ' -f1 /proc/uptime; id -u; hostname")
+        up, uid, name = r.stdout.split()
+        assert float(up) - float(open("/proc/uptime").read().split()[0]) > 86000
+        assert (uid, name) == ("0", "jap-all8") and set(r.kinds) == set(ns.of())
+
+
+@root
 def test_enter_a_user_namespace(own_objects):
     with ns.spawn(["sleep", "30"], kinds="user,uts,pid,mnt", uid_map="0 100000 65536",
                   hostname="jap-u") as p:

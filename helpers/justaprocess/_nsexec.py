@@ -45,10 +45,14 @@ _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong,
 FLAGS = {"cgroup": 0x02000000, "ipc": 0x08000000, "mnt": 0x00020000,
          "net": 0x40000000, "pid": 0x20000000, "time": 0x00000080,
          "user": 0x10000000, "uts": 0x04000000}
-# nsenter(1)'s order: the user namespace first (joining it grants the
-# capabilities needed to join namespaces it owns), mnt late (it resets root
-# and cwd), pid and time only affect children (pid_namespaces(7), time_namespaces(7)).
-ENTER_ORDER = ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt", "time")
+# The order in which enter() joins.  nsenter(1) joins the user namespace first,
+# for an unprivileged caller gains its capabilities there.  We are root in the
+# initial user namespace, which already holds CAP_SYS_ADMIN over every
+# namespace: joining user *last* keeps it for the others - setns(2) into a time
+# namespace owned by the initial user namespace is refused from inside a child
+# user namespace.  mnt resets root and cwd; pid and time affect only children
+# (pid_namespaces(7), time_namespaces(7)).
+ENTER_ORDER = ("cgroup", "ipc", "uts", "net", "pid", "mnt", "time", "user")
 
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
@@ -139,9 +143,14 @@ def _become_root_inside(uid_map: str | None, gid_map: str | None) -> None:
     """
     def maps_zero(text: str | None, path: str) -> bool:
         if text is None:
-            try:
-                with open(path) as f:
-                    text = f.read()
+            try:  # through the /proc we started with: after setns(mnt) /proc may not show us
+                if _PROC_FD is not None:
+                    with open(path.replace("/proc/", "", 1),
+                              opener=lambda p, fl: os.open(p, fl, dir_fd=_PROC_FD)) as f:
+                        text = f.read()
+                else:
+                    with open(path) as f:
+                        text = f.read()
             except OSError:
                 return False
         for line in text.splitlines():

@@ -845,8 +845,10 @@ def _cli(args) -> int:
     ns = of(pid)
     ref = reference_pid()
     refns = of(ref)
+    table = _table()
     rows = [{"type": k, "ns": ns[k], "shared_with_host": ns[k] == refns.get(k),
-             "nprocs": len(members(pid, k))} for k in KIND_NAMES if k in ns]
+             "nprocs": sum(1 for other in table.values() if other.get(k) == ns[k])}
+            for k in KIND_NAMES if k in ns]
     if args.json:
         print(json.dumps({"pid": pid, "command": command(pid), "reference": ref,
                           "nspid": list(proc.nspid(pid)), "namespaces": rows}, indent=3))
