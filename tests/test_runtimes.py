@@ -4,6 +4,7 @@ Real effects only: the kernel's files of the container's process and cgroup,
 and that every directory and process is gone afterwards.
 """
 import os
+import time
 
 import pytest
 
@@ -156,3 +157,21 @@ def test_other_runtimes_when_present(fs, own_objects, name):
         pytest.skip(f"{name}: {rt.reason}")
     r = runtimes.run(fs, ["sh", "-c", "echo $$"], runtime=name)
     assert r.returncode == 0 and r.stdout.strip() == "1"
+
+
+@pytest.mark.root
+@needs_runc
+def test_logs_stop_and_the_container_api(fs, own_objects):
+    with runtimes.OCIContainer(fs, ["sh", "-c", "echo hello; echo oops >&2; exec sleep 30"]) as c:
+        assert set(c.namespaces) >= {"pid", "net"} and c.namespaces["pid"] != proc.namespaces()["pid"]
+        assert any(os.path.basename(d) == c.name for d in c.cgroups.values())
+        for _ in range(100):
+            if c.logs() and c.logs("stderr"):
+                break
+            time.sleep(0.01)
+        assert c.logs() == "hello\n" and c.logs("stderr") == "oops\n"
+        assert c.running()
+        c.stop()
+        assert not c.running()
+        with pytest.raises(BadInput):
+            c.logs("stdin")

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -333,7 +334,7 @@ class OCIContainer:
             out.close()
             err.close()
         if r.returncode != 0:
-            msg = self.logs()[1].strip().splitlines()[-1:] or ["(no message)"]
+            msg = self.logs("stderr").strip().splitlines()[-1:] or ["(no message)"]
             self.remove()
             raise LabError(f"{self.runtime} run failed ({r.returncode}): {msg[0]}")
         if self.runtime == "podman":
@@ -360,21 +361,54 @@ class OCIContainer:
                            capture_output=True, text=True, timeout=timeout)
         return Result(r.returncode, r.stdout, r.stderr)
 
-    def logs(self) -> tuple[str, str]:
-        """What the container wrote to stdout and stderr so far."""
-        out = []
-        for n in ("stdout", "stderr"):
-            try:
-                with open(os.path.join(self.dir, n), errors="replace") as f:
-                    out.append(f.read())
-            except FileNotFoundError:
-                out.append("")
-        return out[0], out[1]
+    def logs(self, stream: str = "stdout") -> str:
+        """What the container wrote to its stdout (or 'stderr') so far, as `docker logs` shows."""
+        if stream not in ("stdout", "stderr"):
+            raise BadInput("stream is 'stdout' or 'stderr'")
+        try:
+            with open(os.path.join(self.dir, stream), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
 
-    def facts(self) -> "ContainerFacts":
+    def _need_pid(self) -> int:
         if self.pid is None:
             raise BadInput(f"{self.name} is not started: call start() first")
-        return facts(self.pid, runtime=self.runtime)
+        return self.pid
+
+    def facts(self) -> "ContainerFacts":
+        """The container facts of its PID 1, read from /proc and its cgroup (see :func:`facts`)."""
+        return facts(self._need_pid(), runtime=self.runtime)
+
+    @property
+    def namespaces(self) -> dict[str, int]:
+        """{kind: inode} of PID 1's namespaces (/proc/PID/ns), as container.Container has."""
+        return proc.namespaces(self._need_pid())
+
+    @property
+    def cgroups(self) -> dict[str, str]:
+        """{controller: cgroup directory} of PID 1."""
+        return _cgroup_map(self._need_pid())
+
+    def running(self) -> bool:
+        if self.pid is None:
+            return False
+        try:
+            return not proc.status(self.pid)["State"].startswith("Z")
+        except (OSError, LookupError):
+            return False
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Kill PID 1 (``runc kill NAME KILL``) and wait until it is gone; remove() deletes the rest."""
+        if self.pid is None or self.rt is None:
+            return
+        if self.runtime == "podman":
+            subprocess.run(self._cmd("kill", self.name), capture_output=True, timeout=30)
+        else:
+            subprocess.run(self._cmd("kill", self.name, "KILL"), capture_output=True, timeout=30)
+        deadline = time.monotonic() + timeout
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def remove(self) -> None:
         """Stop and delete the container, its cgroups and its folder (safe twice)."""
@@ -392,8 +426,6 @@ class OCIContainer:
             lab.remove(e)
         self.entries = []
         self.pid = None
-
-    stop = remove
 
     def __enter__(self) -> "OCIContainer":
         return self.start()
