@@ -434,3 +434,22 @@ def test_widget_ticks_and_probes(capsys, own_objects):
     text = capsys.readouterr().out
     assert "sethostname  cap_sys_admin         EPERM" in text
     assert "chown        cap_chown             ok" in text
+
+
+@pytest.mark.root
+def test_setup_errors_come_back_to_the_caller():
+    with pytest.raises(OSError) as exc:
+        caps.run(["true"], unshare=0x1)   # not a CLONE_NEW* flag: unshare(2) says EINVAL
+    assert exc.value.errno == 22
+    assert not [e for e in lab.entries() if e.owner == os.getpid() and e.kind == "process"]
+
+
+def test_restrict_without_privilege_says_so():
+    code = ("from justaprocess import capabilities as c\n"
+            "try:\n    c.restrict(drop=['cap_chown'])\nexcept Exception as e:\n"
+            "    print(type(e).__name__, e)")
+    argv = [HERE_PY, "-c", code]
+    if os.geteuid() == 0:
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + argv
+    out = subprocess.run(argv, capture_output=True, text=True, cwd="/").stdout
+    assert out.startswith("NeedsPrivilege") and "CAP_SETPCAP" in out
