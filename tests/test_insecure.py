@@ -70,3 +70,9 @@ def test_shared_pid_namespace_lets_it_kill_a_host_process(box):
 def test_unknown_capability_is_refused(box):
     with pytest.raises(BadInput, match="CAP_"):
         box.run(lambda: 1, drop=("CAP_NOPE",))
+
+
+def test_a_hanging_attack_is_killed_at_the_timeout(box):
+    t = time.monotonic()
+    out = box.run(lambda: time.sleep(30), timeout=0.5)
+    assert not out.ok and "within" in out.error and time.monotonic() - t < 5

@@ -27,6 +27,7 @@ import errno
 import fcntl
 import json
 import os
+import select
 import signal
 import stat
 import time
@@ -191,7 +192,11 @@ def run(root: str, attack: Callable[[], Any], *, pivot_root: bool = False, pid_n
     data = b""
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
+        while True:
+            left = deadline - time.monotonic()
+            # select(2) with a timeout: an attack that hangs must not hang the kernel.
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                break
             chunk = os.read(r, 65536)
             if not chunk:
                 break
@@ -206,7 +211,7 @@ def run(root: str, attack: Callable[[], Any], *, pivot_root: bool = False, pid_n
     try:
         return Outcome(**json.loads(data))
     except ValueError:
-        return Outcome(False, error="the container said nothing (killed?)")
+        return Outcome(False, error=f"the container said nothing within {timeout:g} s (killed?)")
 
 
 # --- the attacks: each runs inside the container --------------------------------------
