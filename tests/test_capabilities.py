@@ -18,7 +18,7 @@ import time
 import pytest
 
 from justaprocess import _libc, capabilities as caps, lab, proc
-from justaprocess.errors import BadInput, NeedsPrivilege, NoSuchProcess
+from justaprocess.errors import BadInput, NoSuchProcess
 
 HERE_PY = sys.executable
 CAPSH = shutil.which("capsh")

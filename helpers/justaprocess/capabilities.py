@@ -16,6 +16,7 @@ missing from every process's bounding set.
 from __future__ import annotations
 
 import errno as _errno
+import fcntl
 import json
 import os
 import pickle
@@ -27,11 +28,12 @@ import struct
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from . import _libc, lab, proc
-from .errors import BadInput, LabError, NeedsPrivilege, NoSuchProcess
+from .errors import BadInput, LabError, NeedsPrivilege
 
 PROCFS = proc.PROCFS
 SETS = ("effective", "permitted", "inheritable", "bounding", "ambient")
@@ -416,7 +418,6 @@ def _lo_up() -> None:
     # A new network namespace has only 'lo', and it is down: bring it up with
     # SIOCSIFFLAGS (netdevice(7)) so 127.0.0.1 is a valid address to bind.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        import fcntl
         req = struct.pack("16sh22x", b"lo", 0)
         flags = struct.unpack("16sh22x", fcntl.ioctl(s, 0x8913, req))[1]  # SIOCGIFFLAGS
         fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 0x1))  # SIOCSIFFLAGS, IFF_UP
@@ -456,7 +457,6 @@ def _child(target, w_out: int, w_err: int, w_st: int, unshare: int, setup: dict,
                 code = 0
             except BaseException as exc:  # noqa: BLE001
                 _send(w_st, ("error", exc))
-                import traceback
                 traceback.print_exc()  # into the captured stderr: which line failed
                 code = 1
             sys.stdout.flush()
@@ -656,7 +656,6 @@ def _p_ptrace(ctx: dict) -> str:
 
 def _p_netadmin(ctx: dict) -> str:
     _private("net", ctx)
-    import fcntl
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         # SIOCSIFMTU on lo of the private namespace (netdevice(7)): CAP_NET_ADMIN.
         fcntl.ioctl(s, 0x8922, struct.pack("16si20x", b"lo", 65000))
