@@ -339,10 +339,14 @@ class HostDisk:
         self.fd: int | None = None
         self.path = ""
         self.major = self.minor = 0
+        self.entry: lab.Entry | None = None
 
     def attach(self) -> "HostDisk":
         if not os.path.basename(os.path.dirname(self.backing)).startswith(lab.PREFIX):
             raise BadInput("the backing file must be in a lab folder (jap-...)")
+        # Registered (by its backing file) before it exists, like every lab object;
+        # autoclear makes it go even if the registry is never consulted.
+        self.entry = lab.register("loop", self.backing, note="chapter 07: the 'host disk'")
         with open(self.backing, "wb") as f:
             f.write(self.text.encode().ljust(1 << 20, b"\0"))  # 1 MiB
         ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
@@ -373,6 +377,9 @@ class HostDisk:
         if self.fd is not None:
             os.close(self.fd)  # autoclear: the last close detaches the device
             self.fd = None
+        if self.entry is not None:
+            lab.remove(self.entry)  # detaches it if something still held it open
+            self.entry = None
 
     def __enter__(self):
         return self.attach()
