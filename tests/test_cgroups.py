@@ -371,16 +371,18 @@ def test_real_pids_max_stops_a_bounded_fork_bomb(own_objects):
     bomb = textwrap.dedent("""
         import os, time
         kids, refused = [], 0
-        for _ in range(60):            # bounded: at most 60 forks, each child sleeps 2 s
+        for _ in range(60):            # bounded: at most 60 forks, each child sleeps 1 s
             try:
                 pid = os.fork()
             except BlockingIOError:    # EAGAIN: pids.max reached (pids controller docs)
                 refused += 1
                 continue
             if pid == 0:
-                time.sleep(2); os._exit(0)
+                time.sleep(1); os._exit(0)
             kids.append(pid)
-        print(len(kids), refused)
+        print(len(kids), refused, flush=True)
+        for pid in kids:               # reap them: no orphan left for PID 1
+            os.waitpid(pid, 0)
     """)
     with cgroups.Cgroup(pids=10) as cg:
         r = cg.run([PY, "-c", bomb], timeout=20)

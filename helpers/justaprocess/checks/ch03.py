@@ -37,8 +37,11 @@ def check_memory_limit(limit) -> Verdict:
         return Verdict(False, str(exc))
     if limit in (None, "max"):
         return Verdict(False, "'max' is no limit at all: both programs would survive")
-    small_ok, _ = _runs_under(limit, SMALL)
-    large_ok, kills = _runs_under(limit, LARGE)
+    try:
+        small_ok, _ = _runs_under(limit, SMALL)
+        large_ok, kills = _runs_under(limit, LARGE)
+    except LabError as exc:  # e.g. a limit too small for any process
+        return Verdict(False, str(exc))
     if not small_ok:
         return Verdict(False, f"with {limit} the {SMALL} MiB program was killed too: the limit "
                               "counts everything the process touches, the Python interpreter "
