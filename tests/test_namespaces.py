@@ -20,6 +20,10 @@ root = pytest.mark.root
 PY = sys.executable
 
 
+def _gone(pid):
+    return not proc.exists(pid) or proc.status(pid)["State"].startswith("Z")
+
+
 # --- the eight kinds, and reading ------------------------------------------------
 
 def test_kinds_are_the_eight_with_their_clone_flags():
@@ -260,6 +264,11 @@ def test_spawn_is_registered_and_stop_kills_it(own_objects):
     assert {host_pid, tramp} <= registered
     p.stop()
     p.stop()  # twice is fine
+    assert not p.alive() and not proc.exists(tramp)
+    # ... and the lab's cleanup of this process's objects (%lab_cleanup) stops one too
+    q = ns.spawn(["sleep", "30"], kinds="pid,mnt")
+    lab.cleanup(owner=os.getpid())
+    assert not q.alive() and _gone(q.launcher.pid)  # a zombie until its Popen reaps it
     assert not p.alive() and not proc.exists(tramp)
     registered = {e.pid for e in lab.entries() if e.kind == "process"}
     assert not {host_pid, tramp} & registered

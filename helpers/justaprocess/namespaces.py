@@ -101,7 +101,13 @@ def of(pid: int | str = "self", procfs: str = PROCFS) -> dict[str, int]:
     try:
         return proc.namespaces(pid, procfs)
     except PermissionError as exc:
-        raise NeedsPrivilege("root", f"reading /proc/{pid}/ns:") from exc
+        if os.geteuid() != 0:
+            raise NeedsPrivilege("root", f"reading /proc/{pid}/ns:") from exc
+        # Root, and still refused: the links need ptrace read access (proc(5),
+        # "/proc/pid/ns"), which some machines deny even to root for PID 1.
+        raise LabError(f"the kernel refuses to show /proc/{pid}/ns even to root (a ptrace "
+                       "access check, proc(5)): inspect another process, e.g. a child of "
+                       "this one") from exc
 
 
 class Sharing(NamedTuple):
