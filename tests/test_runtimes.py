@@ -9,7 +9,7 @@ import time
 import pytest
 
 from justaprocess import cgroups, lab, proc, rootfs, runtimes
-from justaprocess.errors import BadInput, MissingTool
+from justaprocess.errors import BadInput, MissingTool, NotSupported
 
 RUNC = runtimes.find("runc")
 needs_runc = pytest.mark.skipif(not RUNC.available, reason=f"runc: {RUNC.reason}")
@@ -148,15 +148,25 @@ def test_same_blocks_as_the_hand_built_engine(fs, own_objects):
 
 
 @pytest.mark.root
-@pytest.mark.parametrize("name", ["crun", "podman"])
-def test_other_runtimes_when_present(fs, own_objects, name):
-    rt = runtimes.find(name)
+def test_crun_when_present(fs, own_objects):
+    rt = runtimes.find("crun")
     if not rt.available:
-        with pytest.raises(MissingTool, match=name):
-            runtimes.OCIContainer(fs, ["true"], runtime=name).start()
-        pytest.skip(f"{name}: {rt.reason}")
-    r = runtimes.run(fs, ["sh", "-c", "echo $$"], runtime=name)
+        with pytest.raises(MissingTool, match="crun"):
+            runtimes.OCIContainer(fs, ["true"], runtime="crun").start()
+        pytest.skip(f"crun: {rt.reason}")
+    r = runtimes.run(fs, ["sh", "-c", "echo $$"], runtime="crun")
     assert r.returncode == 0 and r.stdout.strip() == "1"
+    with runtimes.OCIContainer(fs, ["sleep", "30"], runtime="crun") as c:
+        f = c.facts()
+        assert f.pid_inside == 1 and f.memory_limit == 64 << 20
+
+
+@pytest.mark.root
+def test_podman_is_reported_not_driven(fs, own_objects):
+    rt = runtimes.find("podman")
+    assert not rt.available and rt.reason
+    with pytest.raises((MissingTool, NotSupported), match="podman"):
+        runtimes.OCIContainer(fs, ["true"], runtime="podman").start()
 
 
 @pytest.mark.root

@@ -1,4 +1,4 @@
-"""The same root filesystem under real runtimes: runc (and crun, podman when present).
+"""The same root filesystem under real runtimes: runc (and crun when present).
 
 A runtime does with a ``config.json`` what the hand-built engine does with
 Python calls: namespaces, a cgroup with limits, mounts, dropped capabilities,
@@ -29,9 +29,12 @@ from .errors import BadInput, LabError, MissingTool, NeedsPrivilege, NotSupporte
 
 # --- which runtimes are here -----------------------------------------------------
 
-# runc and crun share one command line (run/exec/kill/delete, --root, --pid-file);
-# podman drives one of them and keeps its own store (given under the lab folder).
+# runc and crun share one command line (run/exec/kill/delete, --root, --pid-file).
+# podman is looked for but not driven: it keeps its own store and starts a
+# monitor process (conmon) and cgroups named libpod-* that the lab's registry
+# could not name or remove - so it is reported, with that reason.
 RUNTIMES = ("runc", "crun", "podman")
+DRIVEN = ("runc", "crun")
 _SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
 
 
@@ -58,7 +61,12 @@ def find(name: str) -> Runtime:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Runtime(name, path, "", f"{name} --version failed: {exc}")
     first = out.splitlines()[0] if out else ""
-    return Runtime(name, path, first.split()[-1] if first else "?", "")
+    version = first.split()[-1] if first else "?"
+    if name not in DRIVEN:
+        return Runtime(name, path, version, f"{name} {version} is installed but the lab does not "
+                       "drive it: it keeps its own state and a conmon monitor process outside the "
+                       "lab's registry (try `podman run --rootfs DIR` by hand)")
+    return Runtime(name, path, version, "")
 
 
 def available() -> dict[str, Runtime]:
@@ -68,8 +76,10 @@ def available() -> dict[str, Runtime]:
 
 def _require(name: str) -> Runtime:
     rt = find(name)
-    if not rt.available:
+    if rt.path is None:
         raise MissingTool(name, name)
+    if not rt.available:
+        raise NotSupported(rt.reason)
     return rt
 
 
@@ -253,7 +263,7 @@ class Result:
 
 
 class OCIContainer:
-    """A container run by runc or crun (or podman) from a bundle the lab writes.
+    """A container run by runc or crun from a bundle the lab writes.
 
     Creating the object does nothing; ``start()`` registers the folder, the
     cgroups and then the process, and starts it detached; ``exec()`` runs a
@@ -282,11 +292,8 @@ class OCIContainer:
     # -- life cycle --
     def _cmd(self, *args: str) -> list[str]:
         assert self.rt is not None and self.rt.path
-        if self.runtime == "podman":
-            return [self.rt.path, "--root", os.path.join(self.state, "storage"),
-                    "--runroot", os.path.join(self.state, "run"),
-                    "--cgroup-manager", "cgroupfs", *args]
-        # runc/crun: their state (one folder per container) under the lab folder.
+        # Their state (one folder per container) under the lab folder.  No
+        # --systemd-cgroup: the cgroupfs driver, which works without systemd as PID 1.
         return [self.rt.path, "--root", self.state, *args]
 
     def prepare(self) -> dict:
@@ -321,13 +328,7 @@ class OCIContainer:
         out = open(os.path.join(self.dir, "stdout"), "wb")
         err = open(os.path.join(self.dir, "stderr"), "wb")
         try:
-            if self.runtime == "podman":
-                cmd = self._cmd("run", "-d", "--name", self.name, "--rootfs", self.rootfs,
-                                "--cgroup-parent", os.path.dirname(self.cgroups_path) or "/",
-                                *self.argv)
-            else:
-                cmd = self._cmd("run", "-d", "--pid-file", pidfile, "--bundle", self.bundle,
-                                self.name)
+            cmd = self._cmd("run", "-d", "--pid-file", pidfile, "--bundle", self.bundle, self.name)
             r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                timeout=timeout)
         finally:
@@ -337,13 +338,8 @@ class OCIContainer:
             msg = self.logs("stderr").strip().splitlines()[-1:] or ["(no message)"]
             self.remove()
             raise LabError(f"{self.runtime} run failed ({r.returncode}): {msg[0]}")
-        if self.runtime == "podman":
-            q = subprocess.run(self._cmd("inspect", "-f", "{{.State.Pid}}", self.name),
-                               capture_output=True, text=True)
-            self.pid = int(q.stdout.strip())
-        else:
-            with open(pidfile) as f:
-                self.pid = int(f.read().strip())
+        with open(pidfile) as f:
+            self.pid = int(f.read().strip())
         self.entries.insert(0, lab.register("process", f"{self.name}-init", pid=self.pid,
                                             note=f"{self.runtime} container {self.name}"))
         # Any cgroup the runtime made that we did not predict: register it too.
@@ -402,10 +398,7 @@ class OCIContainer:
         """Kill PID 1 (``runc kill NAME KILL``) and wait until it is gone; remove() deletes the rest."""
         if self.pid is None or self.rt is None:
             return
-        if self.runtime == "podman":
-            subprocess.run(self._cmd("kill", self.name), capture_output=True, timeout=30)
-        else:
-            subprocess.run(self._cmd("kill", self.name, "KILL"), capture_output=True, timeout=30)
+        subprocess.run(self._cmd("kill", self.name, "KILL"), capture_output=True, timeout=30)
         deadline = time.monotonic() + timeout
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -413,13 +406,8 @@ class OCIContainer:
     def remove(self) -> None:
         """Stop and delete the container, its cgroups and its folder (safe twice)."""
         if self.rt is not None and os.path.isdir(self.state):
-            if self.runtime == "podman":
-                subprocess.run(self._cmd("rm", "-f", "-t", "0", self.name),
-                               capture_output=True, timeout=30)
-            else:
-                # `delete -f` kills (SIGKILL) and removes the cgroups and state.
-                subprocess.run(self._cmd("delete", "-f", self.name), capture_output=True,
-                               timeout=30)
+            # `delete -f` kills (SIGKILL) and removes the cgroups and state.
+            subprocess.run(self._cmd("delete", "-f", self.name), capture_output=True, timeout=30)
         # Processes, then cgroups deepest first (a lab parent goes when empty), then
         # the folder: lab.entries()'s order.  Absent objects are only forgotten.
         for e in sorted(self.entries, key=lambda e: (lab.KINDS.index(e.kind), -e.name.count("/"))):
@@ -444,10 +432,7 @@ def run(rootfs: str, argv: list[str], *, runtime: str = "runc", timeout: float =
     c = OCIContainer(rootfs, argv, runtime=runtime, **options)
     try:
         c.prepare()
-        if runtime == "podman":
-            cmd = c._cmd("run", "--rm", "--name", c.name, "--rootfs", rootfs, *argv)
-        else:
-            cmd = c._cmd("run", "--bundle", c.bundle, c.name)
+        cmd = c._cmd("run", "--bundle", c.bundle, c.name)
         r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=timeout)
         return Result(r.returncode, r.stdout, r.stderr)
@@ -647,7 +632,7 @@ def add_cli(sub) -> None:
     def show(args) -> int:
         for rt in available().values():
             print(f"{rt.name:<7} " + (f"{rt.version} ({rt.path})" if rt.available else
-                                      f"absent: {rt.reason}"))
+                                      f"not used: {rt.reason}"))
         return 0
 
     p.set_defaults(func=show)
