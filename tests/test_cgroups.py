@@ -527,3 +527,18 @@ def test_loop_device_dies_with_the_process_that_made_it(tmp_path):
     assert cgroups.loops_backed_by(backing) == []
     lab.cleanup(stale=True)  # the folder of the dead process
     assert not os.path.exists(os.path.dirname(backing))
+
+
+@root
+def test_lost_registry_entries_are_found_as_strays_and_removed(own_objects):
+    cg = cgroups.Cgroup().create()
+    p = cg.spawn(["sleep", "30"])
+    for e in cg._entries:  # as if the registry had been lost
+        lab.unregister(e)
+    strays = [e for e in lab._scan() if e.name in cg.paths]
+    assert {e.name for e in strays} == set(cg.paths)
+    for e in strays:
+        lab.remove(e)
+    assert not any(os.path.isdir(x) for x in cg.paths)
+    assert p.popen.wait(3) == -signal.SIGKILL
+    p.stop()

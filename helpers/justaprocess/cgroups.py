@@ -649,6 +649,15 @@ class Limits:
         return need
 
 
+def _swap_active(swaps: str = "/proc/swaps") -> bool:
+    """Is any swap area in use (proc(5) /proc/swaps: a header line, then one per area)?"""
+    try:
+        with open(swaps) as f:
+            return len(f.read().strip().splitlines()) > 1
+    except OSError:
+        return False
+
+
 def _nsec_quota(cpu: float, period: int) -> int:
     return max(1000, round(cpu * period))  # the kernel's minimum quota is 1 ms
 
@@ -849,7 +858,9 @@ class Cgroup:
                 self._set("memory", "memory.max", str(L.memory_max))
             if L.memory_high is not None:
                 self._set("memory", "memory.high", str(L.memory_high))
-            if L.swap_max is not None:
+            if L.swap_max is not None and (L.swap_max != 0 or _swap_active()
+                                           or os.path.exists(self._file("memory", "memory.swap.max"))):
+                # swap=0 on a kernel without swap accounting and no swap: nothing to forbid.
                 self._set("memory", "memory.swap.max", str(L.swap_max))
             if L.cpu is not None:
                 self._set("cpu", "cpu.max", f"{_nsec_quota(L.cpu, L.cpu_period_us)} {L.cpu_period_us}")

@@ -283,6 +283,12 @@ def _lab_cgroup_roots() -> Iterable[str]:
             roots.append(cgroups.own_path(h))
         except Exception:  # noqa: BLE001 - a hierarchy we are not in
             continue
+        try:  # on v2 the lab parent may sit beside our leaf (cgroups.lab_base)
+            base = os.path.normpath(cgroups.lab_base(h))
+            if base != os.path.normpath(roots[-1]):
+                roots.append(base)
+        except Exception:  # noqa: BLE001 - no usable base: nothing of the lab there
+            pass
     return roots
 
 
@@ -308,6 +314,11 @@ def _scan() -> list[Entry]:
             for n in sorted(os.listdir(root)):
                 if n.startswith(PREFIX) and os.path.isdir(os.path.join(root, n)):
                     add("cgroup", os.path.join(root, n))
+                if n == cgroups.LAB_PARENT:  # the lab's cgroups live one level down
+                    lp = os.path.join(root, n)
+                    for c in sorted(os.listdir(lp)):
+                        if c.startswith(PREFIX) and os.path.isdir(os.path.join(lp, c)):
+                            add("cgroup", os.path.join(lp, c))
         except OSError:
             continue
     with open("/proc/self/mountinfo") as f:
