@@ -542,3 +542,111 @@ def test_lost_registry_entries_are_found_as_strays_and_removed(own_objects):
     assert not any(os.path.isdir(x) for x in cg.paths)
     assert p.popen.wait(3) == -signal.SIGKILL
     p.stop()
+
+
+# --- pure v1 (old distributions), against a fake tree ----------------------------------------
+
+V1_FILES = {
+    "memory": {"memory.limit_in_bytes": "9223372036854771712\n", "memory.soft_limit_in_bytes":
+               "9223372036854771712\n", "memory.usage_in_bytes": "0\n", "memory.max_usage_in_bytes": "0\n",
+               "memory.failcnt": "0\n", "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n"},
+    "cpu": {"cpu.cfs_quota_us": "-1\n", "cpu.cfs_period_us": "100000\n",
+            "cpu.stat": "nr_periods 0\nnr_throttled 0\nthrottled_time 0\n"},
+    "cpuacct": {"cpuacct.usage": "0\n"},
+    "pids": {"pids.max": "max\n", "pids.current": "0\n", "pids.events": "max 0\n"},
+    "blkio": {"blkio.throttle.read_bps_device": "", "blkio.throttle.write_bps_device": "",
+              "blkio.throttle.io_service_bytes_recursive": "Total 0\n"},
+    "devices": {"devices.allow": "", "devices.deny": "", "devices.list": "a *:* rwm\n"},
+    "freezer": {"freezer.state": "THAWED\n"},
+}
+
+
+class FakeV1(FakeV2):
+    """A v1 layout as older distributions mount it: cpu and cpuacct together, no cgroup2."""
+
+    MOUNTS = {"memory": ("memory",), "cpu,cpuacct": ("cpu", "cpuacct"), "pids": ("pids",),
+              "blkio": ("blkio",), "devices": ("devices",), "freezer": ("freezer",)}
+
+    def __init__(self, tmp_path):
+        self.root = str(tmp_path / "cgroup")
+        self.mounts = str(tmp_path / "mounts")
+        self.procfs = str(tmp_path / "proc")
+        lines = [f"tmpfs {self.root} tmpfs rw,nosuid 0 0"]
+        for d in self.MOUNTS:
+            lines.append(f"cgroup {self.root}/{d} cgroup rw,nosuid,{d} 0 0")
+            os.makedirs(f"{self.root}/{d}/user.slice")
+            for p in (f"{self.root}/{d}", f"{self.root}/{d}/user.slice"):
+                self._files1(p)
+        lines.append(f"cgroup {self.root}/systemd cgroup rw,xattr,name=systemd 0 0")
+        with open(self.mounts, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.makedirs(os.path.join(self.procfs, "self"))
+        self.put(os.path.join(self.procfs, "self"), "cgroup", "".join(
+            f"{i}:{d}:/user.slice\n" for i, d in enumerate(self.MOUNTS, 1)) + "7:name=systemd:/\n")
+        self.added = []
+
+    def _files1(self, d):
+        top = d.split("/")[-1] if d.split("/")[-1] in self.MOUNTS else \
+            next(m for m in self.MOUNTS if f"/{m}/" in d + "/")
+        self.put(d, "cgroup.procs", "")
+        self.put(d, "tasks", "")
+        for c in self.MOUNTS[top]:
+            for n, t in V1_FILES[c].items():
+                self.put(d, n, t)
+
+    def mkdir(self, path):
+        os.mkdir(path)
+        self._files1(path)
+
+    def write(self, path, value):
+        if not os.path.exists(path):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+        d, name = os.path.split(path)
+        if name == "cgroup.procs":
+            self.added.append((d, value))
+        self.put(d, name, value + "\n")
+
+
+@pytest.fixture
+def fake_v1(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAP_STATE_DIR", str(tmp_path / "state"))
+    fake = FakeV1(tmp_path)
+    for name, fn in (("_mkdir", fake.mkdir), ("_rmdir", fake.rmdir), ("_write", fake.write)):
+        monkeypatch.setattr(cgroups, name, fn)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    return fake
+
+
+def test_v1_layout_one_directory_per_hierarchy(fake_v1):
+    assert cgroups.layout(fake_v1.root, fake_v1.mounts) == cgroups.V1
+    cg = fake_v1.cgroup(memory="64M", memory_high="32M", cpu=0.25, pids=9,
+                        devices=["c 1:3 rwm"]).create()
+    want = {os.path.join(fake_v1.root, d, "user.slice", cgroups.LAB_PARENT, cg.name) for d in fake_v1.MOUNTS}
+    assert set(cg.paths) == want and len(cg.paths) == 6          # cpu,cpuacct: one directory
+    assert cg.places["cpu"].path == cg.places["cpuacct"].path
+    assert cgroups.CORE not in cg.places                          # no cgroup.events on pure v1
+    assert fake_v1.get(cg.places["memory"].path, "memory.limit_in_bytes").strip() == str(64 << 20)
+    assert fake_v1.get(cg.places["memory"].path, "memory.soft_limit_in_bytes").strip() == str(32 << 20)
+    assert fake_v1.get(cg.places["cpu"].path, "cpu.cfs_quota_us").strip() == "25000"
+    assert fake_v1.get(cg.places["devices"].path, "devices.allow").strip() == "c 1:3 rwm"
+    assert ("devices.deny", "a") in [(os.path.basename(p), v) for p, v in cg.written]
+    s = cg.stats()
+    assert (s.memory_max, s.memory_high, s.cpu_quota, s.pids_max) == (64 << 20, 32 << 20, 0.25, 9)
+    assert s.populated is False and s.frozen is False
+    fake_v1.put(cg.places["cpu"].path, "cpu.stat", "nr_periods 10\nnr_throttled 7\nthrottled_time 3000000\n")
+    fake_v1.put(cg.places["cpuacct"].path, "cpuacct.usage", "420000000\n")
+    fake_v1.put(cg.places["memory"].path, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+    fake_v1.put(cg.places["blkio"].path, "blkio.throttle.io_service_bytes_recursive",
+                "7:0 Read 4096\n7:0 Write 512\n7:0 Total 4608\nTotal 4608\n")
+    s = cg.stats()
+    assert (s.cpu_usage_usec, s.cpu_throttled, s.cpu_throttled_usec, s.oom_kills) == (420000, 7, 3000, 2)
+    assert (s.io_read_bytes, s.io_write_bytes) == (4096, 512)
+    cg.freeze(timeout=0.1)
+    assert fake_v1.get(cg.places["freezer"].path, "freezer.state").strip() == "FROZEN"
+    cg.join_self()
+    assert {d for d, _ in fake_v1.added} == want
+    for d in cg.paths:
+        fake_v1.put(d, "cgroup.procs", "")
+    cg.remove()
+    assert not any(os.path.exists(p) for p in want) and registered() == set()
+    assert not any(os.path.exists(os.path.dirname(p)) for p in want)  # the lab parents went too
