@@ -650,3 +650,37 @@ def test_v1_layout_one_directory_per_hierarchy(fake_v1):
     cg.remove()
     assert not any(os.path.exists(p) for p in want) and registered() == set()
     assert not any(os.path.exists(os.path.dirname(p)) for p in want)  # the lab parents went too
+
+
+def test_systemd_hybrid_unified_in_a_busy_session_cgroup(fake_v1):
+    # A systemd hybrid: the unified (v2) mount carries no controller, and the lab's
+    # process sits in a session scope that holds processes.  With nothing to hand
+    # down, the lab parent may go beneath it (no internal-process rule to break).
+    uni = os.path.join(fake_v1.root, "unified")
+    scope = os.path.join(uni, "user.slice", "session-1.scope")
+    os.makedirs(scope)
+    for d in (uni, os.path.join(uni, "user.slice"), scope):
+        fake_v1._files(d, [])
+    fake_v1.put(scope, "cgroup.procs", f"{os.getpid()}\n")
+    with open(fake_v1.mounts, "a") as f:
+        f.write(f"cgroup2 {uni} cgroup2 rw,nosuid 0 0\n")
+    with open(os.path.join(fake_v1.procfs, "self", "cgroup"), "a") as f:
+        f.write("0::/user.slice/session-1.scope\n")
+    assert cgroups.layout(fake_v1.root, fake_v1.mounts) == cgroups.HYBRID
+    real_write = fake_v1.write
+
+    def write(path, value):  # the v2 side needs the v2 rules
+        if path.startswith(uni + "/"):
+            return FakeV2.write(fake_v1, path, value)
+        return real_write(path, value)
+    fake_v1.write = write
+    cgroups._write = write  # monkeypatched by the fixture, restored after the test
+    fake_v1.mkdir = lambda p: FakeV2.mkdir(fake_v1, p) if p.startswith(uni + "/") else FakeV1.mkdir(fake_v1, p)
+    cgroups._mkdir = fake_v1.mkdir
+    cg = fake_v1.cgroup(pids=5).create()
+    assert cg.places[cgroups.CORE].path == os.path.join(scope, cgroups.LAB_PARENT, cg.name)
+    assert len(cg.paths) == 7
+    for d in cg.paths:
+        fake_v1.put(d, "cgroup.procs", "")
+    cg.remove()
+    assert registered() == set()

@@ -360,7 +360,9 @@ def delegated(path: str) -> bool:
 def lab_base(hierarchy: Hierarchy, procfs: str = proc.PROCFS) -> str:
     """The cgroup beneath which the lab parent goes, in one hierarchy (module docstring)."""
     own = own_path(hierarchy, "self", procfs)
-    if hierarchy.version == 1:
+    if hierarchy.version == 1 or not set(V2_CONTROLLERS) & set(hierarchy.controllers):
+        # v1, or the hybrid's controller-less unified mount: with no controller to
+        # hand down, the no-internal-processes rule does not apply (cgroup-v2.rst).
         return own
     env = os.environ.get("JAP_CGROUP_BASE")
     if env:
@@ -715,7 +717,7 @@ class Cgroup:
 
     @property
     def paths(self) -> list[str]:
-        """Every directory of this cgroup (one per hierarchy), deepest last made."""
+        """Every directory of this cgroup (one per hierarchy; one on pure v2)."""
         return list(self._dirs)
 
     @property
@@ -766,13 +768,21 @@ class Cgroup:
         try:
             dirs: dict[Hierarchy, str] = {}
             for h in hs:
-                parent = self._lab_parent(h)
-                path = os.path.join(parent, self.name)
-                self._entries.append(lab.register("cgroup", path, note="lab cgroup"))
-                try:
-                    _mkdir(path)
-                except FileExistsError:
-                    raise BadInput(f"a cgroup {path} exists already: choose another name") from None
+                for attempt in range(3):
+                    parent = self._lab_parent(h)
+                    path = os.path.join(parent, self.name)
+                    if attempt == 0:
+                        self._entries.append(lab.register("cgroup", path, note="lab cgroup"))
+                    try:
+                        _mkdir(path)
+                        break
+                    except FileExistsError:
+                        raise BadInput(f"a cgroup {path} exists already: choose another name") from None
+                    except FileNotFoundError:
+                        # Another kernel removed the (then empty) lab parent between our
+                        # check and our mkdir: make it again.
+                        if attempt == 2:
+                            raise
                 self._dirs.append(path)
                 dirs[h] = path
             for c, h in by_ctrl.items():
@@ -1231,11 +1241,11 @@ class LoopDevice:
         if not os.path.exists("/dev/loop-control"):
             raise NotSupported("no /dev/loop-control: load the loop module (modprobe loop)")
         self._entries.append(lab.register("dir", self.dir, note="loop device backing file"))
-        os.makedirs(self.dir)
-        with open(self.file, "wb") as f:
-            f.truncate(self.size)  # sparse: reads of holes cost no disk
-        self._entries.append(lab.register("loop", self.file, note="loop device"))
         try:
+            os.makedirs(self.dir)
+            with open(self.file, "wb") as f:
+                f.truncate(self.size)  # sparse: reads of holes cost no disk
+            self._entries.append(lab.register("loop", self.file, note="loop device"))
             back = os.open(self.file, os.O_RDWR)
             ctl = os.open("/dev/loop-control", os.O_RDWR)
             try:
