@@ -50,8 +50,9 @@ FLAGS = {"cgroup": 0x02000000, "ipc": 0x08000000, "mnt": 0x00020000,
 # initial user namespace, which already holds CAP_SYS_ADMIN over every
 # namespace: joining user *last* keeps it for the others - setns(2) into a time
 # namespace owned by the initial user namespace is refused from inside a child
-# user namespace.  mnt resets root and cwd; pid and time affect only children
-# (pid_namespaces(7), time_namespaces(7)).
+# user namespace.  mnt resets root and cwd; pid affects only children
+# (pid_namespaces(7)); setns into a time namespace moves the caller itself
+# (time_namespaces(7)), unlike unshare(CLONE_NEWTIME).
 ENTER_ORDER = ("cgroup", "ipc", "uts", "net", "pid", "mnt", "time", "user")
 
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
@@ -395,7 +396,7 @@ def enter(cfg: dict, target, info: int | None) -> None:
                 _become_root_inside(None, None)
     if "mnt" in fds:
         os.chdir("/")  # setns(mnt) set root and cwd to the namespace's root
-    if "pid" in fds or "time" in fds:
+    if "pid" in fds:  # setns(pid) sets pid_for_children only: the target is a child
         _fork_target(cfg, target, info, fresh_proc=False)
     _report(info, host_pid=os.getpid(), ns_pid=_nspid(os.getpid())[-1])
     _final(cfg, target, info)

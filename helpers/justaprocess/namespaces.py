@@ -598,8 +598,8 @@ def enter(pid: int, target, kinds: str | Iterable[str] | None = None, *, cwd: st
     """Run a command or callable inside the namespaces of process ``pid`` (what ``nsenter -t PID`` does).
 
     ``kinds``: which of its namespaces to join (default: every kind in which it
-    differs from us, like ``nsenter -a``).  Joining pid (or time) affects only
-    children, so the target runs in a forked child (setns(2)); joining pid
+    differs from us, like ``nsenter -a``).  Joining pid affects only children,
+    so the target then runs in a forked child (setns(2)); joining pid
     without mnt leaves the host's /proc in view (a note in the Result says so).
     """
     ks, cfg, notes = _enter_config(pid, kinds, cwd)
