@@ -168,6 +168,25 @@ def test_mnt_mount_visible_inside_only(own_objects, tmp_path):
 
 
 @root
+def test_mounts_stay_inside_even_when_root_is_shared(own_objects, tmp_path):
+    # On a systemd host "/" is mounted rshared: without making the copy private,
+    # a mount made in the new namespace would propagate back (mount_namespaces(7)).
+    # This machine's "/" is private, so build a shared one in a throwaway namespace.
+    def on_a_shared_host():
+        subprocess.run(["mount", "--make-rshared", "/"], check=True)
+        assert "shared:" in next(l for l in open("/proc/self/mountinfo") if l.split()[4] == "/")
+        inner = ns.run(f"mount -t tmpfs jap-shared-test {tmp_path} && grep -c jap-shared-test "
+                       "/proc/self/mounts", kinds="mnt,pid")  # pid+mnt: a fresh /proc too
+        leaked = [l for l in open("/proc/self/mounts") if "jap-shared-test" in l]
+        procs = len([d for d in os.listdir("/proc") if d.isdigit()])
+        return inner.stdout.strip(), leaked, procs
+    r = ns.run(on_a_shared_host, kinds="mnt")
+    assert r.ok, r.stderr
+    inside, leaked, procs_outside = r.value
+    assert inside == "1" and leaked == [] and procs_outside > 5
+
+
+@root
 def test_pid_with_fresh_proc_sees_only_itself(own_objects):
     r = ns.run("echo $$; ls /proc | grep -c '^[0-9]'", kinds="pid,mnt")
     pid_inside, visible = r.stdout.split()
