@@ -119,7 +119,13 @@ def create_cgroup(name: str, *, memory: int | str | None = None, pids: int | Non
     hybrid one directory per hierarchy (memory/, pids/, cpu/ ...), on v2 one
     directory; limits in v1 or v2 file names (cgroups(7), cgroup-v2.rst).
     """
-    return cgroups.Cgroup(name, memory=memory, pids=pids, cpu=cpu).create()
+    cg = cgroups.Cgroup(name, memory=memory, pids=pids, cpu=cpu).create()
+    if cgroups.layout() == cgroups.HYBRID:
+        # The container joins its v1 directories only (see join_files): so that
+        # pids(), events(), kill() look there, forget the empty unified one here
+        # (it stays registered and goes with cg.remove()).
+        cg.places.pop(cgroups.CORE, None)
+    return cg
 
 
 def join_files(cg: cgroups.Cgroup) -> list[str]:

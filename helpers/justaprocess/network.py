@@ -201,13 +201,23 @@ def release(lease: Lease) -> None:
 
 def plan(name: str) -> Lease:
     """Pick the container's address (in the caller, before the fork)."""
-    if not name.startswith(lab.PREFIX):
+    if not name.startswith(lab.PREFIX + "-"):
         raise BadInput(f"network names start with {lab.PREFIX}-: {name!r}")
     br = bridge()
     with _lock:
         address = br.lease()
         br.users += 1
-    return Lease(name, address, PREFIXLEN, br.gateway, f"{name}-v")
+    return Lease(name, address, PREFIXLEN, br.gateway, host_ifname(name))
+
+
+def host_ifname(name: str) -> str:
+    """The veth's host end: ``jap-<id>-v`` from a name ``jap-<id>[-suffix]``.
+
+    Interface names have at most 15 characters (IFNAMSIZ - 1, netdevice(7)):
+    the kernel answers a longer one with ERANGE.
+    """
+    base = "-".join(name.split("-")[:2])
+    return f"{base[:13]}-v"
 
 
 def attach(lease: Lease, pid: int) -> Attachment:
