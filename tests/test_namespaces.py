@@ -14,7 +14,7 @@ import time
 import pytest
 
 from justaprocess import lab, namespaces as ns, proc
-from justaprocess.errors import BadInput, LabError, NeedsPrivilege, NoSuchProcess
+from justaprocess.errors import BadInput, LabError, NoSuchProcess
 
 root = pytest.mark.root
 PY = sys.executable
@@ -291,6 +291,17 @@ def test_spawn_is_registered_and_stop_kills_it(own_objects):
     assert not p.alive() and not proc.exists(tramp)
     registered = {e.pid for e in lab.entries() if e.kind == "process"}
     assert not {host_pid, tramp} & registered
+
+
+@root
+def test_spawn_of_a_command_that_exits_at_once(own_objects):
+    for _ in range(20):  # the race: it may be gone before spawn() registers it
+        p = ns.spawn(["true"], kinds="uts,pid,mnt")
+        assert p.wait(5) == 0 and not p.alive()
+        p.stop()
+    p = ns.spawn("exit 7", kinds="uts")
+    assert p.wait(5) == 7
+    p.stop()
 
 
 @root

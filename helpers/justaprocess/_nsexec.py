@@ -8,7 +8,10 @@ fresh, single-threaded interpreter::
     python -I -S -c "...; from justaprocess._nsexec import main; main()" CONFIG_JSON
 
 or, for a Python callable, calls :func:`main` in a forked child.  The steps are
-those of ``unshare(1)`` and ``nsenter(1)``, one visible syscall each.
+those of ``unshare(1)`` and ``nsenter(1)``, one visible syscall each, with one
+difference: new namespaces are made with clone(2), so the target is *born* in
+them and this trampoline stays outside (``unshare --fork`` leaves its own
+process in all of them but pid).
 
 Why a separate, tiny module: it runs once per ``namespaces.run()``, so it must
 start in ~15 ms: stdlib only, and libc loaded by its soname
@@ -385,7 +388,8 @@ def enter(cfg: dict, target, info: int | None) -> None:
     # Open every file before joining anything: after setns(mnt), /proc is theirs.
     for k in ENTER_ORDER:
         if k in cfg["kinds"]:
-            if os.readlink(f"/proc/{pid}/ns/{k}") == os.readlink(f"/proc/self/ns/{k}"):
+            theirs = _os(f"open /proc/{pid}/ns/{k}", os.readlink, f"/proc/{pid}/ns/{k}")
+            if theirs == os.readlink(f"/proc/self/ns/{k}"):
                 continue  # already there; setns to one's own user ns is EINVAL (setns(2))
             fds[k] = _os(f"open /proc/{pid}/ns/{k}", os.open, f"/proc/{pid}/ns/{k}", os.O_RDONLY)
     for k in ENTER_ORDER:

@@ -755,7 +755,10 @@ class NsProcess:
         self.kinds = kinds
         self.notes = notes
         self._entry = entry
-        self._start = proc.start_time(host_pid)
+        try:
+            self._start = proc.start_time(host_pid)
+        except (OSError, LookupError):
+            self._start = None  # already exited
 
     @property
     def pid(self) -> int:
@@ -830,8 +833,11 @@ def spawn(argv, kinds: str | Iterable[str] = CONTAINER_KINDS, *, hostname: str |
     host_pid = int(ready["host_pid"])
     entry = None
     if host_pid != p.pid:
-        entry = lab.register("process", f"pid-{host_pid}", pid=host_pid,
-                             note=(note or f"namespaces.spawn {argv[0]}") + f" (in {','.join(ks)})")
+        try:
+            entry = lab.register("process", f"pid-{host_pid}", pid=host_pid,
+                                 note=(note or f"namespaces.spawn {argv[0]}") + f" (in {','.join(ks)})")
+        except NoSuchProcess:
+            pass  # it has already exited (and was reaped): nothing to register
     return NsProcess(p, host_pid, int(ready["ns_pid"]), ks, notes, entry)
 
 
