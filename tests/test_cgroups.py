@@ -104,7 +104,7 @@ class FakeV2:
         for i, part in enumerate(parts):
             cur = os.path.join(cur, part)
             self.mkdir(cur)
-            if i < len(parts) - 2:  # systemd enables controllers down to the units (slices)
+            if part.endswith(".slice"):  # systemd enables controllers down to the units
                 self.put(cur, "cgroup.subtree_control", "cpu io memory pids\n")
         self.put(cur, "cgroup.procs", f"{os.getpid()}\n")  # the lab's process sits in its leaf
         os.makedirs(os.path.join(self.procfs, "self"))
@@ -684,3 +684,38 @@ def test_systemd_hybrid_unified_in_a_busy_session_cgroup(fake_v1):
         fake_v1.put(d, "cgroup.procs", "")
     cg.remove()
     assert registered() == set()
+
+
+def test_v2_enter_leaf_turns_a_delegated_unit_into_a_lab_base(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAP_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("JAP_CGROUP_BASE", raising=False)
+    fake = FakeV2(tmp_path, own="/system.slice/justaprocess-lab.service")  # processes in the unit
+    for name, fn in (("_mkdir", fake.mkdir), ("_rmdir", fake.rmdir), ("_write", fake.write)):
+        monkeypatch.setattr(cgroups, name, fn)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    unit = os.path.join(fake.root, "system.slice/justaprocess-lab.service")
+    with pytest.raises(NotSupported, match="no internal processes"):
+        fake.cgroup(memory="64M").create()
+    with pytest.raises(NotSupported, match="Delegate=yes"):
+        cgroups.enter_leaf(root=fake.root, mounts=fake.mounts, procfs=fake.procfs)
+    _delegate(fake, unit)
+
+    def move(path, value):  # the kernel moves the process: it leaves the unit's cgroup.procs
+        fake.write(path, value)
+        if path.endswith("server/cgroup.procs"):
+            fake.put(unit, "cgroup.procs", "")
+    monkeypatch.setattr(cgroups, "_write", move)
+    leaf = cgroups.enter_leaf(root=fake.root, mounts=fake.mounts, procfs=fake.procfs)
+    assert leaf == os.path.join(unit, "server") and fake.get(leaf, "cgroup.procs").split() == [str(os.getpid())]
+    fake.put(os.path.join(fake.procfs, "self"), "cgroup", "0::/system.slice/justaprocess-lab.service/server\n")
+    assert cgroups.enter_leaf(root=fake.root, mounts=fake.mounts, procfs=fake.procfs) is None  # done already
+    cg = fake.cgroup(memory="64M").create()
+    assert cg.path == os.path.join(unit, cgroups.LAB_PARENT, cg.name)
+    cg.remove()
+
+
+def test_enter_leaf_does_nothing_on_v1_and_the_hybrid():
+    if cgroups.layout() != cgroups.V2:
+        assert cgroups.enter_leaf() is None
+    r = subprocess.run([PY, "-m", "justaprocess", "cgroup"], capture_output=True, text=True)
+    assert r.returncode == 2 and "give a PID" in r.stderr

@@ -25,7 +25,8 @@ One *lab parent* (``jap-lab``) per hierarchy, beneath a *base*; each lab cgroup
 
   On a systemd VM the Jupyter service therefore runs with ``Delegate=yes`` and
   moves its own process into a leaf of its unit before starting the server
-  (``jupyter.service/server``): the lab parent is then
+  (``jupyter.service/server``; :func:`enter_leaf`, or from a start script
+  ``python -m justaprocess cgroup --enter-leaf``): the lab parent is then
   ``jupyter.service/jap-lab``, a sibling of the server's leaf, inside the unit
   that systemd handed over, and the unit's own limits still bound the lab.
   (systemd >= 254 does the leaf move itself with ``DelegateSubgroup=``.)
@@ -382,6 +383,48 @@ def lab_base(hierarchy: Hierarchy, procfs: str = proc.PROCFS) -> str:
         "from a delegated unit whose processes sit in a leaf (systemd Delegate=yes, the server "
         "in <unit>/server), from the root cgroup, or set JAP_CGROUP_BASE to a delegated cgroup "
         "without processes")
+
+
+def enter_leaf(name: str = "server", root: str = ROOT, mounts: str = MOUNTS,
+               procfs: str = proc.PROCFS) -> str | None:
+    """Move every process of the caller's delegated v2 cgroup into a leaf ``name``.
+
+    For a service's start script (the Jupyter service, a CI job), *before* it
+    starts anything: systemd's ``Delegate=yes`` hands the unit's cgroup over,
+    but the unit's processes sit in it, and v2 only lets leaves hold processes
+    (cgroup-v2.rst "No Internal Process Constraint").  After the move the unit's
+    cgroup is an inner node: :func:`lab_base` puts the lab parent beside the
+    leaf (systemd >= 254 does the same with ``DelegateSubgroup=``).
+    The leaf is part of the service, not of the lab: it has no ``jap`` name and
+    cleanup never touches it.  Returns the leaf's path, or None when there is
+    nothing to do (v1, the hybrid, the root cgroup, already in a leaf ``name``).
+    """
+    if layout(root, mounts) != V2:
+        return None
+    v2 = [h for h in hierarchies(root, mounts) if h.version == 2][0]
+    own = os.path.normpath(own_path(v2, "self", procfs))
+    if own == os.path.normpath(v2.mountpoint) or os.path.basename(own) == name:
+        return None
+    if not delegated(own):
+        raise NotSupported(f"{own} was not delegated to this service (no trusted.delegate xattr): "
+                           "set Delegate=yes in its systemd unit (systemd.resource-control(5))")
+    if name.startswith("jap") or "/" in name:
+        raise BadInput(f"leaf name {name!r}: not jap-... (cleanup would remove it), no '/'")
+    if os.geteuid() != 0:
+        raise NeedsPrivilege("root", "moving the service into a leaf cgroup")
+    leaf = os.path.join(own, name)
+    if not os.path.isdir(leaf):
+        _mkdir(leaf)
+    for _ in range(10):  # processes forked meanwhile appear in cgroup.procs: repeat until empty
+        pids = pids_in(own)
+        if not pids:
+            return leaf
+        for pid in pids:
+            try:
+                _write(os.path.join(leaf, "cgroup.procs"), str(pid))
+            except ProcessLookupError:
+                pass
+    raise LabError(f"{own} keeps getting new processes: run enter_leaf() before starting any")
 
 
 def _write(path: str, value: str) -> None:
@@ -1155,6 +1198,13 @@ def format_description(d: dict) -> str:
 
 
 def _cli(args) -> int:
+    if args.enter_leaf:
+        leaf = enter_leaf(args.enter_leaf)
+        print(f"moved this service's processes into {leaf}" if leaf else
+              "nothing to move (not pure v2, the root cgroup, or already in the leaf)")
+        return 0
+    if args.pid is None:
+        raise BadInput("give a PID (python -m justaprocess cgroup PID), or --enter-leaf")
     d = describe(args.pid)
     print(json.dumps(d, indent=2) if args.json else format_description(d))
     return 0
@@ -1162,8 +1212,12 @@ def _cli(args) -> int:
 
 def add_cli(sub) -> None:
     p = sub.add_parser("cgroup", help="a process's cgroup(s), limits and current usage")
-    p.add_argument("pid", type=int, help="the process (e.g. a container's PID as seen from the host)")
+    p.add_argument("pid", type=int, nargs="?", help="the process (e.g. a container's PID as seen from the host)")
     p.add_argument("--json", action="store_true", help="machine-readable")
+    p.add_argument("--enter-leaf", metavar="NAME", nargs="?", const="server", default=None,
+                   help="for a service's start script on cgroup v2 (Delegate=yes): move the "
+                        "service's processes into the leaf NAME (default: server), so the lab's "
+                        "cgroups can go beside it")
     p.set_defaults(func=_cli)
 
 
