@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import socket
 import subprocess
@@ -111,21 +112,40 @@ def create_namespaces(flags: int) -> None:
 
 # --- step 3: a cgroup with limits (caller side) ---------------------------------------
 
+class ContainerCgroup(cgroups.Cgroup):
+    """The lab's Cgroup, in the hierarchies of the controllers it limits only.
+
+    On v1 and the hybrid a plain lab :class:`~justaprocess.cgroups.Cgroup` has
+    a directory in every hierarchy (cpu, cpuacct, blkio, devices, freezer and
+    the unified one too); a container needs those it is limited by - memory
+    (always, so there is one to look at), pids, cpu - and every directory
+    more is a mkdir, a registry entry and an rmdir per container.  On v2 it is
+    one directory either way.
+    """
+
+    def _plan(self):
+        hs, use = super()._plan()
+        if layout_is_v2():
+            return hs, use
+        need = self.limits.controllers() | {"memory"}
+        use = {c: h for c, h in use.items() if c in need}
+        return [h for h in hs if h in use.values()], use
+
+
+def layout_is_v2() -> bool:
+    return cgroups.layout() == cgroups.V2
+
+
 def create_cgroup(name: str, *, memory: int | str | None = None, pids: int | None = None,
                   cpu: float | None = None) -> cgroups.Cgroup:
     """mkdir the container's cgroup (under the lab parent) and write its limits.
 
-    The lab's :class:`~justaprocess.cgroups.Cgroup` does it: on v1 and the
-    hybrid one directory per hierarchy (memory/, pids/, cpu/ ...), on v2 one
-    directory; limits in v1 or v2 file names (cgroups(7), cgroup-v2.rst).
+    The lab's :class:`~justaprocess.cgroups.Cgroup` does it (see
+    :class:`ContainerCgroup`): on v1 and the hybrid one directory per hierarchy
+    used (memory/, pids/ ...), on v2 one directory; limits in v1 or v2 file
+    names (cgroups(7), cgroup-v2.rst).
     """
-    cg = cgroups.Cgroup(name, memory=memory, pids=pids, cpu=cpu).create()
-    if cgroups.layout() == cgroups.HYBRID:
-        # The container joins its v1 directories only (see join_files): so that
-        # pids(), events(), kill() look there, forget the empty unified one here
-        # (it stays registered and goes with cg.remove()).
-        cg.places.pop(cgroups.CORE, None)
-    return cg
+    return ContainerCgroup(name, memory=memory, pids=pids, cpu=cpu).create()
 
 
 def join_files(cg: cgroups.Cgroup) -> list[str]:
@@ -137,9 +157,9 @@ def join_files(cg: cgroups.Cgroup) -> list[str]:
     own thread skips that lock (kernel/cgroup/cgroup.c, cgroup_procs_write_start),
     and with one thread, moving the thread moves the process.  On v2 there is
     no such shortcut (cgroup.threads only moves threads within a threaded
-    subtree): cgroup.procs.  On the hybrid, the unified (v2) directory carries
-    no controller the container is limited by, so the container skips it and
-    its start stays fast (its /proc/PID/cgroup line ``0::`` stays the caller's).
+    subtree): cgroup.procs.  (On the hybrid a container's cgroup has no
+    directory in the unified hierarchy: :class:`ContainerCgroup`; its
+    /proc/PID/cgroup line ``0::`` stays the caller's.)
     """
     out = []
     hybrid = cgroups.layout() == cgroups.HYBRID
@@ -438,6 +458,7 @@ class Container:
         self.returncode: int | None = None
         self.state = "new"
         self._a: int | None = None
+        self._pidfd: int | None = None
         self._entries: list = []
 
     # -- life cycle ---------------------------------------------------------------------
@@ -498,6 +519,10 @@ class Container:
             os.close(pid_r), os.close(go_w), os.close(err_r)
             _child_a(plan, pid_w, go_r, err_w, (null, out, err))
         self._a = a
+        try:
+            self._pidfd = os.pidfd_open(a)
+        except (AttributeError, OSError):  # Linux < 5.3
+            self._pidfd = None
         for fd in (pid_w, go_r, err_w, out, err, null):
             os.close(fd)
         try:
@@ -568,9 +593,15 @@ class Container:
             got, status = os.waitpid(self._a, 0 if deadline is None else os.WNOHANG)
             if got:
                 break
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return None
-            time.sleep(0.002)
+            # A pidfd turns readable when the process exits (pidfd_open(2)): no polling delay.
+            select.select([self._pidfd], [], [], left) if self._pidfd is not None \
+                else time.sleep(min(left, 0.002))
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
         raw = self._read_line()
         os.close(self._status_r)
         # B's own status when A reported it; else A's (it was killed, or failed).
