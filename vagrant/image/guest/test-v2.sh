@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Guest job of `make test-v2`: the image was provisioned in a chroot by
+# vagrant/provision.sh; here, booted on cgroup v2, run the helpers' unit tests
+# and the notebooks that touch cgroups (03 control groups, 05 container by
+# hand, 06 runtimes: whichever exist).
+set -u
+# shellcheck source=vagrant/image/guest/common.sh
+. /mnt/results/common.sh
+phase "guest facts"
+facts || exit 3
+cd "$REPO" || exit 1
+phase "doctor"
+.venv/bin/python -m justaprocess doctor || echo "(doctor reported a problem: the tests below will say more)"
+enter_leaf || exit 4
+phase "pytest: cgroup unit tests + notebooks"
+# Under TCG the whole unit suite takes ~10 min here: test-v2 (CI, <= 5 min)
+# runs the unit test files that touch cgroups (by content) and the leftovers
+# check; JAP_V2_SCOPE=all runs every unit test. make test-vm runs everything.
+units=()
+if [ "$(cat "$R/scope" 2>/dev/null)" = all ]; then units=(tests)
+else
+  for f in tests/test_*.py; do
+    if grep -qi cgroup "$f" || [ "$f" = tests/test_zz_leftovers.py ]; then units+=("$f"); fi
+  done
+fi
+nbs=()
+for f in notebooks/03-*.ipynb notebooks/05-*.ipynb notebooks/06-*.ipynb; do [ -e "$f" ] && nbs+=("$f"); done
+echo "unit tests: ${units[*]}"
+echo "notebooks: ${nbs[*]:-(none yet)}"
+rc=0
+.venv/bin/python -m pytest "${units[@]}" "${nbs[@]}" --junitxml="$R/junit.xml" > "$R/tests.log" 2>&1 || rc=$?
+tail -25 "$R/tests.log"
+phase end
+pytest_rc "$rc"

@@ -1,0 +1,415 @@
+#!/usr/bin/env bash
+# Build, provision and boot the workshop VM on this machine: the proof that the
+# course works on a real cgroup-v2 kernel (attendee VMs are pure v2; the dev
+# and CI machines are a v1+v2 hybrid). Run as root.
+#
+#   vm.sh lint     vagrant validate -p + shellcheck on vagrant/ (seconds)
+#   vm.sh test-v2  cached image provisioned in a chroot by vagrant/provision.sh, booted:
+#                  the helpers' unit tests + the notebooks that touch cgroups (CI)
+#   vm.sh test-vm  a fresh image booted; vagrant/provision.sh run inside under systemd
+#                  as Vagrant runs it; JupyterLab checked through the forwarded port;
+#                  the course's whole test suite
+#   vm.sh box      a pre-provisioned libvirt Vagrant box for venues without internet
+#   vm.sh base     only build the cached base root filesystem
+#
+# Cache: $JAP_VM_CACHE (default /var/cache/justaprocess/vm), outside the checkout,
+# keyed by the inputs; built under tmp.* and renamed when complete, so an
+# interrupted build is thrown away by the next run. Results of the last run:
+# vagrant/build/<target>/ (logs, junit.xml).
+# Knobs: JAP_VM_ACCEL (tcg|kvm; default: kvm only on bare metal), JAP_VM_MEMORY (MiB),
+# JAP_VM_CPUS, JAP_VM_MIRROR, JAP_VM_TIMEOUT (s, guest run).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+target=${1:-}
+CACHE=${JAP_VM_CACHE:-/var/cache/justaprocess/vm}
+SUITE=bookworm
+MIRROR=${JAP_VM_MIRROR:-http://deb.debian.org/debian}
+MEMORY=${JAP_VM_MEMORY:-2048}
+CPUS=${JAP_VM_CPUS:-2}
+# What a Debian 12 Vagrant/cloud box has before provisioning: systemd, a
+# kernel, udev, networking, Python. Everything else comes from provision.sh.
+INCLUDE=systemd,systemd-sysv,udev,kmod,linux-image-amd64,initramfs-tools,iproute2,ca-certificates,python3,sudo,less,procps
+BASE_VERSION=1   # bump when configure_base changes
+EXCLUDES=(--exclude=/.git --exclude=/.venv --exclude=/notebooks/learner --exclude=/.vagrant
+          --exclude=/vagrant/build --exclude=/vagrant/.vagrant --exclude='*.egg-info'
+          --exclude=__pycache__ --exclude=.ipynb_checkpoints --exclude='*.box')
+
+say() { printf '[vm] %s\n' "$*"; }
+die() { printf '[vm] error: %s\n' "$*" >&2; exit 1; }
+
+# --- cleanup: everything this run made goes on exit or interruption ---------
+PIDS=()      # qemu processes we started: ended by PID only
+MOUNTS=()    # unmounted in reverse order
+TMPS=()      # removed (after unmounting anything below them)
+cleanup() {
+  local rc=$? i p
+  trap - EXIT INT TERM HUP
+  for p in "${PIDS[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then say "stopping qemu pid $p"; kill "$p" 2>/dev/null || true
+      for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
+      kill -9 "$p" 2>/dev/null || true; fi
+  done
+  for ((i=${#MOUNTS[@]}-1; i>=0; i--)); do
+    mountpoint -q "${MOUNTS[i]}" 2>/dev/null && umount "${MOUNTS[i]}" 2>/dev/null || umount -l "${MOUNTS[i]}" 2>/dev/null || true
+  done
+  for p in "${TMPS[@]}"; do remove_tree "$p"; done
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
+# Unmount whatever is mounted below a folder (a chroot's /proc, /dev, an
+# interrupted debootstrap's), then delete it without crossing into another
+# filesystem: a bind-mounted /dev must never be emptied.
+remove_tree() {
+  local d=$1 m
+  [ -e "$d" ] || return 0
+  while read -r m; do umount -l "$m" 2>/dev/null || true
+  done < <(awk -v d="$(realpath "$d")/" 'index($5 "/", d) == 1 {print $5}' /proc/self/mountinfo | sort -r)
+  rm -rf --one-file-system "$d"
+}
+
+# --- phases and their times --------------------------------------------------
+T0=$(date +%s); PHASE=""; PHASE_T=$T0; TIMES=()
+phase() {
+  local now; now=$(date +%s)
+  [ -n "$PHASE" ] && TIMES+=("$(printf '%-34s %5ss' "$PHASE" $((now - PHASE_T)))")
+  PHASE=$1; PHASE_T=$now
+  [ "$1" = end ] || say "== $1"
+}
+print_times() {
+  phase end
+  say "phase times ($target):"
+  printf '    %s\n' "${TIMES[@]}"
+  printf '    %-34s %5ss\n' total $(( $(date +%s) - T0 ))
+}
+
+# --- host tools ---------------------------------------------------------------
+host_tools() {
+  local missing=() pkg
+  while read -r pkg; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$repo/vagrant/host-packages.txt" | awk '{print $1}')
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing host tools: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+lint() {
+  say "shellcheck: vagrant/provision.sh vagrant/image/*.sh vagrant/image/guest/*"
+  (cd "$repo" && shellcheck -x vagrant/provision.sh vagrant/image/*.sh vagrant/image/guest/jap-job \
+    vagrant/image/guest/*.sh .ci/run)
+  say "vagrant validate -p"
+  (cd "$repo/vagrant" && VAGRANT_CHECKPOINT_DISABLE=1 vagrant validate -p)
+}
+
+lock() {
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/.lock"
+  flock -n 9 || { say "another build holds $CACHE/.lock: waiting"; flock -w 3600 9 || die "lock timeout"; }
+  # Leftovers of an interrupted run (we hold the lock: nobody else is using them).
+  local t; for t in "$CACHE"/tmp.*; do [ -e "$t" ] && { say "removing an interrupted build: $t"; remove_tree "$t"; }; done
+  return 0
+}
+
+key_of() { cat "$@" | sha256sum | cut -c1-12; }
+ca_files() { find /usr/local/share/ca-certificates -name '*.crt' -type f 2>/dev/null | sort; }
+
+# --- base root filesystem (debootstrap), cached --------------------------------
+base_key() {
+  { echo "$SUITE $MIRROR $INCLUDE $BASE_VERSION"; declare -f configure_base
+    local f; for f in $(ca_files); do cat "$f"; done; } | sha256sum | cut -c1-12
+}
+
+configure_base() {
+  local r=$1 f
+  echo jap-vm > "$r/etc/hostname"
+  printf '127.0.0.1 localhost\n127.0.1.1 jap-vm\n::1 localhost ip6-localhost ip6-loopback\n' > "$r/etc/hosts"
+  echo '/dev/vda / ext4 defaults,errors=remount-ro 0 1' > "$r/etc/fstab"
+  cat > "$r/etc/apt/sources.list" <<EOF
+deb $MIRROR $SUITE main
+deb $MIRROR $SUITE-updates main
+deb http://deb.debian.org/debian-security $SUITE-security main
+EOF
+  # Network: DHCP on the virtio NIC (qemu's user network, like VirtualBox NAT).
+  mkdir -p "$r/etc/systemd/network"
+  printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n' > "$r/etc/systemd/network/10-dhcp.network"
+  chroot "$r" systemctl enable --quiet systemd-networkd.service
+  echo 'nameserver 10.0.2.3' > "$r/etc/resolv.conf"   # qemu user network's DNS
+  # The serial console is for the kernel's messages; logs go to the 9p folder.
+  ln -sf /dev/null "$r/etc/systemd/system/serial-getty@ttyS0.service"
+  : > "$r/etc/machine-id"
+  # Test image only: busybox-static triggers an initramfs rebuild that takes
+  # ~13 min under TCG; the image boots its own kernel and initrd as built here.
+  # (`make box` switches it back on.)
+  sed -i 's/^update_initramfs=.*/update_initramfs=no/' "$r/etc/initramfs-tools/update-initramfs.conf"
+  # Test image only: the host's extra CA certificates, without which pip in a
+  # guest here cannot reach the package index (attendee machines don't need them).
+  for f in $(ca_files); do cp "$f" "$r/usr/local/share/ca-certificates/"; done
+  chroot "$r" update-ca-certificates >/dev/null
+  chroot "$r" apt-get clean
+}
+
+build_base() {
+  BASE=$CACHE/base-$(base_key)
+  if [ -d "$BASE" ]; then say "base image: cached $BASE"; return 0; fi
+  local t; t=$(mktemp -d "$CACHE/tmp.base.XXXXXX"); TMPS+=("$t")
+  say "base image: debootstrap $SUITE (about 2 minutes)"
+  debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$t/root" "$MIRROR" > "$t/debootstrap.log" 2>&1 ||
+    { tail -30 "$t/debootstrap.log" >&2; die "debootstrap failed"; }
+  configure_base "$t/root"
+  ls "$t"/root/boot/vmlinuz-* "$t"/root/boot/initrd.img-* >/dev/null || die "no kernel/initrd in the base image"
+  mv "$t/root" "$BASE"
+  local old; for old in "$CACHE"/base-*; do [ "$old" = "$BASE" ] || remove_tree "$old"; done
+}
+
+# --- chroot: provision.sh exactly as Vagrant runs it ---------------------------
+chroot_mounts() {
+  local r=$1
+  mount -t proc proc "$r/proc"; MOUNTS+=("$r/proc")
+  mount -t sysfs sys "$r/sys"; MOUNTS+=("$r/sys")
+  mount --bind /dev "$r/dev"; MOUNTS+=("$r/dev")
+  mount -t devpts -o newinstance,ptmxmode=0666 devpts "$r/dev/pts"; MOUNTS+=("$r/dev/pts")
+  # The image's resolv.conf names qemu's DNS; in the chroot use the host's.
+  mount --bind /etc/resolv.conf "$r/etc/resolv.conf"; MOUNTS+=("$r/etc/resolv.conf")
+  # No daemon of a package starts in the chroot (invoke-rc.d honours policy-rc.d).
+  printf '#!/bin/sh\nexit 101\n' > "$r/usr/sbin/policy-rc.d"; chmod 755 "$r/usr/sbin/policy-rc.d"
+}
+chroot_umounts() {
+  local r=$1 m
+  rm -f "$r/usr/sbin/policy-rc.d"
+  for m in etc/resolv.conf dev/pts dev sys proc; do umount "$r/$m"; done
+}
+
+# Vagrant's shell provisioner uploads the script to /tmp/vagrant-shell, makes it
+# executable and runs it as root through `sudo -E -H bash -l` with the
+# provisioner's env exported; the Vagrantfile passes JAP_REPO and JAP_LAB_IP.
+VAGRANT_LIKE='install -m 0755 /opt/justaprocess/vagrant/provision.sh /tmp/vagrant-shell && export JAP_REPO=/opt/justaprocess JAP_LAB_IP=0.0.0.0 && /tmp/vagrant-shell'
+
+copy_checkout() {
+  mkdir -p "$1/opt/justaprocess"
+  rsync -a --delete "${EXCLUDES[@]}" "$repo/" "$1/opt/justaprocess/"
+}
+
+chroot_provision() {
+  local r=$1 logf=$2
+  copy_checkout "$r"
+  chroot_mounts "$r"
+  if ! chroot "$r" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
+       PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+       bash -l -c "$VAGRANT_LIKE" > "$logf" 2>&1; then
+    tail -40 "$logf" >&2; die "provision.sh failed in the chroot (log: $logf)"
+  fi
+  chroot_umounts "$r"
+}
+
+prov_key() {
+  { base_key; cat "$repo/vagrant/provision.sh" "$repo/tools/system-packages.txt" \
+      "$repo/tools/install-system-packages.sh" "$repo/helpers/pyproject.toml" "$repo/Makefile"; } |
+    sha256sum | cut -c1-12
+}
+
+# A Debian 12 root provisioned by provision.sh, cached by its inputs.
+build_provisioned() {
+  PROV=$CACHE/prov-$(prov_key)
+  if [ -d "$PROV" ]; then say "provisioned image: cached $PROV"; return 0; fi
+  local t; t=$(mktemp -d "$CACHE/tmp.prov.XXXXXX"); TMPS+=("$t")
+  say "provisioned image: copying the base, running provision.sh in a chroot"
+  cp -a "$BASE" "$t/root"
+  chroot_provision "$t/root" "$OUT/provision-cache.log"
+  mv "$t/root" "$PROV"
+  local old; for old in "$CACHE"/prov-*; do [ "$old" = "$PROV" ] || remove_tree "$old"; done
+}
+
+# --- a run's own writable root: an overlay on a cached one ------------------------
+overlay_root() {
+  local lower=$1
+  WORK=$(mktemp -d "$CACHE/tmp.run.XXXXXX"); TMPS+=("$WORK")
+  mkdir -p "$WORK/upper" "$WORK/work" "$WORK/root" "$WORK/results"
+  mount -t overlay overlay -o "lowerdir=$lower,upperdir=$WORK/upper,workdir=$WORK/work" "$WORK/root"
+  MOUNTS+=("$WORK/root")
+  ROOT=$WORK/root
+}
+
+install_guest_job() {
+  local r=$1
+  install -m 0755 "$here/guest/jap-job" "$r/usr/local/sbin/jap-job"
+  install -m 0644 "$here/guest/jap-job.service" "$r/etc/systemd/system/jap-job.service"
+  mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
+  ln -sf /etc/systemd/system/jap-job.service "$r/etc/systemd/system/multi-user.target.wants/jap-job.service"
+}
+
+# mkfs.ext4 -d writes a folder into a fresh file system image: no loop device, no mount.
+make_disk() {
+  local r=$1 size
+  cp "$r"/boot/vmlinuz-* "$WORK/vmlinuz"; cp "$r"/boot/initrd.img-* "$WORK/initrd"
+  size=$(( $(du -sxm "$r" | cut -f1) + ${JAP_VM_FREE_MB:-2048} ))
+  mkfs.ext4 -q -F -L japroot -E root_owner=0:0 -d "$r" "$WORK/disk.img" "${size}M"
+  umount "$r"
+}
+
+accel() {
+  if [ -n "${JAP_VM_ACCEL:-}" ]; then echo "$JAP_VM_ACCEL"; return; fi
+  # KVM on bare metal; under a hypervisor (nested: these machines) KVM opens
+  # fine but guests crawl or hang, so ask for software emulation explicitly.
+  if [ -w /dev/kvm ] && ! grep -qw hypervisor /proc/cpuinfo; then echo kvm; else echo tcg,thread=multi; fi
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Boot the disk; the guest's jap-job.service runs $WORK/results/job.sh and powers off.
+boot() {
+  local timeout=$1 fwd=${2:-} extra=${3:-} net
+  chmod 0777 "$WORK/results"
+  net="user,id=n0${fwd:+,hostfwd=tcp:127.0.0.1:$fwd-:8888}"
+  say "booting: qemu -accel $(accel), ${MEMORY} MiB, $CPUS CPUs${fwd:+, 127.0.0.1:$fwd -> guest 8888}"
+  qemu-system-x86_64 -accel "$(accel)" -m "$MEMORY" -smp "$CPUS" -nodefaults -display none -no-reboot \
+    -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd" \
+    -append "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0${extra:+ $extra}" \
+    -drive "file=$WORK/disk.img,format=raw,if=virtio,cache=unsafe" \
+    -virtfs "local,path=$WORK/results,mount_tag=results,security_model=none" \
+    -netdev "$net" -device virtio-net-pci,netdev=n0 -device virtio-rng-pci \
+    -serial "file:$WORK/serial.log" -monitor none &
+  QEMU=$!; PIDS+=("$QEMU")
+  BOOT_T0=$(date +%s)
+  BOOT_TIMEOUT=$timeout
+}
+
+# Wait for qemu to exit (the guest powers off), at most the timeout; once the
+# job wrote its exit code, the guest gets a minute to power off.
+wait_guest() {
+  local done_t=""
+  while kill -0 "$QEMU" 2>/dev/null; do
+    if [ $(( $(date +%s) - BOOT_T0 )) -gt "$BOOT_TIMEOUT" ]; then
+      say "guest still running after ${BOOT_TIMEOUT}s: stopping it"; kill "$QEMU" 2>/dev/null || true
+    fi
+    if [ -z "$done_t" ] && [ -s "$WORK/results/job.rc" ]; then done_t=$(date +%s); fi
+    if [ -n "$done_t" ] && [ $(( $(date +%s) - done_t )) -gt 60 ]; then
+      say "the job is done but the guest did not power off: stopping qemu"; kill "$QEMU" 2>/dev/null || true
+    fi
+    sleep 2
+  done
+  wait "$QEMU" 2>/dev/null || true
+}
+
+# Copy the results out of the temporary folder and report them.
+bring_back() {
+  local dest=$repo/vagrant/build/$target
+  rm -rf "$dest"; mkdir -p "$dest"
+  cp -a "$WORK/results/." "$dest/" 2>/dev/null || true
+  cp "$WORK/serial.log" "$dest/serial.log" 2>/dev/null || true
+  [ -s "$dest/phases.txt" ] && { say "guest phase times:"; sed 's/^/    /' "$dest/phases.txt"; }
+  [ -s "$dest/job.log" ] && { say "guest log (tail): $dest/job.log"; tail -40 "$dest/job.log" | sed 's/^/    /'; }
+  if [ -s "$dest/junit.xml" ]; then python3 "$here/junit-summary.py" "$dest/junit.xml"; fi
+  RESULTS=$dest
+}
+
+guest_rc() {
+  [ -s "$RESULTS/job.rc" ] || { tail -30 "$RESULTS/serial.log" >&2 2>/dev/null || true
+    die "the guest produced no result (boot failed or timed out): see $RESULTS/serial.log"; }
+  cat "$RESULTS/job.rc"
+}
+
+# --- targets ------------------------------------------------------------------------
+test_v2() {
+  phase "host tools + lint"; host_tools; lint
+  lock
+  OUT=$(mktemp -d); TMPS+=("$OUT")
+  phase "base image (debootstrap, cached)"; build_base
+  phase "provisioned image (chroot, cached)"; build_provisioned
+  phase "provision.sh again on this checkout"
+  overlay_root "$PROV"
+  chroot_provision "$ROOT" "$WORK/results/provision.log"
+  grep -E 'system packages:|provision\]' "$WORK/results/provision.log" | sed 's/^/    /' || true
+  install_guest_job "$ROOT"
+  phase "disk image (mkfs.ext4 -d)"; make_disk "$ROOT"
+  cp "$here/guest/common.sh" "$WORK/results/"; cp "$here/guest/test-v2.sh" "$WORK/results/job.sh"
+  echo "${JAP_V2_SCOPE:-cgroups}" > "$WORK/results/scope"
+  phase "boot + tests in the guest (cgroup v2)"
+  # The JupyterLab service is proven by test-vm; here its start would only take CPU.
+  boot "${JAP_VM_TIMEOUT:-900}" "" systemd.mask=justaprocess-lab.service; wait_guest
+  phase "results"; bring_back
+  local rc; rc=$(guest_rc)
+  print_times
+  [ "$rc" = 0 ] || die "tests failed in the cgroup-v2 guest (exit $rc): $RESULTS/"
+  say "test-v2 passed"
+}
+
+test_vm() {
+  phase "host tools + lint"; host_tools; lint
+  lock
+  phase "base image (debootstrap, cached)"; build_base
+  phase "disk image: fresh box + checkout"
+  overlay_root "$BASE"
+  copy_checkout "$ROOT"   # what Vagrant's rsync folder puts in the VM
+  install_guest_job "$ROOT"
+  make_disk "$ROOT"
+  cp "$here/guest/common.sh" "$WORK/results/"; cp "$here/guest/test-vm.sh" "$WORK/results/job.sh"
+  local port; port=$(free_port)
+  phase "boot + provision + tests in the guest"
+  boot "${JAP_VM_TIMEOUT:-2400}" "$port"
+  check_forwarded_port "$port" &
+  local checker=$!
+  wait_guest
+  wait "$checker" || true
+  phase "results"; bring_back
+  local rc; rc=$(guest_rc)
+  print_times
+  if [ ! -f "$RESULTS/hostcheck.ok" ]; then
+    [ -f "$RESULTS/hostcheck.log" ] && cat "$RESULTS/hostcheck.log"
+    die "JupyterLab did not answer through the forwarded port 127.0.0.1:$port"
+  fi
+  [ "$rc" = 0 ] || die "failed in the cgroup-v2 guest (exit $rc): $RESULTS/"
+  say "test-vm passed"
+}
+
+# From the host, through the forwarded port, as the attendee's browser would:
+# the contents API must list the learner notebooks. Then tell the guest.
+check_forwarded_port() {
+  local port=$1 r=$WORK/results token
+  for _ in $(seq 1 1200); do
+    kill -0 "$QEMU" 2>/dev/null || return 1
+    if [ -s "$r/token" ]; then
+      token=$(cat "$r/token")
+      if curl -fsS --max-time 20 "http://127.0.0.1:$port/api/contents/learner?token=$token" > "$r/hostcheck.json" 2>>"$r/hostcheck.log" &&
+         python3 - "$r/hostcheck.json" > "$r/hostcheck.log" 2>&1 <<'PY'
+import json, sys
+names = [c["name"] for c in json.load(open(sys.argv[1]))["content"]]
+nbs = sorted(n for n in names if n.endswith(".ipynb"))
+print("contents API, learner/:", ", ".join(nbs))
+assert "index.ipynb" in nbs, "index.ipynb missing from learner/"
+PY
+      then
+        curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/api/contents/learner" > "$r/hostcheck.notoken" || true
+        touch "$r/hostcheck.ok" "$r/hostcheck.done"; return 0
+      fi
+    fi
+    sleep 3
+  done
+  touch "$r/hostcheck.done"; return 1
+}
+
+build_box() {
+  phase "host tools + lint"; host_tools; lint
+  lock
+  OUT=$(mktemp -d); TMPS+=("$OUT")
+  phase "base image (debootstrap, cached)"; build_base
+  phase "provisioned image (chroot, cached)"; build_provisioned
+  phase "box"; bash "$here/box.sh" "$PROV" "$repo/vagrant/build/justaprocess.box"
+  print_times
+}
+
+[ "$(id -u)" -eq 0 ] || die "run as root (debootstrap, chroot, mounts)"
+case "$target" in
+  lint) host_tools; lint ;;
+  base) host_tools; lock; build_base ;;
+  test-v2) test_v2 ;;
+  test-vm) test_vm ;;
+  box) build_box ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
+esac
