@@ -19,7 +19,7 @@ import time
 import pytest
 
 from justaprocess import cgroups, lab
-from justaprocess.errors import BadInput, LabError, NeedsPrivilege, NoSuchProcess, NotSupported
+from justaprocess.errors import BadInput, NeedsPrivilege, NoSuchProcess, NotSupported
 
 PY = sys.executable
 IS_ROOT = os.geteuid() == 0

@@ -47,7 +47,7 @@ import signal
 import stat as _stat
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Iterator, NamedTuple
 
 from . import _libc, proc
@@ -703,7 +703,7 @@ def _swap_active(swaps: str = "/proc/swaps") -> bool:
         return False
 
 
-def _nsec_quota(cpu: float, period: int) -> int:
+def _quota_usec(cpu: float, period: int) -> int:
     return max(1000, round(cpu * period))  # the kernel's minimum quota is 1 ms
 
 
@@ -916,7 +916,7 @@ class Cgroup:
                 # swap=0 on a kernel without swap accounting and no swap: nothing to forbid.
                 self._set("memory", "memory.swap.max", str(L.swap_max))
             if L.cpu is not None:
-                self._set("cpu", "cpu.max", f"{_nsec_quota(L.cpu, L.cpu_period_us)} {L.cpu_period_us}")
+                self._set("cpu", "cpu.max", f"{_quota_usec(L.cpu, L.cpu_period_us)} {L.cpu_period_us}")
             if L.pids_max is not None:
                 self._set("pids", "pids.max", str(L.pids_max))
             for lim in L.io:
@@ -932,7 +932,7 @@ class Cgroup:
             self._set("memory", "memory.memsw.limit_in_bytes", str(total))
         if L.cpu is not None:
             self._set("cpu", "cpu.cfs_period_us", str(L.cpu_period_us))
-            self._set("cpu", "cpu.cfs_quota_us", str(_nsec_quota(L.cpu, L.cpu_period_us)))
+            self._set("cpu", "cpu.cfs_quota_us", str(_quota_usec(L.cpu, L.cpu_period_us)))
         if L.pids_max is not None:
             self._set("pids", "pids.max", str(L.pids_max))
         for lim in L.io:
