@@ -67,11 +67,12 @@ def start_three(seconds: float = 1.0) -> list[int]:
     """Start three children in three lab cgroups, in a random order; return their PIDs.
 
     One is busy under a 0.1-core quota (throttled), one is busy without a
-    quota, one mostly sleeps under a generous quota.  They exit after
+    quota, one mostly sleeps under a quota it cannot reach.  They exit after
     ``seconds`` of work, then idle until ``stop_three()`` or the cleanup.
     """
     stop_three()
-    kinds = [("throttled", 0.1, BUSY), ("free", None, BUSY), ("idle", 0.5, SLEEPY)]
+    # The idle one gets a quota it cannot reach (1.5 cores for one thread): never throttled.
+    kinds = [("throttled", 0.1, BUSY), ("free", None, BUSY), ("idle", 1.5, SLEEPY)]
     random.shuffle(kinds)
     procs = []
     for kind, cpu, code in kinds:
