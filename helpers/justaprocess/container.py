@@ -42,7 +42,7 @@ from typing import Iterable, NamedTuple, Sequence
 
 from . import _libc, capabilities, cgroups, lab, proc
 from . import rootfs as _rootfs
-from .errors import BadInput, LabError, NeedsPrivilege, NotSupported
+from .errors import BadInput, LabError, NeedsPrivilege, NoSuchProcess, NotSupported
 
 # --- capabilities ---------------------------------------------------------------
 # The engine default set (Docker/moby's 14, capabilities(7) names) and the
@@ -366,9 +366,6 @@ def _child_b(plan: _Plan, go_r: int, err_w: int, stdio: tuple[int, int, int]) ->
         os.chdir(plan.workdir)
         step = "exec"
         path = _resolve(plan.argv[0], plan.env)
-        if not plan.network:
-            # The caller has registered us (for cleanup) before the command runs.
-            _wait_go(go_r)
         for i, fd in enumerate(stdio):
             os.dup2(fd, i)
         os.execve(path, plan.argv, plan.env)
@@ -558,14 +555,19 @@ class Container:
             if not raw:
                 raise ContainerError(self._fail(err_r, "namespaces"))
             self.pid = int(raw)
-            self._entries.append(lab.register("process", f"pid-{self.pid}", pid=self.pid,
-                                              note=f"container {self.name}"))
+            # Registered while B carries on (it does not wait for this): B dies with A and A
+            # with us (PR_SET_PDEATHSIG), so the entry is for the lab's view and cleanup.
+            try:
+                self._entries.append(lab.register("process", f"pid-{self.pid}", pid=self.pid,
+                                                  note=f"container {self.name}"))
+            except NoSuchProcess:
+                pass  # /bin/true may be done already: nothing of it is left to remove
             if lease is not None:
                 self.net = setup_network(lease, self.pid)  # step 4
-            try:
-                os.write(go_w, b"g")
-            except BrokenPipeError:
-                pass  # B failed before reading it: its message is on the err pipe
+                try:
+                    os.write(go_w, b"g")   # B waits for its veth end before configuring it
+                except BrokenPipeError:
+                    pass  # B failed before reading it: its message is on the err pipe
             os.close(go_w)
             go_w = -1
             msg = self._read_err(err_r)
