@@ -7,7 +7,6 @@ KERNEL-NOTES).
 """
 import ipaddress
 import os
-import socket
 import subprocess
 import time
 

@@ -11,15 +11,23 @@ The steps follow the talk ("What a container engine does"), one function each:
 7. :func:`jump_pivot_root`   'jump' into the container       (pivot_root; or
    :func:`jump_chroot`, the variant chapter 07 breaks)
 
-Steps 2, 5, 6, 7 run in the child that becomes the container (the calling
-process - a notebook's kernel - never changes its own namespaces, COURSE.md);
-steps 1, 3, 4 run in the caller, while the child waits on a pipe.
+The caller (a notebook's kernel, which never changes its own namespaces,
+COURSE.md) copies the file system and makes the cgroup before the fork, and
+the host side of the network after it; everything else happens in the child
+that becomes the container: it moves itself into its cgroup, then (with a
+network: once the caller has moved its veth end in) hostname, mounts,
+security, the jump, execve.
 
 Process layout (pid_namespaces(7): after unshare(CLONE_NEWPID) the *next*
 child is PID 1)::
 
     caller --fork--> A (host PID ns; unshare(...)) --fork--> B = PID 1 in the container
-                     A waits for B and exits with its status.
+                     A reports B's PID, waits for it and reports its wait status.
+
+Fast on purpose (bench/start_exit.py compares it with runc): no Python is
+imported or exec'd per container, the child joins its cgroup without the
+kernel's slow path (:func:`join_files`), and only the first fork goes through
+CPython's fork machinery (:func:`fork_single_threaded`).
 
 :class:`Container` wraps it: ``create()`` (rootfs copy, cgroup), ``start()``,
 ``exec()``, ``logs()``, ``stop()``, ``remove()``; ``pid``, ``namespaces``,
@@ -35,14 +43,14 @@ import select
 import signal
 import socket
 import stat
-import subprocess
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Sequence
 
 from . import _libc, capabilities, cgroups, lab, proc
 from . import rootfs as _rootfs
-from .errors import BadInput, LabError, NeedsPrivilege, NoSuchProcess, NotSupported
+from .errors import BadInput, LabError, NeedsPrivilege, NoSuchProcess
 
 # --- capabilities ---------------------------------------------------------------
 # The engine default set (Docker/moby's 14, capabilities(7) names) and the
@@ -1046,7 +1054,7 @@ def add_cli(sub) -> None:
         r = run(args.cmd, network=args.network, memory=args.memory,
                 jump="chroot" if args.chroot else "pivot_root")
         print(r.stdout, end="")
-        print(r.stderr, end="", file=__import__("sys").stderr)
+        print(r.stderr, end="", file=sys.stderr)
         return r.returncode if r.returncode >= 0 else 128 - r.returncode
 
     p.set_defaults(func=go)
