@@ -47,6 +47,19 @@ def assert_gone(c, cgroup_dirs, run_dir):
     assert mine == []
 
 
+def parse_cgroup(text):
+    return [proc.CgroupLine(int(h), tuple(c for c in ctrls.split(",") if c), path)
+            for h, ctrls, path in (ln.split(":", 2) for ln in text.splitlines() if ln)]
+
+
+def memory_line(lines):
+    """The line of /proc/PID/cgroup that names the memory cgroup: v1's memory
+    hierarchy, or v2's single '0::' line (cgroups(7))."""
+    if cgroups.layout() == cgroups.V2:
+        return [ln for ln in lines if ln.hierarchy == 0][0]
+    return [ln for ln in lines if "memory" in ln.controllers][0]
+
+
 def sh(c, script):
     r = c.exec(["/bin/sh", "-c", script])
     assert r.returncode == 0, r
@@ -71,11 +84,10 @@ def test_cgroup_has_the_memory_limit_and_the_process(box):
     assert box.pid in cgroups.pids_in(cg.places["memory"].path)
     assert box.pid in cgroups.pids_in(cg.places["pids"].path)
     # /proc/PID/cgroup from the host names the container's cgroup (cgroups(7)).
-    lines = {ln.controllers: ln.path for ln in proc.cgroups(box.pid)}
-    assert any(p.endswith("/" + box.name) for c, p in lines.items() if "memory" in c)
+    assert memory_line(proc.cgroups(box.pid)).path.endswith("/" + box.name)
     # Inside, the cgroup namespace makes it "/".
     inside = sh(box, "cat /proc/self/cgroup")
-    assert any(ln.endswith(":memory:/") for ln in inside.splitlines())
+    assert memory_line(parse_cgroup(inside)).path == "/"
 
 
 def test_capabilities_are_the_engine_default_and_no_new_privs(box):
@@ -110,9 +122,12 @@ def test_inside_view_hostname_pid1_mounts_and_root(box):
 
 
 def test_exec_joins_cgroup_and_pid_namespace(box):
-    out = sh(box, "echo $$; cat /proc/self/cgroup | grep memory")
-    pid_inside, cg_line = out.split("\n")[:2]
-    assert int(pid_inside) > 1 and cg_line.endswith(":memory:/")
+    pid_inside, cgroup_file = sh(box, "echo $$; cat /proc/self/cgroup").split("\n", 1)
+    assert int(pid_inside) > 1
+    assert memory_line(parse_cgroup(cgroup_file)).path == "/"   # the container's cgroup
+    # ... and seen from the host, what exec started sits in the same cgroup as PID 1.
+    assert box.exec(["/bin/sh", "-c", "sleep 5 & true"]).returncode == 0
+    assert len(box.cgroup.pids()) == 2 and box.pid in box.cgroup.pids()
     with pytest.raises(ContainerError, match="No such file"):
         box.exec(["/bin/nonexistent"])
 
