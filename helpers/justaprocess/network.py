@@ -41,6 +41,7 @@ NETNS_DIR = lab.NETNS_DIR
 
 _lock = threading.Lock()
 _bridge: "Bridge | None" = None
+_made_netns_dir = False
 
 
 def pool() -> ipaddress.IPv4Network:
@@ -180,6 +181,7 @@ class Attachment:
         for e in reversed(self.entries):
             lab.remove(e)
         self.entries.clear()
+        forget_netns_dir()
         if self.lease.address:
             release(self.lease)
             self.lease = self.lease._replace(address="")
@@ -248,8 +250,11 @@ def name_netns(name: str, pid: int) -> lab.Entry:
     have to unmount.  ``ip netns exec NAME ...`` works; ``lab.remove`` of the
     entry runs ``ip netns del``.
     """
+    global _made_netns_dir
     entry = lab.register("netns", name, pid=0, note=f"netns of pid {pid}")
-    os.makedirs(NETNS_DIR, exist_ok=True)
+    if not os.path.isdir(NETNS_DIR):
+        os.makedirs(NETNS_DIR)
+        _made_netns_dir = True  # ours: removed again once empty (forget_netns_dir)
     path = os.path.join(NETNS_DIR, name)
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
     os.close(fd)
@@ -259,6 +264,17 @@ def name_netns(name: str, pid: int) -> lab.Entry:
         os.unlink(path)
         raise
     return entry
+
+
+def forget_netns_dir() -> None:
+    """Remove /run/netns if this process made it and it is empty again."""
+    global _made_netns_dir
+    if _made_netns_dir:
+        try:
+            os.rmdir(NETNS_DIR)
+            _made_netns_dir = False
+        except OSError:
+            pass  # not empty: other namespaces are named there now
 
 
 def configure_inside(lease: Lease) -> None:
