@@ -563,13 +563,6 @@ class Container:
             if not raw:
                 raise ContainerError(self._fail(err_r, "namespaces"))
             self.pid = int(raw)
-            # Registered while B carries on (it does not wait for this): B dies with A and A
-            # with us (PR_SET_PDEATHSIG), so the entry is for the lab's view and cleanup.
-            try:
-                self._entries.append(lab.register("process", f"pid-{self.pid}", pid=self.pid,
-                                                  note=f"container {self.name}"))
-            except NoSuchProcess:
-                pass  # /bin/true may be done already: nothing of it is left to remove
             if lease is not None:
                 self.net = setup_network(lease, self.pid)  # step 4
                 try:
@@ -581,6 +574,14 @@ class Container:
             msg = self._read_err(err_r)
             if msg:
                 raise ContainerError(f"container {self.name}: {msg}")
+            # Registered once the command runs, not before: B dies with A and A with us
+            # (PR_SET_PDEATHSIG), so the entry serves the lab's view and cleanup; and our
+            # file writes meanwhile were measured to slow B's unmount of the old root.
+            try:
+                self._entries.append(lab.register("process", f"pid-{self.pid}", pid=self.pid,
+                                                  note=f"container {self.name}"))
+            except NoSuchProcess:
+                pass  # /bin/true may be done already: nothing of it is left to remove
         except BaseException:
             if go_w >= 0:
                 os.close(go_w)
