@@ -39,6 +39,7 @@ cd "$repo"
 log "course checkout: $repo"
 
 # --- 1. system packages: the one list, installed by the Makefile's own script --
+# shellcheck source=/dev/null
 . /etc/os-release
 log "system: ${PRETTY_NAME:-unknown}"
 bash tools/install-system-packages.sh
@@ -56,7 +57,15 @@ fi
 # --- 2. the Python environment and the learner copies: what `make lab` does ---
 # `make venv learner` = the `lab` target without starting JupyterLab. The venv
 # is rebuilt only when helpers/pyproject.toml changes (the Makefile's stamp).
+# The stamp is compared by time: a checkout synced again (Vagrant's rsync, a
+# fresh clone) looks newer than a venv built from the same list. When the list's
+# content is unchanged, say so to make, so that a pre-built box stays offline.
+sum=$(sha256sum helpers/pyproject.toml | cut -d' ' -f1)
+if [ -f .venv/.installed ] && [ "$(cat .venv/.jap-pyproject.sha256 2>/dev/null)" = "$sum" ]; then
+  touch .venv/.installed
+fi
 make --no-print-directory PYTHON="$python" venv learner
+echo "$sum" > .venv/.jap-pyproject.sha256
 
 # --- 3. JupyterLab as a service --------------------------------------------
 # tools/start-lab.sh runs the doctor, keeps one token per machine in

@@ -43,6 +43,7 @@ die() { printf '[vm] error: %s\n' "$*" >&2; exit 1; }
 PIDS=()      # qemu processes we started: ended by PID only
 MOUNTS=()    # unmounted in reverse order
 TMPS=()      # removed (after unmounting anything below them)
+# shellcheck disable=SC2317  # run by the trap
 cleanup() {
   local rc=$? i p
   trap - EXIT INT TERM HUP
@@ -117,7 +118,6 @@ lock() {
   return 0
 }
 
-key_of() { cat "$@" | sha256sum | cut -c1-12; }
 ca_files() { find /usr/local/share/ca-certificates -name '*.crt' -type f 2>/dev/null | sort; }
 
 # --- base root filesystem (debootstrap), cached --------------------------------
@@ -394,22 +394,136 @@ PY
   touch "$r/hostcheck.done"; return 1
 }
 
+# --- make box: a pre-provisioned libvirt box --------------------------------------
+# The provisioned root plus what a Vagrant box needs (the vagrant user with
+# Vagrant's insecure key, sshd, DHCP with DNS, a boot loader), minus what only
+# the test images have (this machine's CA certificates, update_initramfs=no).
+box_customise() {
+  local r=$1 f pub
+  pub=$(dpkg -L vagrant | grep 'keys/vagrant.pub$' | head -1)
+  [ -f "$pub" ] || die "Vagrant's insecure public key not found (package vagrant)"
+  chroot_mounts "$r"
+  chroot "$r" /usr/bin/env -i HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
+      PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin bash -euc '
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends openssh-server ifupdown isc-dhcp-client >/dev/null
+    id vagrant >/dev/null 2>&1 || useradd -m -s /bin/bash vagrant
+    echo "vagrant ALL=(ALL) NOPASSWD: ALL" > /etc/sudoers.d/vagrant; chmod 0440 /etc/sudoers.d/vagrant
+    install -d -m 0700 -o vagrant -g vagrant /home/vagrant/.ssh
+    systemctl disable --quiet systemd-networkd.service
+    sed -i "s/^update_initramfs=.*/update_initramfs=yes/" /etc/initramfs-tools/update-initramfs.conf
+    apt-get clean'
+  install -m 0600 "$pub" "$r/home/vagrant/.ssh/authorized_keys"
+  chroot "$r" chown -R vagrant:vagrant /home/vagrant/.ssh
+  for f in $(ca_files); do rm -f "$r/usr/local/share/ca-certificates/$(basename "$f")"; done
+  chroot "$r" update-ca-certificates --fresh >/dev/null 2>&1
+  chroot "$r" update-initramfs -u -k all >/dev/null 2>&1
+  chroot_umounts "$r"
+  printf 'auto lo\niface lo inet loopback\n\nallow-hotplug eth0\niface eth0 inet dhcp\n' > "$r/etc/network/interfaces"
+  rm -f "$r/etc/systemd/network/10-dhcp.network" "$r/etc/systemd/system/serial-getty@ttyS0.service"
+  rm -f "$r/etc/resolv.conf"; : > "$r/etc/resolv.conf"     # dhclient writes it
+  echo 'LABEL=japroot / ext4 defaults,errors=remount-ro 0 1' > "$r/etc/fstab"
+  rm -f "$r/etc/ssh/ssh_host_"*; : > "$r/etc/machine-id"    # made anew by each VM
+  # sshd makes its host keys at boot when they are missing
+  mkdir -p "$r/etc/systemd/system/ssh.service.d"
+  printf '[Service]\nExecStartPre=/usr/bin/ssh-keygen -A\n' > "$r/etc/systemd/system/ssh.service.d/hostkeys.conf"
+}
+
+# An MBR disk with one ext4 partition (mkfs.ext4 -d, no 64bit: extlinux reads it)
+# and extlinux: a disk that boots by itself, as libvirt boxes must.
+box_disk() {
+  local r=$1 size kver mnt
+  size=$(( $(du -sxm "$r" | cut -f1) + 3072 ))
+  kver=$(find "$r/boot" -maxdepth 1 -name 'vmlinuz-*' -printf '%f\n' | sort -V | tail -1); kver=${kver#vmlinuz-}
+  mkfs.ext4 -q -F -L japroot -O ^64bit -E root_owner=0:0 -d "$r" "$WORK/part.img" "${size}M"
+  umount "$r"
+  truncate -s "$((size + 1))M" "$WORK/disk.raw"
+  printf 'label: dos\nstart=2048, type=83, bootable\n' | sfdisk -q "$WORK/disk.raw"
+  dd if="$WORK/part.img" of="$WORK/disk.raw" bs=1M seek=1 conv=notrunc,sparse status=none
+  rm -f "$WORK/part.img"
+  mnt=$WORK/mnt; mkdir -p "$mnt"
+  mount -o loop,offset=1048576 "$WORK/disk.raw" "$mnt"; MOUNTS+=("$mnt")
+  mkdir -p "$mnt/boot/extlinux"
+  printf 'DEFAULT debian\nTIMEOUT 10\nLABEL debian\n  LINUX /boot/vmlinuz-%s\n  INITRD /boot/initrd.img-%s\n  APPEND %s\n' \
+    "$kver" "$kver" "root=LABEL=japroot ro net.ifnames=0 console=tty0 console=ttyS0,115200" \
+    > "$mnt/boot/extlinux/extlinux.conf"
+  extlinux --install "$mnt/boot/extlinux" >/dev/null
+  umount "$mnt"
+  dd if=/usr/lib/syslinux/mbr/mbr.bin of="$WORK/disk.raw" bs=440 count=1 conv=notrunc status=none
+  BOX_SIZE_MB=$size
+}
+
+# Boot the box's own disk (BIOS -> extlinux, -snapshot: the disk stays as built),
+# log in as Vagrant would (user vagrant, insecure key), read the token, and ask
+# JupyterLab through the forwarded port for the learner notebooks.
+box_boot_check() {
+  local sshp webp key token ok=no
+  key=$(dpkg -L vagrant | grep 'keys/vagrant$' | head -1)
+  cp "$key" "$WORK/key"; chmod 600 "$WORK/key"
+  sshp=$(free_port); webp=$(free_port)
+  say "booting the box: ssh 127.0.0.1:$sshp, JupyterLab 127.0.0.1:$webp"
+  qemu-system-x86_64 -accel "$(accel)" -m "$MEMORY" -smp "$CPUS" -nodefaults -display none -snapshot \
+    -drive "file=$WORK/disk.raw,format=raw,if=virtio" \
+    -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$sshp-:22,hostfwd=tcp:127.0.0.1:$webp-:8888" \
+    -device virtio-net-pci,netdev=n0 -device virtio-rng-pci -serial "file:$WORK/box-serial.log" -monitor none &
+  QEMU=$!; PIDS+=("$QEMU")
+  local sshc=(ssh -q -i "$WORK/key" -p "$sshp" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+              -o ConnectTimeout=10 -o BatchMode=yes vagrant@127.0.0.1)
+  for _ in $(seq 1 150); do
+    kill -0 "$QEMU" 2>/dev/null || break
+    if token=$("${sshc[@]}" sudo cat /var/lib/justaprocess/jupyter-token 2>/dev/null) && [ -n "$token" ] &&
+       curl -fsS --max-time 20 "http://127.0.0.1:$webp/api/contents/learner?token=$token" > "$WORK/box-contents.json" 2>/dev/null; then
+      python3 -c 'import json,sys; n=sorted(c["name"] for c in json.load(open(sys.argv[1]))["content"]); print("[vm] box: ssh as vagrant ok; JupyterLab lists learner/:", ", ".join(n)); assert "index.ipynb" in n' "$WORK/box-contents.json" && ok=yes
+      "${sshc[@]}" 'cat /sys/fs/cgroup/cgroup.controllers; systemctl is-active justaprocess-lab' | sed 's/^/    /' || true
+      break
+    fi
+    sleep 4
+  done
+  kill "$QEMU" 2>/dev/null || true; wait "$QEMU" 2>/dev/null || true
+  [ "$ok" = yes ] || { tail -20 "$WORK/box-serial.log" >&2 || true; die "the box did not boot to a working JupyterLab (serial log above)"; }
+}
+
+box_package() {
+  local out=$1 d=$WORK/box
+  mkdir -p "$d" "$(dirname "$out")"
+  qemu-img convert -O qcow2 "$WORK/disk.raw" "$d/box.img"
+  printf '{"provider": "libvirt", "format": "qcow2", "virtual_size": %d}\n' $(( BOX_SIZE_MB / 1024 + 2 )) > "$d/metadata.json"
+  printf 'Vagrant.configure("2") do |config|\n  config.vm.provider :libvirt do |lv|\n    lv.driver = "kvm"\n  end\nend\n' > "$d/Vagrantfile"
+  tar -C "$d" -cf - metadata.json Vagrantfile box.img | gzip -1 > "$out.tmp"
+  mv "$out.tmp" "$out"
+  say "box: $out ($(du -h "$out" | cut -f1))"
+  # `vagrant box add` into a throwaway VAGRANT_HOME: the box is well-formed.
+  VAGRANT_HOME=$WORK/vhome VAGRANT_CHECKPOINT_DISABLE=1 vagrant box add --name justaprocess-check "$out" >/dev/null
+  VAGRANT_HOME=$WORK/vhome vagrant box list | sed 's/^/    vagrant box list: /'
+}
+
 build_box() {
   phase "host tools + lint"; host_tools; lint
   lock
   OUT=$(mktemp -d); TMPS+=("$OUT")
   phase "base image (debootstrap, cached)"; build_base
   phase "provisioned image (chroot, cached)"; build_provisioned
-  phase "box"; bash "$here/box.sh" "$PROV" "$repo/vagrant/build/justaprocess.box"
+  phase "box: provision.sh + box setup (chroot)"
+  overlay_root "$PROV"
+  chroot_provision "$ROOT" "$WORK/results/provision.log"
+  box_customise "$ROOT"
+  phase "box: disk + extlinux"; box_disk "$ROOT"
+  phase "box: boot check (ssh, JupyterLab)"; box_boot_check
+  phase "box: package + vagrant box add"; box_package "$repo/vagrant/build/justaprocess.box"
   print_times
 }
 
-[ "$(id -u)" -eq 0 ] || die "run as root (debootstrap, chroot, mounts)"
-case "$target" in
-  lint) host_tools; lint ;;
-  base) host_tools; lock; build_base ;;
-  test-v2) test_v2 ;;
-  test-vm) test_vm ;;
-  box) build_box ;;
-  *) sed -n '2,20p' "$0"; exit 2 ;;
-esac
+main() {
+  [ "$(id -u)" -eq 0 ] || die "run as root (debootstrap, chroot, mounts)"
+  case "$target" in
+    lint) host_tools; lint ;;
+    base) host_tools; lock; build_base ;;
+    test-v2) test_v2 ;;
+    test-vm) test_vm ;;
+    box) build_box ;;
+    *) sed -n '2,20p' "$0"; exit 2 ;;
+  esac
+}
+# One line, read whole before it runs: bash reads a script as it goes, and an
+# edit of this file during a run must not feed the running shell new lines.
+main "$@"; exit $?
