@@ -50,3 +50,21 @@ cleanup: venv
 
 leftovers: venv
 	@$(PY) -m justaprocess leftovers
+
+# --- the workshop VM (vagrant/README.md) ----------------------------------------
+# As root; build tools (debootstrap, qemu, ...) come from vagrant/host-packages.txt.
+# The image is cached outside the checkout (/var/cache/justaprocess/vm).
+#   make test-v2   image provisioned in a chroot by vagrant/provision.sh, booted on
+#                  cgroup v2: unit tests + the cgroup notebooks (CI; ~5 min warm)
+#   make test-vm   fresh image booted, provision.sh run inside as Vagrant does,
+#                  JupyterLab checked through the forwarded port, the whole suite
+#   make box       vagrant/build/justaprocess.box: pre-provisioned, for offline venues
+.PHONY: test-v2 test-vm box
+test-v2:
+	@bash vagrant/image/vm.sh test-v2
+
+test-vm:
+	@bash vagrant/image/vm.sh test-vm
+
+box:
+	@bash vagrant/image/vm.sh box

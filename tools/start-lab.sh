@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Start JupyterLab for the course on 127.0.0.1 (PORT, default 8888), opened at
 # the learner copy of the index. Called by `make lab` (and the VM's service).
+# JAP_LAB_IP (default 127.0.0.1): the VM service listens on 0.0.0.0 behind a NAT
+# port forward that the Vagrantfile binds to the host's 127.0.0.1 (vagrant/README.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 port=${1:-8888}
@@ -25,7 +27,7 @@ echo "    $url"
 echo "(solutions for instructors: notebooks/*.ipynb; stop with Ctrl-C)"
 echo
 exec .venv/bin/jupyter lab --allow-root --no-browser \
-  --ServerApp.ip=127.0.0.1 --ServerApp.port="$port" --ServerApp.port_retries=0 \
+  --ServerApp.ip="${JAP_LAB_IP:-127.0.0.1}" --ServerApp.port="$port" --ServerApp.port_retries=0 \
   --ServerApp.root_dir="$PWD/notebooks" \
   --IdentityProvider.token="$token" \
   --LabApp.default_url=/lab/tree/learner/index.ipynb
