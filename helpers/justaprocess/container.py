@@ -44,6 +44,7 @@ import signal
 import socket
 import stat
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Sequence
@@ -118,6 +119,12 @@ def fork_single_threaded() -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return pid
+
+
+def fork_from_caller() -> int:
+    """The first fork: CPython's os.fork() when the caller runs other Python threads
+    (a notebook's kernel: their locks must be reset in the child), else the plain one."""
+    return fork_single_threaded() if threading.active_count() == 1 else os.fork()
 
 
 # --- step 1: the file system copy ---------------------------------------------------
@@ -491,6 +498,7 @@ class Container:
         self.state = "new"
         self._a: int | None = None
         self._pidfd: int | None = None
+        self._join: list[str] = []
         self._entries: list = []
 
     # -- life cycle ---------------------------------------------------------------------
@@ -518,6 +526,7 @@ class Container:
                 self.root = copy_rootfs(image, os.path.join(self.dir, "rootfs"))
             self.cgroup = create_cgroup(self.name, memory=self.memory, pids=self.pids_max,
                                         cpu=self.cpu)
+            self._join = join_files(self.cgroup)   # worked out once, not per start
         except BaseException:
             self.remove()
             self.state = "new"
@@ -537,8 +546,7 @@ class Container:
             lease = network.plan(self.name)
         plan = _Plan(self.argv, self.env, self.root, self.flags, self.hostname, self.volumes,
                      self.mount_proc, self.mount_dev, self.readonly_paths, self.keep_caps,
-                     self.no_new_privs, self.jump, self.workdir, lease,
-                     join_files(self.cgroup))
+                     self.no_new_privs, self.jump, self.workdir, lease, self._join)
         self._lease = lease
         out = os.open(os.path.join(self.dir, "stdout.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         err = os.open(os.path.join(self.dir, "stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -546,7 +554,7 @@ class Container:
         pid_r, pid_w = os.pipe()
         go_r, go_w = os.pipe()
         err_r, err_w = os.pipe2(os.O_CLOEXEC)  # closed by B's execve: EOF means "exec'd"
-        a = os.fork()
+        a = fork_from_caller()
         if a == 0:  # ---- child A (never returns)
             os.close(pid_r), os.close(go_w), os.close(err_r)
             _child_a(plan, pid_w, go_r, err_w, (null, out, err))
@@ -752,7 +760,7 @@ class Container:
             fds["root"] = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             outs = [os.memfd_create(f"jap-exec-{s}") for s in ("out", "err")]
             null = os.open(os.devnull, os.O_RDONLY)
-            procs_files = join_files(self.cgroup)
+            procs_files = self._join
             envp = {**self.env, **(env or {})}
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             st_r, st_w = os.pipe2(os.O_CLOEXEC)
