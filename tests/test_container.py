@@ -304,3 +304,35 @@ def test_works_and_leaks_nothing_when_root_is_shared(image, tmp_path):
     out = json.loads(r.stdout.splitlines()[-1])
     assert out["root_shared"] and out["control_leaked"]    # the trap is armed ...
     assert out["inside"] >= 3 and out["leaked"] is False   # ... and the engine avoids it
+
+
+# --- a crashed owner ---------------------------------------------------------------------
+
+CRASH_SCRIPT = textwrap.dedent("""
+    import json, os
+    from justaprocess.container import Container
+    c = Container(["/bin/sleep", "60"], network=True).start()
+    print(json.dumps({"pid": c.pid, "dirs": c.cgroups + [c.dir], "links": [c.net.lease.host_ifname,
+                      c.net.bridge.name], "netns": c.net.netns}), flush=True)
+    os._exit(0)   # a kernel killed: no remove(), no atexit
+""")
+
+
+def test_a_crashed_owner_leaves_nothing_after_stale_cleanup(tmp_path):
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_SCRIPT)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    left = json.loads(r.stdout)
+    # The container's processes die with their creator (PR_SET_PDEATHSIG down the chain).
+    for _ in range(100):
+        if not proc.exists(left["pid"]) or proc.status(left["pid"])["State"].startswith("Z"):
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail(f"PID {left['pid']} outlived its creator")
+    # Everything else is registered under the dead owner: the stale cleanup removes it.
+    lab.cleanup(stale=True)
+    assert not any(os.path.exists(d) for d in left["dirs"])
+    assert not any(os.path.exists(f"/sys/class/net/{n}") for n in left["links"])
+    assert not os.path.exists(os.path.join(lab.NETNS_DIR, left["netns"]))
