@@ -139,7 +139,15 @@ def _copy_tool(root: str, tool: str) -> None:
         shutil.copy2(os.path.realpath(lib), dst)
 
 
+def _marker_stamp(path: str) -> int | None:
+    try:
+        return os.stat(os.path.join(path, MARKER)).st_mtime_ns
+    except OSError:
+        return None
+
+
 def _build(kind: str, path: str, tarball: str) -> tuple[str, ...]:
+    before = _marker_stamp(path)
     tmp = f"{path}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     for d in DIRS:
@@ -164,10 +172,20 @@ def _build(kind: str, path: str, tarball: str) -> tuple[str, ...]:
     subprocess.run(["tar", "-C", tmp, "-cf", tar_tmp, "."], check=True, capture_output=True)
     with open(os.path.join(tmp, MARKER), "w") as f:
         f.write(f"{VERSION}\n")
-    # Swap in atomically enough: a concurrent reader sees the old or the new tree.
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    # Swap in: the tarball first, the folder (with its marker) last.  Another
+    # process may have finished the same build meanwhile: then keep theirs.
     os.replace(tar_tmp, tarball)
+    stamp = _marker_stamp(path)
+    if stamp is not None and stamp != before and _complete(path, tarball):
+        shutil.rmtree(tmp, ignore_errors=True)  # finished by another process meanwhile
+        return tuple(copied)
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        os.rename(tmp, path)
+    except OSError:  # ENOTEMPTY: another process put a tree there just now
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _complete(path, tarball):
+            raise
     return tuple(copied)
 
 
