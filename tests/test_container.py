@@ -336,3 +336,31 @@ def test_a_crashed_owner_leaves_nothing_after_stale_cleanup(tmp_path):
     assert not any(os.path.exists(d) for d in left["dirs"])
     assert not any(os.path.exists(f"/sys/class/net/{n}") for n in left["links"])
     assert not os.path.exists(os.path.join(lab.NETNS_DIR, left["netns"]))
+
+
+def test_two_step_start_from_a_multithreaded_caller(image, own_objects):
+    """A notebook's kernel runs threads: then the engine forks A, which unshares and forks
+    PID 1 (the single-threaded caller clones PID 1 directly). Same container either way."""
+    import threading
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, daemon=True)
+    t.start()
+    try:
+        assert threading.active_count() > 1
+        with Container(["/bin/sh", "-c", "echo $$; exit 7"], rootfs=image) as c:
+            c.start()
+            assert c.pid != c._a                     # B is A's child: A is what we wait for
+            assert c.wait(10) == 7 and c.logs() == "1\n"
+        with Container(["/bin/sleep", "30"], rootfs=image) as c:
+            c.start()
+            os.kill(c.pid, 9)
+            assert c.wait(10) == -9                  # a signal, told apart from exit 137
+        r = container.run(["/bin/sh", "-c", "exit 137"], rootfs=image)
+        assert r.returncode == 137
+    finally:
+        stop.set()
+        t.join()
+    with Container(["/bin/sh", "-c", "echo $$; exit 7"], rootfs=image) as c:
+        c.start()
+        assert c.pid == c._a                         # cloned straight into its namespaces
+        assert c.wait(10) == 7 and c.logs() == "1\n"

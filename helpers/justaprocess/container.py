@@ -127,6 +127,28 @@ def fork_from_caller() -> int:
     return fork_single_threaded() if threading.active_count() == 1 else os.fork()
 
 
+# clone(2) by number (asm/unistd_64.h); with no stack it returns twice, as fork does.
+_SYS_clone = {"x86_64": 56, "aarch64": 220, "ppc64le": 120, "s390x": 120}.get(os.uname().machine)
+_libc_gil.syscall.restype = ctypes.c_long
+_SIGCHLD = int(signal.SIGCHLD)
+
+
+def clone_into_namespaces(flags: int) -> int:
+    """clone(2) a child straight into new namespaces, as runc and unshare(1) do.
+
+    The caller stays where it is: the flags apply to the child only - which,
+    with CLONE_NEWPID, is PID 1 of the new pid namespace.  Used when the caller
+    is single-threaded (see :func:`fork_single_threaded`); a notebook's kernel
+    takes the two-step way (os.fork, then unshare and fork in that child).
+    """
+    pid = _libc_gil.syscall(ctypes.c_long(_SYS_clone), ctypes.c_ulong(flags | _SIGCHLD),
+                            None, None, None, None)
+    if pid < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return pid
+
+
 # --- step 1: the file system copy ---------------------------------------------------
 
 def copy_rootfs(image: _rootfs.Rootfs, dest: str) -> str:
@@ -498,6 +520,7 @@ class Container:
         self.state = "new"
         self._a: int | None = None
         self._pidfd: int | None = None
+        self._status_r: int | None = None
         self._join: list[str] = []
         self._entries: list = []
 
@@ -554,23 +577,44 @@ class Container:
         pid_r, pid_w = os.pipe()
         go_r, go_w = os.pipe()
         err_r, err_w = os.pipe2(os.O_CLOEXEC)  # closed by B's execve: EOF means "exec'd"
-        a = fork_from_caller()
-        if a == 0:  # ---- child A (never returns)
-            os.close(pid_r), os.close(go_w), os.close(err_r)
-            _child_a(plan, pid_w, go_r, err_w, (null, out, err))
+        direct = _SYS_clone is not None and threading.active_count() == 1
+        if direct:
+            # One step: B is our own child, cloned into its namespaces (no A).
+            try:
+                a = clone_into_namespaces(self.flags & ~_libc.CLONE_NEWCGROUP)
+            except OSError:
+                for fd in (pid_r, pid_w, go_r, go_w, err_r, err_w, out, err, null):
+                    os.close(fd)
+                raise
+            if a == 0:  # ---- child B (never returns)
+                os.close(pid_r), os.close(pid_w), os.close(go_w), os.close(err_r)
+                _child_b(plan, go_r, err_w, (null, out, err))
+            os.close(pid_w)
+            os.close(pid_r)
+            pid_r = pid_w = -1
+        else:
+            a = fork_from_caller()
+            if a == 0:  # ---- child A (never returns)
+                os.close(pid_r), os.close(go_w), os.close(err_r)
+                _child_a(plan, pid_w, go_r, err_w, (null, out, err))
+            os.close(pid_w)
         self._a = a
         try:
             self._pidfd = os.pidfd_open(a)
         except (AttributeError, OSError):  # Linux < 5.3
             self._pidfd = None
-        for fd in (pid_w, go_r, err_w, out, err, null):
+        for fd in (go_r, err_w, out, err, null):
             os.close(fd)
         try:
-            self._status_r = pid_r
-            raw = self._read_line()
-            if not raw:
-                raise ContainerError(self._fail(err_r, "namespaces"))
-            self.pid = int(raw)
+            if direct:
+                self._status_r = None
+                self.pid = a
+            else:
+                self._status_r = pid_r
+                raw = self._read_line()
+                if not raw:
+                    raise ContainerError(self._fail(err_r, "namespaces"))
+                self.pid = int(raw)
             if lease is not None:
                 self.net = setup_network(lease, self.pid)  # step 4
                 try:
@@ -648,9 +692,12 @@ class Container:
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
-        raw = self._read_line()
-        os.close(self._status_r)
-        # B's own status when A reported it; else A's (it was killed, or failed).
+        raw = ""
+        if self._status_r is not None:  # the two-step way: A reports B's status
+            raw = self._read_line()
+            os.close(self._status_r)
+            self._status_r = None
+        # B's own status (ours, or as A reported it); else A's (killed, or failed).
         self.returncode = os.waitstatus_to_exitcode(int(raw) if raw else status)
         self._a = None
         if self.state == "running":
