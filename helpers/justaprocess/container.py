@@ -24,6 +24,10 @@ child is PID 1)::
     caller --fork--> A (host PID ns; unshare(...)) --fork--> B = PID 1 in the container
                      A reports B's PID, waits for it and reports its wait status.
 
+That is the way from a notebook's kernel (it runs threads).  A single-threaded
+caller (a script, the CLI, the benchmark) clones B straight into its new
+namespaces instead, as runc and unshare(1) do: ``caller --clone(flags)--> B``.
+
 Fast on purpose (bench/start_exit.py compares it with runc): no Python is
 imported or exec'd per container, the child joins its cgroup without the
 kernel's slow path (:func:`join_files`), and only the first fork goes through
