@@ -1018,7 +1018,7 @@ class Stepper:
         Returns the host PID of the process that now takes the steps."""
         kind, _ = self._ask("create_namespaces", flags)
         if kind == "moved":
-            kids = psutil_children(self.pid)
+            kids = children_of(self.pid)
             self.pid = kids[0]
             self._entries.append(lab.register("process", f"pid-{self.pid}", pid=self.pid,
                                               note="stepper, PID 1"))
@@ -1081,7 +1081,7 @@ class Stepper:
         self._close()
 
 
-def psutil_children(pid: int) -> list[int]:
+def children_of(pid: int) -> list[int]:
     """The PIDs of a process's children (from /proc/PID/task/*/children, proc(5))."""
     out = []
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -1094,11 +1094,6 @@ def run(argv: Sequence[str], **kw) -> Completed:
     """Run one command in a fresh container and remove it: (returncode, stdout, stderr)."""
     with Container(argv, **kw) as c:
         return c.run()
-
-
-def containers_here() -> list[lab.Entry]:
-    """The lab's registered container processes (for a quick look from the host)."""
-    return [e for e in lab.entries() if e.kind == "process" and e.note.startswith("container ")]
 
 
 # --- command line ----------------------------------------------------------------------------
