@@ -31,7 +31,7 @@ def check_limit_file(limit_file, container: runtimes.OCIContainer) -> Verdict:
     with open(limit_file) as f:
         value = f.read().strip()
     return verdict(value == str(64 << 20),
-                   f"{limit_file} says {value}: the 64M runc wrote from config.json "
+                   f"the file says {value}: the 64M runc wrote from config.json "
                    "(linux.resources.memory.limit), in the same file the hand-built engine writes",
                    f"that file says {value}, not 64M: is it the runc container's cgroup?")
 
