@@ -179,3 +179,38 @@ def test_the_registry_survives_the_process_that_wrote_it():
     assert len(found) == 1
     assert json.loads(open(os.path.join(lab.state_dir(), "registry", found[0].key)).read())["kind"] == "dir"
     lab.remove(found[0])
+
+
+def test_a_killed_jupyter_kernel_leaves_nothing_after_cleanup():
+    """The real thing: a Jupyter kernel builds a container-like process in a cgroup,
+    with a network namespace, and is SIGKILLed mid-notebook."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3")
+    outputs = []
+    code = (
+        "%load_ext justaprocess\n"
+        "import os, subprocess\n"
+        "from justaprocess import cgroups, lab, namespaces, proc\n"
+        "cg = cgroups.Cgroup(memory='64M', pids=10).create()\n"
+        "box = namespaces.spawn(['sleep', '600'])\n"
+        "cg.add(box.host_pid)\n"
+        "ns = lab.name('k'); lab.register('netns', ns); subprocess.run(['ip', 'netns', 'add', ns], check=True)\n"
+        "print('FACTS', os.getpid(), box.host_pid, proc.start_time(box.host_pid), ns, cg.path)\n"
+    )
+    reply = kc.execute_interactive(code, timeout=60, output_hook=outputs.append)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    text = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
+    line = next(ln for ln in text.splitlines() if ln.startswith("FACTS "))
+    kernel_pid, box_pid, box_start, ns, cg_path = line.split()[1:]
+    kc.stop_channels()
+    os.kill(int(kernel_pid), signal.SIGKILL)  # no atexit, no finally
+    km.cleanup_resources()
+    time.sleep(0.2)
+    left = [e for e in lab.leftovers() if e.owner == int(kernel_pid) or ns in e.name]
+    assert left, "the killed kernel's objects should still be there before cleanup"
+    lab.cleanup(stale=True)  # what the next notebook's setup cell (or `cleanup`) does
+    assert not os.path.exists(f"/run/netns/{ns}")
+    assert not os.path.exists(cg_path)
+    assert not lab._alive(int(box_pid), int(box_start))
+    assert not [e for e in lab.leftovers() if e.owner == int(kernel_pid) or ns in e.name]
