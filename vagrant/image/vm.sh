@@ -107,15 +107,37 @@ lint() {
     vagrant/image/guest/*.sh .ci/run)
   say "vagrant validate -p"
   (cd "$repo/vagrant" && VAGRANT_CHECKPOINT_DISABLE=1 vagrant validate -p)
+  say "cloud-init.yaml: #cloud-config, valid YAML, runs provision.sh"
+  python3 - "$repo/vagrant/cloud-init.yaml" <<'PY'
+import sys, yaml
+text = open(sys.argv[1]).read()
+assert text.startswith("#cloud-config\n"), "cloud-init.yaml must start with #cloud-config"
+doc = yaml.safe_load(text)
+assert any("vagrant/provision.sh" in str(c) for c in doc["runcmd"]), "runcmd must run vagrant/provision.sh"
+PY
 }
 
+# The cache lock is held while cached roots are built and a run's disk is
+# made; a booted run holds only a lock on its own tmp.* folder. A tmp.* whose
+# lock nobody holds is the leftover of an interrupted run: removed.
 lock() {
   mkdir -p "$CACHE"
   exec 9>"$CACHE/.lock"
   flock -n 9 || { say "another build holds $CACHE/.lock: waiting"; flock -w 3600 9 || die "lock timeout"; }
-  # Leftovers of an interrupted run (we hold the lock: nobody else is using them).
-  local t; for t in "$CACHE"/tmp.*; do [ -e "$t" ] && { say "removing an interrupted build: $t"; remove_tree "$t"; }; done
+  local t; for t in "$CACHE"/tmp.*; do
+    [ -e "$t" ] || continue
+    if flock -n "$t/.busy" true 2>/dev/null || [ ! -e "$t/.busy" ]; then
+      say "removing an interrupted build: $t"; remove_tree "$t"
+    fi
+  done
   return 0
+}
+unlock() { flock -u 9; }
+# A folder under the cache, locked by this run until it exits.
+# (Sets TD; not run in $(...): the lock and TMPS must stay in this shell.)
+tmpdir() {
+  local fd; TD=$(mktemp -d "$CACHE/tmp.$1.XXXXXX"); TMPS+=("$TD")
+  exec {fd}>"$TD/.busy"; flock -n "$fd"
 }
 
 ca_files() { find /usr/local/share/ca-certificates -name '*.crt' -type f 2>/dev/null | sort; }
@@ -158,7 +180,7 @@ EOF
 build_base() {
   BASE=$CACHE/base-$(base_key)
   if [ -d "$BASE" ]; then say "base image: cached $BASE"; return 0; fi
-  local t; t=$(mktemp -d "$CACHE/tmp.base.XXXXXX"); TMPS+=("$t")
+  local t; tmpdir base; t=$TD
   say "base image: debootstrap $SUITE (about 2 minutes)"
   debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$t/root" "$MIRROR" > "$t/debootstrap.log" 2>&1 ||
     { tail -30 "$t/debootstrap.log" >&2; die "debootstrap failed"; }
@@ -218,7 +240,7 @@ prov_key() {
 build_provisioned() {
   PROV=$CACHE/prov-$(prov_key)
   if [ -d "$PROV" ]; then say "provisioned image: cached $PROV"; return 0; fi
-  local t; t=$(mktemp -d "$CACHE/tmp.prov.XXXXXX"); TMPS+=("$t")
+  local t; tmpdir prov; t=$TD
   say "provisioned image: copying the base, running provision.sh in a chroot"
   cp -a "$BASE" "$t/root"
   chroot_provision "$t/root" "$OUT/provision-cache.log"
@@ -229,7 +251,7 @@ build_provisioned() {
 # --- a run's own writable root: an overlay on a cached one ------------------------
 overlay_root() {
   local lower=$1
-  WORK=$(mktemp -d "$CACHE/tmp.run.XXXXXX"); TMPS+=("$WORK")
+  tmpdir run; WORK=$TD
   mkdir -p "$WORK/upper" "$WORK/work" "$WORK/root" "$WORK/results"
   mount -t overlay overlay -o "lowerdir=$lower,upperdir=$WORK/upper,workdir=$WORK/work" "$WORK/root"
   MOUNTS+=("$WORK/root")
@@ -249,9 +271,11 @@ make_disk() {
   local r=$1 size
   cp "$r"/boot/vmlinuz-* "$WORK/vmlinuz"; cp "$r"/boot/initrd.img-* "$WORK/initrd"
   size=$(( $(du -sxm "$r" | cut -f1) + ${JAP_VM_FREE_MB:-2048} ))
-  mkfs.ext4 -q -F -L japroot -E root_owner=0:0 -d "$r" "$WORK/disk.img" "${size}M"
+  mkfs.ext4 -q -F -L japroot -E root_owner=0:0 -d "$r" "$WORK/disk.img" "${size}M" >/dev/null
   umount "$r"
 }
+
+cpu() { case "$(accel)" in kvm*) echo host ;; *) echo max ;; esac; }  # every feature TCG emulates
 
 accel() {
   if [ -n "${JAP_VM_ACCEL:-}" ]; then echo "$JAP_VM_ACCEL"; return; fi
@@ -268,7 +292,7 @@ boot() {
   chmod 0777 "$WORK/results"
   net="user,id=n0${fwd:+,hostfwd=tcp:127.0.0.1:$fwd-:8888}"
   say "booting: qemu -accel $(accel), ${MEMORY} MiB, $CPUS CPUs${fwd:+, 127.0.0.1:$fwd -> guest 8888}"
-  qemu-system-x86_64 -accel "$(accel)" -m "$MEMORY" -smp "$CPUS" -nodefaults -display none -no-reboot \
+  qemu-system-x86_64 -accel "$(accel)" -cpu "$(cpu)" -m "$MEMORY" -smp "$CPUS" -nodefaults -display none -no-reboot \
     -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd" \
     -append "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0${extra:+ $extra}" \
     -drive "file=$WORK/disk.img,format=raw,if=virtio,cache=unsafe" \
@@ -327,7 +351,7 @@ test_v2() {
   chroot_provision "$ROOT" "$WORK/results/provision.log"
   grep -E 'system packages:|provision\]' "$WORK/results/provision.log" | sed 's/^/    /' || true
   install_guest_job "$ROOT"
-  phase "disk image (mkfs.ext4 -d)"; make_disk "$ROOT"
+  phase "disk image (mkfs.ext4 -d)"; make_disk "$ROOT"; unlock
   cp "$here/guest/common.sh" "$WORK/results/"; cp "$here/guest/test-v2.sh" "$WORK/results/job.sh"
   echo "${JAP_V2_SCOPE:-cgroups}" > "$WORK/results/scope"
   phase "boot + tests in the guest (cgroup v2)"
@@ -348,7 +372,7 @@ test_vm() {
   overlay_root "$BASE"
   copy_checkout "$ROOT"   # what Vagrant's rsync folder puts in the VM
   install_guest_job "$ROOT"
-  make_disk "$ROOT"
+  make_disk "$ROOT"; unlock
   cp "$here/guest/common.sh" "$WORK/results/"; cp "$here/guest/test-vm.sh" "$WORK/results/job.sh"
   local port; port=$(free_port)
   phase "boot + provision + tests in the guest"
@@ -424,9 +448,11 @@ box_customise() {
   rm -f "$r/etc/resolv.conf"; : > "$r/etc/resolv.conf"     # dhclient writes it
   echo 'LABEL=japroot / ext4 defaults,errors=remount-ro 0 1' > "$r/etc/fstab"
   rm -f "$r/etc/ssh/ssh_host_"*; : > "$r/etc/machine-id"    # made anew by each VM
-  # sshd makes its host keys at boot when they are missing
+  # Each VM makes its own host keys at first boot, before sshd's own config
+  # test (ssh.service's ExecStartPre=sshd -t fails without keys).
   mkdir -p "$r/etc/systemd/system/ssh.service.d"
-  printf '[Service]\nExecStartPre=/usr/bin/ssh-keygen -A\n' > "$r/etc/systemd/system/ssh.service.d/hostkeys.conf"
+  printf '[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n' \
+    > "$r/etc/systemd/system/ssh.service.d/hostkeys.conf"
 }
 
 # An MBR disk with one ext4 partition (mkfs.ext4 -d, no 64bit: extlinux reads it)
@@ -435,7 +461,7 @@ box_disk() {
   local r=$1 size kver mnt
   size=$(( $(du -sxm "$r" | cut -f1) + 3072 ))
   kver=$(find "$r/boot" -maxdepth 1 -name 'vmlinuz-*' -printf '%f\n' | sort -V | tail -1); kver=${kver#vmlinuz-}
-  mkfs.ext4 -q -F -L japroot -O ^64bit -E root_owner=0:0 -d "$r" "$WORK/part.img" "${size}M"
+  mkfs.ext4 -q -F -L japroot -O ^64bit -E root_owner=0:0 -d "$r" "$WORK/part.img" "${size}M" >/dev/null
   umount "$r"
   truncate -s "$((size + 1))M" "$WORK/disk.raw"
   printf 'label: dos\nstart=2048, type=83, bootable\n' | sfdisk -q "$WORK/disk.raw"
@@ -462,14 +488,14 @@ box_boot_check() {
   cp "$key" "$WORK/key"; chmod 600 "$WORK/key"
   sshp=$(free_port); webp=$(free_port)
   say "booting the box: ssh 127.0.0.1:$sshp, JupyterLab 127.0.0.1:$webp"
-  qemu-system-x86_64 -accel "$(accel)" -m "$MEMORY" -smp "$CPUS" -nodefaults -display none -snapshot \
+  qemu-system-x86_64 -accel "$(accel)" -cpu "$(cpu)" -m "$MEMORY" -smp "$CPUS" -nodefaults -display none -snapshot \
     -drive "file=$WORK/disk.raw,format=raw,if=virtio" \
     -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$sshp-:22,hostfwd=tcp:127.0.0.1:$webp-:8888" \
     -device virtio-net-pci,netdev=n0 -device virtio-rng-pci -serial "file:$WORK/box-serial.log" -monitor none &
   QEMU=$!; PIDS+=("$QEMU")
   local sshc=(ssh -q -i "$WORK/key" -p "$sshp" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
               -o ConnectTimeout=10 -o BatchMode=yes vagrant@127.0.0.1)
-  for _ in $(seq 1 150); do
+  for _ in $(seq 1 300); do
     kill -0 "$QEMU" 2>/dev/null || break
     if token=$("${sshc[@]}" sudo cat /var/lib/justaprocess/jupyter-token 2>/dev/null) && [ -n "$token" ] &&
        curl -fsS --max-time 20 "http://127.0.0.1:$webp/api/contents/learner?token=$token" > "$WORK/box-contents.json" 2>/dev/null; then
@@ -507,7 +533,7 @@ build_box() {
   overlay_root "$PROV"
   chroot_provision "$ROOT" "$WORK/results/provision.log"
   box_customise "$ROOT"
-  phase "box: disk + extlinux"; box_disk "$ROOT"
+  phase "box: disk + extlinux"; box_disk "$ROOT"; unlock
   phase "box: boot check (ssh, JupyterLab)"; box_boot_check
   phase "box: package + vagrant box add"; box_package "$repo/vagrant/build/justaprocess.box"
   print_times

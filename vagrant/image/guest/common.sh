@@ -21,3 +21,8 @@ pytest_rc() { local rc=$1; [ "$rc" = 5 ] && echo "error: pytest collected no tes
 # delegated unit) moves its processes into a leaf first, so the lab's cgroups
 # can go beside it (helpers/justaprocess/cgroups.py, enter_leaf).
 enter_leaf() { "$REPO/.venv/bin/python" -m justaprocess cgroup --enter-leaf job && cat /proc/self/cgroup; }
+# Software emulation (TCG) runs ~10-20x slower than the attendee's VM: the
+# first matplotlib figure alone took over 120 s here. pytest.ini's cell timeout
+# is a hang detector; give it room. (The 30 s budget per notebook is measured
+# by `make test` on the host.)
+export PYTEST_ADDOPTS="--nbval-cell-timeout=${JAP_GUEST_CELL_TIMEOUT:-600}"

@@ -26,7 +26,7 @@ systemctl --no-pager --lines=0 status justaprocess-lab.service | head -5
 phase "make test (whole suite)"
 cd "$REPO" || exit 1
 enter_leaf || exit 4
-PYTEST_ADDOPTS="--junitxml=$R/junit.xml" make test > "$R/tests.log" 2>&1 || rc=$?
+PYTEST_ADDOPTS="$PYTEST_ADDOPTS --junitxml=$R/junit.xml" make test > "$R/tests.log" 2>&1 || rc=$?
 tail -30 "$R/tests.log"
 phase "wait for the host's port check"
 for _ in $(seq 1 120); do [ -e "$R/hostcheck.done" ] && break; sleep 1; done
