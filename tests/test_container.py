@@ -15,7 +15,7 @@ import pytest
 
 from justaprocess import capabilities, cgroups, container, lab, proc, rootfs
 from justaprocess.container import Container, ContainerError, Volume
-from justaprocess.errors import BadInput
+from justaprocess.errors import BadInput, NoSuchProcess
 
 pytestmark = pytest.mark.root
 
@@ -37,10 +37,18 @@ def box(image, own_objects):
     assert_gone(c, dirs, root)
 
 
+def gone(pid):
+    """Exited (or a zombie about to be reaped): no race between the two reads."""
+    try:
+        return not proc.exists(pid) or proc.status(pid)["State"].startswith("Z")
+    except NoSuchProcess:
+        return True
+
+
 def assert_gone(c, cgroup_dirs, run_dir):
     assert not any(os.path.exists(d) for d in cgroup_dirs), cgroup_dirs
     assert not os.path.exists(run_dir)
-    assert c.pid is None or not proc.exists(c.pid) or proc.status(c.pid)["State"].startswith("Z")
+    assert c.pid is None or gone(c.pid)
     with open("/proc/self/mountinfo") as f:
         assert run_dir not in f.read()
     mine = [e for e in lab.entries() if c.name in e.name or e.note.endswith(c.name)]
@@ -148,7 +156,7 @@ def test_stop_kills_pid1_and_everything_in_it(image, own_objects):
     # PID 1 has no handler for SIGTERM: pid_namespaces(7) - only SIGKILL stops it.
     assert code == -9 and c.state == "exited"
     for pid in inside:
-        assert not proc.exists(pid) or proc.status(pid)["State"].startswith("Z")
+        assert gone(pid)
     dirs, root = c.cgroups, c.dir
     c.remove()
     c.remove()  # safe twice
@@ -326,7 +334,7 @@ def test_a_crashed_owner_leaves_nothing_after_stale_cleanup(tmp_path):
     left = json.loads(r.stdout)
     # The container's processes die with their creator (PR_SET_PDEATHSIG down the chain).
     for _ in range(100):
-        if not proc.exists(left["pid"]) or proc.status(left["pid"])["State"].startswith("Z"):
+        if gone(left["pid"]):
             break
         time.sleep(0.02)
     else:
