@@ -36,11 +36,12 @@ learner: venv
 learner-reset: venv
 	@$(PY) tools/notebooks.py learner --force
 
+# tools/in-lab-cgroup.sh: on pure cgroup v2, run where the lab may make cgroups.
 lab: venv learner
-	@bash tools/start-lab.sh $(PORT)
+	@bash tools/in-lab-cgroup.sh bash tools/start-lab.sh $(PORT)
 
 test: venv
-	$(PY) -m pytest
+	@bash tools/in-lab-cgroup.sh $(PY) -m pytest
 
 doctor: venv
 	@$(PY) -m justaprocess doctor
