@@ -420,7 +420,8 @@ PY
 
 # --- make box: a pre-provisioned libvirt box --------------------------------------
 # The provisioned root plus what a Vagrant box needs (the vagrant user with
-# Vagrant's insecure key, sshd, DHCP with DNS, a boot loader), minus what only
+# Vagrant's insecure key, sshd, DHCP with DNS, a boot loader; rsync and dbus,
+# which Vagrant uses in the guest for the synced folder and the hostname), minus what only
 # the test images have (this machine's CA certificates, update_initramfs=no).
 box_customise() {
   local r=$1 f pub
@@ -430,7 +431,7 @@ box_customise() {
   chroot "$r" /usr/bin/env -i HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
       PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin bash -euc '
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends openssh-server ifupdown isc-dhcp-client >/dev/null
+    apt-get install -y -qq --no-install-recommends openssh-server ifupdown isc-dhcp-client dbus rsync >/dev/null
     id vagrant >/dev/null 2>&1 || useradd -m -s /bin/bash vagrant
     echo "vagrant ALL=(ALL) NOPASSWD: ALL" > /etc/sudoers.d/vagrant; chmod 0440 /etc/sudoers.d/vagrant
     install -d -m 0700 -o vagrant -g vagrant /home/vagrant/.ssh
@@ -500,7 +501,7 @@ box_boot_check() {
     if token=$("${sshc[@]}" sudo cat /var/lib/justaprocess/jupyter-token 2>/dev/null) && [ -n "$token" ] &&
        curl -fsS --max-time 20 "http://127.0.0.1:$webp/api/contents/learner?token=$token" > "$WORK/box-contents.json" 2>/dev/null; then
       python3 -c 'import json,sys; n=sorted(c["name"] for c in json.load(open(sys.argv[1]))["content"]); print("[vm] box: ssh as vagrant ok; JupyterLab lists learner/:", ", ".join(n)); assert "index.ipynb" in n' "$WORK/box-contents.json" && ok=yes
-      "${sshc[@]}" 'cat /sys/fs/cgroup/cgroup.controllers; systemctl is-active justaprocess-lab' | sed 's/^/    /' || true
+      "${sshc[@]}" 'cat /sys/fs/cgroup/cgroup.controllers; sudo systemctl is-active justaprocess-lab; hostnamectl hostname' | sed 's/^/    /' || true
       break
     fi
     sleep 4
