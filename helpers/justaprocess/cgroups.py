@@ -51,6 +51,9 @@ from dataclasses import asdict, dataclass
 from typing import Iterator, NamedTuple
 
 from . import _libc, proc
+from ._loop import LOOP_CLR_FD, attach_loop
+from ._loop import (  # noqa: F401 - names this module always had
+    LO_FLAGS_AUTOCLEAR, LOOP_CONFIGURE, LOOP_CTL_GET_FREE)
 from .errors import BadInput, LabError, NeedsPrivilege, NotSupported
 
 ROOT = "/sys/fs/cgroup"
@@ -1227,12 +1230,8 @@ def add_cli(sub) -> None:
 # machine is ever throttled.  LOOP_CONFIGURE with LO_FLAGS_AUTOCLEAR ties the
 # device to our open fd: when the fd closes (also when the kernel process
 # dies), the kernel detaches it.  It is registered too ('loop', the backing
-# file), so cleanup finds it from any process.
-
-LOOP_CTL_GET_FREE = 0x4C82   # include/uapi/linux/loop.h
-LOOP_CONFIGURE = 0x4C0A      # Linux 5.8
-LOOP_CLR_FD = 0x4C01
-LO_FLAGS_AUTOCLEAR = 4
+# file), so cleanup finds it from any process.  The attaching itself is
+# _loop.attach_loop (chapter 07's read-only HostDisk uses it too).
 
 
 def loops_backed_by(path: str, sysfs: str = "/sys/block") -> list[str]:
@@ -1287,8 +1286,6 @@ class LoopDevice:
         return device_number(self.path)
 
     def create(self) -> "LoopDevice":
-        import fcntl
-        import struct
         from . import lab
         if os.geteuid() != 0:
             raise NeedsPrivilege("root", "making a loop device")
@@ -1300,29 +1297,7 @@ class LoopDevice:
             with open(self.file, "wb") as f:
                 f.truncate(self.size)  # sparse: reads of holes cost no disk
             self._entries.append(lab.register("loop", self.file, note="loop device"))
-            back = os.open(self.file, os.O_RDWR)
-            ctl = os.open("/dev/loop-control", os.O_RDWR)
-            try:
-                for _ in range(20):  # another process may take the free one first (EBUSY)
-                    n = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
-                    fd = os.open(f"/dev/loop{n}", os.O_RDWR)
-                    info = bytearray(232)
-                    struct.pack_into("=I", info, 52, LO_FLAGS_AUTOCLEAR)  # loop_info64.lo_flags
-                    cfg = struct.pack("=II", back, 0) + bytes(info) + bytes(64)
-                    try:
-                        fcntl.ioctl(fd, LOOP_CONFIGURE, cfg)
-                    except OSError as exc:
-                        os.close(fd)
-                        if exc.errno == errno.EBUSY:
-                            continue
-                        raise
-                    self._fd, self.path = fd, f"/dev/loop{n}"
-                    break
-                else:
-                    raise LabError("no free loop device after 20 tries: is something making many?")
-            finally:
-                os.close(ctl)
-                os.close(back)
+            self._fd, self.path = attach_loop(self.file)  # autoclear: goes with self._fd
         except BaseException:
             self.remove()
             raise

@@ -51,7 +51,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, NamedTuple, NoReturn, Sequence
 
 from . import _libc, capabilities, cgroups, lab, proc
 from . import rootfs as _rootfs
@@ -377,6 +377,19 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[os.write(fd, data):]
 
 
+def _child_failed(err_w: int, step: str, exc: BaseException) -> NoReturn:
+    """A forked child's last words: "step: Error: text" on the error pipe, then _exit(127).
+
+    Never a return or a raise: the child is a copy of the caller (fork(2)) and
+    must not run on in the caller's code, nor flush its copied buffers or run
+    its atexit handlers (_exit(2)).  127: what sh(1) returns when it cannot run a command.
+    """
+    try:
+        _write_all(err_w, f"{step}: {type(exc).__name__}: {exc}".encode())
+    finally:
+        os._exit(127)
+
+
 def _child_b(plan: _Plan, go_r: int, err_w: int, stdio: tuple[int, int, int]) -> None:
     """PID 1 of the container: steps 3 (join), 5, 6, 7 and execve; never returns."""
     step = "cgroup"
@@ -411,10 +424,7 @@ def _child_b(plan: _Plan, go_r: int, err_w: int, stdio: tuple[int, int, int]) ->
             os.dup2(fd, i)
         os.execve(path, plan.argv, plan.env)
     except BaseException as exc:  # noqa: BLE001 - report any failure to the caller, never return
-        try:
-            _write_all(err_w, f"{step}: {type(exc).__name__}: {exc}".encode())
-        finally:
-            os._exit(127)
+        _child_failed(err_w, step, exc)
 
 
 def _wait_go(go_r: int) -> None:
@@ -454,10 +464,7 @@ def _child_a(plan: _Plan, pid_w: int, go_r: int, err_w: int, stdio) -> None:
         _write_all(pid_w, f"{status}\n".encode())
         os._exit(0)
     except BaseException as exc:  # noqa: BLE001
-        try:
-            _write_all(err_w, f"namespaces: {type(exc).__name__}: {exc}".encode())
-        finally:
-            os._exit(127)
+        _child_failed(err_w, "namespaces", exc)
 
 
 # --- the Container object ------------------------------------------------------------------
@@ -876,10 +883,7 @@ def _exec_child(fds: dict[str, int], procs_files: list[str], keep_caps, no_new_p
         _write_all(st_w, str(status).encode())
         os._exit(0)
     except BaseException as exc:  # noqa: BLE001
-        try:
-            _write_all(err_w, f"{step}: {type(exc).__name__}: {exc}".encode())
-        finally:
-            os._exit(127)
+        _child_failed(err_w, step, exc)
 
 
 # --- one step at a time (the notebook's step-by-step section) ----------------------------

@@ -22,9 +22,7 @@ restores.  Nothing of the host is changed or left behind.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
-import fcntl
 import json
 import os
 import select
@@ -36,6 +34,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import _libc, lab, rootfs as _rootfs
+from ._loop import attach_loop
+from ._loop import (  # noqa: F401 - names this module always had
+    LO_FLAGS_AUTOCLEAR, LO_FLAGS_READ_ONLY, LOOP_CONFIGURE, LOOP_CTL_GET_FREE)
 from .errors import BadInput, NeedsPrivilege
 
 # capabilities(7) numbers used by the chapter
@@ -303,28 +304,6 @@ def start_victim(note: str = "chapter 07: the 'host' process") -> tuple["lab.Lab
 
 # --- a lab-made "host disk": a read-only loop device ----------------------------------
 
-# include/uapi/linux/loop.h
-LOOP_CTL_GET_FREE = 0x4C82
-LOOP_CONFIGURE = 0x4C0A
-LO_FLAGS_READ_ONLY = 1
-LO_FLAGS_AUTOCLEAR = 4
-
-
-class _LoopInfo64(ctypes.Structure):
-    _fields_ = [("lo_device", ctypes.c_uint64), ("lo_inode", ctypes.c_uint64),
-                ("lo_rdevice", ctypes.c_uint64), ("lo_offset", ctypes.c_uint64),
-                ("lo_sizelimit", ctypes.c_uint64), ("lo_number", ctypes.c_uint32),
-                ("lo_encrypt_type", ctypes.c_uint32), ("lo_encrypt_key_size", ctypes.c_uint32),
-                ("lo_flags", ctypes.c_uint32), ("lo_file_name", ctypes.c_uint8 * 64),
-                ("lo_crypt_name", ctypes.c_uint8 * 64), ("lo_encrypt_key", ctypes.c_uint8 * 32),
-                ("lo_init", ctypes.c_uint64 * 2)]
-
-
-class _LoopConfig(ctypes.Structure):
-    _fields_ = [("fd", ctypes.c_uint32), ("block_size", ctypes.c_uint32),
-                ("info", _LoopInfo64), ("reserved", ctypes.c_uint64 * 8)]
-
-
 class HostDisk:
     """A read-only loop device over a lab file: a stand-in for a host disk.
 
@@ -349,29 +328,10 @@ class HostDisk:
         self.entry = lab.register("loop", self.backing, note="chapter 07: the 'host disk'")
         with open(self.backing, "wb") as f:
             f.write(self.text.encode().ljust(1 << 20, b"\0"))  # 1 MiB
-        ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
-        back = os.open(self.backing, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            for _ in range(10):  # another user may take the free device first
-                n = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
-                fd = os.open(f"/dev/loop{n}", os.O_RDONLY | os.O_CLOEXEC)
-                cfg = _LoopConfig(fd=back, block_size=0)
-                cfg.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR
-                try:
-                    fcntl.ioctl(fd, LOOP_CONFIGURE, cfg)
-                except OSError as exc:
-                    os.close(fd)
-                    if exc.errno == errno.EBUSY:
-                        continue
-                    raise
-                self.fd, self.path = fd, f"/dev/loop{n}"
-                st = os.stat(self.path)
-                self.major, self.minor = os.major(st.st_rdev), os.minor(st.st_rdev)
-                return self
-            raise OSError(errno.EBUSY, "no free loop device")
-        finally:
-            os.close(back)
-            os.close(ctl)
+        self.fd, self.path = attach_loop(self.backing, read_only=True)
+        st = os.stat(self.path)
+        self.major, self.minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        return self
 
     def detach(self) -> None:
         if self.fd is not None:
