@@ -342,7 +342,7 @@ guest_rc() {
 # --- targets ------------------------------------------------------------------------
 test_v2() {
   phase "host tools + lint"; host_tools; lint
-  lock
+  phase "cache lock (another run may hold it)"; lock
   OUT=$(mktemp -d); TMPS+=("$OUT")
   phase "base image (debootstrap, cached)"; build_base
   phase "provisioned image (chroot, cached)"; build_provisioned
@@ -366,7 +366,7 @@ test_v2() {
 
 test_vm() {
   phase "host tools + lint"; host_tools; lint
-  lock
+  phase "cache lock (another run may hold it)"; lock
   phase "base image (debootstrap, cached)"; build_base
   phase "disk image: fresh box + checkout"
   overlay_root "$BASE"
@@ -526,7 +526,7 @@ box_package() {
 
 build_box() {
   phase "host tools + lint"; host_tools; lint
-  lock
+  phase "cache lock (another run may hold it)"; lock
   OUT=$(mktemp -d); TMPS+=("$OUT")
   phase "base image (debootstrap, cached)"; build_base
   phase "provisioned image (chroot, cached)"; build_provisioned
