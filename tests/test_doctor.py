@@ -1,5 +1,4 @@
 """The doctor: ready here as root; refuses, with a what-to-do message, as a plain user."""
-import os
 import subprocess
 import sys
 

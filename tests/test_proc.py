@@ -95,3 +95,17 @@ def test_tree_lists_children():
         assert pids[0] == os.getpid() and child.pid in pids
     finally:
         child.kill(); child.wait()
+
+
+def test_running_is_false_for_exited_and_zombie_processes():
+    child = subprocess.Popen(["sleep", "10"])
+    assert proc.running(child.pid)
+    child.kill()
+    import time
+    for _ in range(200):  # killed, not yet reaped: a zombie
+        if not proc.running(child.pid):
+            break
+        time.sleep(0.01)
+    assert not proc.running(child.pid) and proc.exists(child.pid)
+    child.wait()
+    assert not proc.running(child.pid)

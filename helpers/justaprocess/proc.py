@@ -74,6 +74,14 @@ def exists(pid: int, procfs: str = PROCFS) -> bool:
     return os.path.exists(os.path.join(procfs, str(pid)))
 
 
+def running(pid: int, procfs: str = PROCFS) -> bool:
+    """Alive and not a zombie, read in one go (no race between two reads of /proc)."""
+    try:
+        return not status(pid, procfs)["State"].startswith("Z")
+    except (NoSuchProcess, FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def namespaces(pid: int | str = "self", procfs: str = PROCFS) -> dict[str, int]:
     """{kind: inode} from the /proc/PID/ns/* links ('net:[4026531840]' -> 4026531840).
 

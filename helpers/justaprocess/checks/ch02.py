@@ -126,5 +126,5 @@ def check_ctr_hostname(ctr_hostname, ctr) -> Verdict:
     return verdict(ctr_hostname.strip() == truth,
                    "setns(2) into the uts namespace alone is enough to see the container's "
                    "hostname: nsenter -t PID --uts hostname does the same",
-                   f"ctr's uts namespace says its hostname is something else: run `hostname` "
+                   "ctr's uts namespace says its hostname is something else: run `hostname` "
                    "after joining its uts namespace and keep the output, stripped")
