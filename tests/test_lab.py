@@ -213,3 +213,19 @@ def test_a_killed_jupyter_kernel_leaves_nothing_after_cleanup():
     assert not os.path.exists(cg_path)
     assert not lab._alive(int(box_pid), int(box_start))
     assert not [e for e in lab.leftovers() if e.owner == int(kernel_pid) or ns in e.name]
+
+
+def test_the_run_netns_mount_made_by_ip_netns_add_goes_with_the_last_lab_namespace(own_objects):
+    if lab._mounted(lab.NETNS_DIR):
+        pytest.skip("/run/netns was already a mount (someone else's `ip netns add`): not the lab's to remove")
+    names = [lab.name("ns"), lab.name("ns")]
+    entries = []
+    for n in names:
+        entries.append(lab.register("netns", n))
+        subprocess.run(["ip", "netns", "add", n], check=True)
+    assert lab._mounted(lab.NETNS_DIR)  # ip-netns(8) made it a shared bind mount
+    lab.remove(entries[0])
+    assert lab._mounted(lab.NETNS_DIR)  # still in use by the second namespace
+    lab.remove(entries[1])
+    assert not lab._mounted(lab.NETNS_DIR)
+    assert not [e for e in lab.leftovers() if e.name == lab.NETNS_DIR]

@@ -99,6 +99,8 @@ def register(kind: str, name: str, *, pid: int = 0, note: str = "") -> Entry:
     if kind not in KINDS:
         raise BadInput(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
     _check_prefixed(kind, name)
+    if kind == "netns":
+        _note_netns_dir()
     me = os.getpid()
     e = Entry(kind, name, owner=me, owner_start=proc.start_time(me), pid=pid,
               start=proc.start_time(pid) if pid else 0, note=note)
@@ -161,9 +163,40 @@ def _mounted(path: str) -> bool:
         return any(line.split()[4] == path for line in f)
 
 
+# `ip netns add` (ip-netns(8)) turns /run/netns into a shared bind mount of
+# itself the first time it runs. When the lab's netns was the first, that mount
+# is the lab's to remove once no namespace is named there any more.
+_NETNS_MARK = "netns-dir-made-by-lab"
+
+
+def _note_netns_dir() -> None:
+    if not _mounted(NETNS_DIR):
+        os.makedirs(state_dir(), exist_ok=True)
+        open(os.path.join(state_dir(), _NETNS_MARK), "a").close()
+
+
+def _netns_dir_is_ours_and_unused() -> bool:
+    return (os.path.exists(os.path.join(state_dir(), _NETNS_MARK)) and _mounted(NETNS_DIR)
+            and not os.listdir(NETNS_DIR))
+
+
+def _release_netns_dir() -> None:
+    """Unmount /run/netns if the lab's `ip netns add` made it a mount and it is empty."""
+    if _netns_dir_is_ours_and_unused():
+        while _mounted(NETNS_DIR):  # ip mounts it once; a second `ip netns add` race may stack two
+            _libc.umount2(NETNS_DIR, _libc.MNT_DETACH)
+    if not os.path.exists(NETNS_DIR) or not _mounted(NETNS_DIR):
+        try:
+            os.unlink(os.path.join(state_dir(), _NETNS_MARK))
+        except FileNotFoundError:
+            pass
+
+
 def present(e: Entry) -> bool:
     if e.kind == "process":
         return _alive(e.pid, e.start)
+    if e.kind == "mount" and e.name == NETNS_DIR:
+        return _netns_dir_is_ours_and_unused()
     if e.kind == "mount":
         return _mounted(e.name)
     if e.kind == "link":
@@ -213,6 +246,9 @@ def _remove_dir(path: str) -> None:
 
 def remove(e: Entry) -> None:
     """Remove one object if it is still there, then forget it."""
+    if e.kind == "mount" and e.name == NETNS_DIR:  # found by _scan: see _release_netns_dir
+        _release_netns_dir()
+        return
     _check_prefixed(e.kind, e.name)
     if present(e):
         if e.kind == "process":
@@ -223,6 +259,7 @@ def remove(e: Entry) -> None:
             _ip("link", "del", e.name)
         elif e.kind == "netns":
             _ip("netns", "del", e.name)
+            _release_netns_dir()
         elif e.kind == "cgroup":
             cgroups.remove(e.name)
         elif e.kind == "loop":
@@ -305,6 +342,8 @@ def _scan() -> list[Entry]:
         for n in sorted(os.listdir(NETNS_DIR)):
             if n.startswith(PREFIX + "-"):
                 add("netns", n)
+    if _netns_dir_is_ours_and_unused():
+        found.append(Entry("mount", NETNS_DIR, note="made a mount by the lab's `ip netns add`"))
     if os.path.isdir("/sys/class/net"):
         for n in sorted(os.listdir("/sys/class/net")):
             if n.startswith(PREFIX):
