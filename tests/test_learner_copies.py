@@ -29,7 +29,7 @@ def _text(outputs) -> str:
 
 @pytest.mark.root
 @pytest.mark.parametrize("path", CHAPTERS, ids=os.path.basename)
-def test_learner_copy_runs_and_its_checks_say_what_is_missing(path, tmp_path):
+def test_learner_copy_runs_and_its_checks_say_what_is_missing(path, tmp_path, pytestconfig):
     from nbclient import NotebookClient
 
     nb = copy.deepcopy(nbformat.read(path, as_version=4))
@@ -44,7 +44,9 @@ def test_learner_copy_runs_and_its_checks_say_what_is_missing(path, tmp_path):
             check_cells.append(cell)
             exercise_seen = False
     assert check_cells, "no check cell follows an exercise"
-    NotebookClient(nb, timeout=120, kernel_name="python3",
+    # The same per-cell budget as nbval's (pytest.ini; the emulated VM raises it).
+    timeout = int(pytestconfig.getoption("nbval_cell_timeout", None) or 120)
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": os.path.dirname(path)}}).execute()
     for cell in check_cells:
         out = _text(cell.outputs)
