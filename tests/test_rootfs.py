@@ -105,3 +105,8 @@ def test_tools_rootfs_runs_dynamically_linked_strace():
 def test_unknown_kind_is_refused():
     with pytest.raises(BadInput, match="busybox"):
         rootfs.build("alpine")
+
+
+def test_only_a_static_busybox_is_taken():
+    assert rootfs._is_static(rootfs.busybox_binary())
+    assert not rootfs._is_static("/bin/ls")  # dynamically linked: would not run inside the rootfs

@@ -103,7 +103,15 @@ def checks() -> list[Check]:
                      "run as root on a machine that is not itself a locked-down container"))
 
     for tool, pkg in TOOLS.items():
-        path = shutil.which(tool) or (tool == "busybox" and shutil.which("busybox", path="/bin"))
+        if tool == "busybox":  # it must be the static one: the rootfs has no libc
+            from .errors import MissingTool
+            from .rootfs import busybox_binary
+            try:
+                path = busybox_binary()
+            except MissingTool:
+                path = None
+        else:
+            path = shutil.which(tool)
         out.append(Check(f"tool {tool}", bool(path), path or "not found",
                          f"apt-get install {pkg}  (or run `make lab`, which installs it)"))
 

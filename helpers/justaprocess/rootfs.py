@@ -60,11 +60,15 @@ class Rootfs(NamedTuple):
 
 
 def busybox_binary() -> str:
-    """The host's static busybox (Debian package busybox-static)."""
+    """The host's static busybox (Debian package busybox-static).
+
+    A dynamically linked busybox (Debian's plain `busybox` package) would find
+    no libc inside the rootfs and fail there with a bare ENOENT: refuse it here.
+    """
     for p in BUSYBOX_CANDIDATES:
-        if os.path.exists(p):
+        if os.path.exists(p) and _is_static(p):
             return p
-    raise MissingTool("busybox", "busybox-static")
+    raise MissingTool("busybox (statically linked)", "busybox-static")
 
 
 def _is_static(path: str) -> bool:
