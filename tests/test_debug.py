@@ -1,0 +1,156 @@
+"""justaprocess.debug on real containers: targets, inspect (against runc and /proc)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from justaprocess import container, debug, proc, rootfs, runtimes
+from justaprocess.errors import LabError
+
+pytestmark = pytest.mark.root
+PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def hand():
+    """A hand-built container whose app listens on loopback only, inside its own netns."""
+    c = container.Container(["/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:8080"], network=True,
+                            memory="64M", pids=32)
+    c.start()
+    yield c
+    c.remove()
+
+
+@pytest.fixture(scope="module")
+def oci():
+    runc = runtimes.find("runc")
+    if not runc.available:
+        pytest.skip(f"runc not usable here: {runc.reason}")
+    c = runtimes.OCIContainer(rootfs.build("busybox"), ["sh", "-c", "sleep 300 & httpd -f -p 8081"],
+                              memory="64M", pids=32).start()
+    yield c
+    c.remove()
+
+
+def _runc(c, *args):
+    r = subprocess.run(["runc", "--root", c.state, *args], capture_output=True, text=True, check=True)
+    return r.stdout
+
+
+# --- targets ---------------------------------------------------------------------
+
+def test_a_hand_built_container_resolves_to_its_pid_namespaces_and_cgroup(hand):
+    with debug.target(hand) as t:
+        assert t.kind == "hand-built" and t.pid == hand.pid and t.pid_inside == 1
+        assert t.namespaces == proc.namespaces(hand.pid)
+        assert set(t.differs) >= {"mnt", "pid", "net", "uts", "ipc"}
+        for kind, fd in t.ns_fds.items():  # the fds are the very namespaces /proc names
+            assert os.fstat(fd).st_ino == t.namespaces[kind]
+        assert set(hand.cgroup.paths) <= set(t.cgroup_dirs)
+        assert t.root == f"/proc/{hand.pid}/root" and t.no_new_privs
+        assert "cap_net_raw" in t.caps.effective and "cap_sys_admin" not in t.caps.effective
+        fds = list(t.ns_fds.values())
+    for fd in fds:  # closed with the context
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+
+def test_a_runc_container_resolves_by_object_by_id_and_by_pid(oci):
+    state = json.loads(_runc(oci, "state", oci.name))
+    for given in (oci, oci.name, oci.pid, str(oci.pid)):
+        with debug.target(given) as t:
+            assert t.pid == state["pid"]
+            assert t.seccomp == 2 and t.no_new_privs
+    with debug.target(oci.name) as t:
+        assert t.kind == "runc" and t.runtime_state["status"] == "running"
+
+
+@pytest.mark.parametrize("given, says", [
+    (0, "PID 0 is not a valid process ID"),
+    (-4, "PID -4 is not a valid process ID"),
+    (2, "PID 2 is a kernel thread (kthreadd)"),
+    ("jap-nosuchthing", "no container named 'jap-nosuchthing'"),
+    (3.5, "not float 3.5"),
+    (True, "not bool True"),
+])
+def test_bad_targets_are_named_in_clear_errors(given, says):
+    with pytest.raises(debug.TargetError) as e:
+        debug.target(given)
+    assert says in str(e.value)
+
+
+def test_a_dead_pid_and_a_process_in_no_container():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    with pytest.raises(debug.TargetError, match=f"PID {p.pid} is not running"):
+        debug.target(p.pid)
+    with pytest.raises(debug.NotAContainer, match=f"PID {os.getpid()} .* is in no container"):
+        debug.target(os.getpid())
+    with debug.target(os.getpid(), allow_host=True) as t:
+        assert t.differs == ()
+
+
+def test_a_stopped_container_is_refused():
+    c = container.Container(["true"])
+    c.create()
+    try:
+        with pytest.raises(debug.TargetError, match="start"):
+            debug.target(c)
+    finally:
+        c.remove()
+
+
+# --- inspect ---------------------------------------------------------------------------
+
+def test_inspect_agrees_with_runc_state_runc_ps_and_proc(oci):
+    state = json.loads(_runc(oci, "state", oci.name))
+    ps = set(json.loads(_runc(oci, "ps", "--format", "json", oci.name)))
+    insp = debug.inspect(oci.name)
+    assert insp.pid == state["pid"] and insp.kind == "runc"
+    assert {p.host_pid for p in insp.processes} == ps and len(ps) >= 2
+    assert sorted(p.pid_inside for p in insp.processes)[0] == 1
+    assert {r.kind: r.inode for r in insp.namespaces} == proc.namespaces(oci.pid)
+    with open(f"/proc/{oci.pid}/status") as f:
+        st = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+    assert insp.nspid == tuple(int(x) for x in st["NSpid"].split())
+    assert insp.seccomp == "filter" and insp.no_new_privs == (st["NoNewPrivs"].strip() == "1")
+    assert insp.stats["memory_max"] == 64 << 20 and insp.stats["pids_max"] == 32
+    assert {m["target"] for m in insp.mounts} >= {"/", "/proc", "/dev", "/sys"}
+    # The app's socket is in the container's netns: seen inside, with its process.
+    sock = [s for s in insp.sockets if s.port == 8081]
+    assert sock and not sock[0].loopback_only and set(sock[0].pids) <= ps
+
+
+def test_inspect_finds_a_loopback_only_listener_the_host_does_not_have(hand):
+    insp = debug.inspect(hand)
+    sock = [s for s in insp.sockets if s.port == 8080]
+    assert sock and sock[0].address == "127.0.0.1" and sock[0].loopback_only
+    assert sock[0].pids == (hand.pid,)
+    host = subprocess.run(["ss", "-Hltn", "sport = :8080"], capture_output=True, text=True).stdout
+    assert "127.0.0.1:8080" not in host  # the host's own ss does not see it
+
+
+def test_inspect_cli_text_and_json(hand):
+    r = subprocess.run([PY, "-m", "justaprocess", "inspect", str(hand.pid), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["pid"] == hand.pid and d["nspid"][-1] == 1
+    assert any(s["port"] == 8080 and s["loopback_only"] for s in d["sockets"])
+    r = subprocess.run([PY, "-m", "justaprocess", "inspect", str(hand.pid)], capture_output=True,
+                       text=True)
+    assert "loopback only" in r.stdout and "NSpid" in r.stdout
+    r = subprocess.run([PY, "-m", "justaprocess", "inspect", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and "not a valid process ID" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_inspect_of_a_gone_process_is_a_lab_error():
+    p = subprocess.Popen(["sleep", "60"])
+    t = debug.target(p.pid, allow_host=True)
+    p.kill()
+    p.wait()
+    with pytest.raises(LabError):
+        debug.inspect(t)
+    t.close()
