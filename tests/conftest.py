@@ -1,16 +1,35 @@
-"""Fixtures shared by the unit tests.
+"""Fixtures and helpers shared by the unit tests.
 
 Root-only tests are marked ``@pytest.mark.root`` and skip *with a reason* when
 not root. The lab is cleaned before the suite; the last item of the run
 (tests/test_zz_leftovers.py) asserts that nothing of the lab is left.
+
+Helpers (import them: ``from conftest import wait_for, wait_exit, cli, as_user``):
+
+- ``wait_exit(pid)``: wait for a process to end on its pidfd (pidfd_open(2): the
+  fd turns readable when the process exits) - an event, not a poll.
+- ``wait_for(condition)``: a bounded poll, only for states the kernel sends no
+  event for (a loop device detached, a server listening, a log written).
+- ``cli(*args)``: ``python -m justaprocess ARGS`` with its output captured.
+- ``as_user(*python_args)``: the lab's Python run as an unprivileged uid.
+- the ``image`` fixture: the busybox root filesystem (built once, cached).
 """
+from __future__ import annotations
+
 import os
+import select
+import subprocess
+import sys
+import time
 
 import pytest
 
 from justaprocess import lab
 
 IS_ROOT = os.geteuid() == 0
+PY = sys.executable
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOBODY = 65534
 
 
 def pytest_collection_modifyitems(config, items):
@@ -36,3 +55,65 @@ def own_objects():
     yield
     if IS_ROOT:
         lab.cleanup(owner=os.getpid())
+
+
+@pytest.fixture(scope="session")
+def image():
+    """The busybox root filesystem (rootfs.build: made once, then cached)."""
+    if not IS_ROOT:
+        pytest.skip("needs root: run `make test` as root in the lab VM")
+    from justaprocess import rootfs
+    return rootfs.build("busybox")
+
+
+# --- waiting ----------------------------------------------------------------------------
+
+def wait_exit(pid: int, timeout: float = 10.0) -> bool:
+    """True once PID has exited (or is a zombie), False if it still runs after ``timeout``.
+
+    pidfd_open(2): "the file descriptor becomes readable when the process
+    terminates" - works for any process, not only our children.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+def wait_for(condition, timeout: float = 10.0, what: str = ""):
+    """Poll ``condition()`` until it is truthy and return its value; fail the test after ``timeout``.
+
+    Only for states without an event; the bound is generous (a loaded machine
+    is slow, never wrong), and it is not an assertion about speed.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what or getattr(condition, '__name__', condition)}")
+        time.sleep(0.01)
+
+
+# --- running ----------------------------------------------------------------------------
+
+def cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    """``python -m justaprocess ARGS``: exit code, stdout and stderr as text."""
+    return subprocess.run([PY, "-m", "justaprocess", *args], capture_output=True, text=True, **kw)
+
+
+def as_user(*python_args: str, uid: int = NOBODY, **kw) -> subprocess.CompletedProcess:
+    """Run the lab's Python with ``python_args`` as ``uid`` (setpriv(1)), from /.
+
+    Without root there is nothing to drop: the Python runs as the caller.
+    """
+    argv = [PY, *python_args]
+    if IS_ROOT:
+        argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv]
+    kw.setdefault("cwd", "/")
+    return subprocess.run(argv, capture_output=True, text=True, **kw)

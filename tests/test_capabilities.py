@@ -11,16 +11,14 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import threading
-import time
 
 import pytest
+from conftest import PY as HERE_PY, as_user, cli as lab_cli
 
 from justaprocess import _libc, capabilities as caps, lab, proc
 from justaprocess.errors import BadInput, NoSuchProcess
 
-HERE_PY = sys.executable
 CAPSH = shutil.which("capsh")
 needs_capsh = pytest.mark.skipif(CAPSH is None, reason="capsh missing: apt-get install libcap2-bin")
 
@@ -141,8 +139,7 @@ def test_sets_of_a_gone_process():
 def test_compare_two_processes(own_objects):
     dropped = sorted(have() & {"cap_chown", "cap_net_raw"})
     child = lab.spawn(["sleep", "10"], preexec=lambda: caps.restrict(drop=dropped))
-    try:
-        time.sleep(0.05)
+    try:  # Popen returns after the exec: the preexec has run
         d = caps.compare(os.getpid(), child.pid)
         assert d["effective"].only_a == tuple(dropped)
         assert d["bounding"].only_a == tuple(dropped)
@@ -268,9 +265,8 @@ def test_run_no_new_privs_and_exec_errors():
 
 @pytest.mark.root
 def test_run_timeout_kills_the_child():
-    t = time.monotonic()
     r = caps.run(["sleep", "5"], timeout=0.3)
-    assert r.timed_out and r.returncode == -9 and time.monotonic() - t < 3
+    assert r.timed_out and r.returncode == -9
 
 
 @pytest.mark.root
@@ -282,11 +278,7 @@ def test_run_leaves_no_process_registered():
 def test_run_needs_root():
     code = ("from justaprocess import capabilities as c\n"
             "try:\n    c.run(['true'])\nexcept Exception as e:\n    print(type(e).__name__, e)")
-    if os.geteuid() == 0:
-        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", HERE_PY, "-c", code]
-    else:
-        argv = [HERE_PY, "-c", code]
-    out = subprocess.run(argv, capture_output=True, text=True, cwd="/").stdout
+    out = as_user("-c", code).stdout
     assert out.startswith("NeedsPrivilege") and "needs root" in out
 
 
@@ -376,8 +368,7 @@ def test_file_caps_only_on_lab_copies(tmp_path):
 # --- command line ------------------------------------------------------------------------
 
 def cli(*args):
-    return subprocess.run([HERE_PY, "-m", "justaprocess", "caps", *args],
-                          capture_output=True, text=True)
+    return lab_cli("caps", *args)
 
 
 def test_cli_json():
@@ -448,8 +439,5 @@ def test_restrict_without_privilege_says_so():
     code = ("from justaprocess import capabilities as c\n"
             "try:\n    c.restrict(drop=['cap_chown'])\nexcept Exception as e:\n"
             "    print(type(e).__name__, e)")
-    argv = [HERE_PY, "-c", code]
-    if os.geteuid() == 0:
-        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + argv
-    out = subprocess.run(argv, capture_output=True, text=True, cwd="/").stdout
+    out = as_user("-c", code).stdout
     assert out.startswith("NeedsPrivilege") and "CAP_SETPCAP" in out

@@ -9,22 +9,15 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
+from conftest import REPO, wait_exit, wait_for
 
 from justaprocess import capabilities, cgroups, container, lab, proc, rootfs
 from justaprocess.container import Container, ContainerError, Volume
 from justaprocess.errors import BadInput
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture(scope="module")
-def image():
-    if os.geteuid() != 0:
-        pytest.skip("needs root: run `make test` as root in the lab VM")
-    return rootfs.build("busybox")
 
 
 @pytest.fixture
@@ -120,7 +113,8 @@ def test_inside_view_hostname_pid1_mounts_and_root(box):
     assert "proc /proc proc" in mounts and "tmpfs /dev tmpfs" in mounts
     # pivot_root + detach: nothing of the host's tree is reachable or mounted.
     assert sh(box, "ls /").split() == sorted(os.listdir(box.root))
-    assert "/work" not in mounts and lab.state_dir() not in mounts
+    assert box.exec(["/bin/sh", "-c", f"test -e {REPO}"]).returncode != 0  # this checkout, wherever it is
+    assert REPO not in mounts and lab.state_dir() not in mounts
     # ... and nothing of the container is mounted on the host (private mount namespace).
     with open("/proc/self/mountinfo") as f:
         assert box.root not in f.read()
@@ -146,9 +140,8 @@ def test_run_a_command_and_read_its_logs(image, own_objects):
 
 def test_stop_kills_pid1_and_everything_in_it(image, own_objects):
     c = Container(["/bin/sh", "-c", "sleep 60 & sleep 60"], rootfs=image).start()
-    time.sleep(0.1)
-    inside = cgroups.pids_in(c.cgroup.places["memory"].path)
-    assert len(inside) >= 2
+    inside = wait_for(lambda: (lambda p: len(p) >= 2 and p)(cgroups.pids_in(c.cgroup.places["memory"].path)),
+                      what="the shell started both sleeps")
     code = c.stop(timeout=0.3)
     # PID 1 has no handler for SIGTERM: pid_namespaces(7) - only SIGKILL stops it.
     assert code == -9 and c.state == "exited"
@@ -314,12 +307,7 @@ def test_a_crashed_owner_leaves_nothing_after_stale_cleanup(tmp_path):
     assert r.returncode == 0, r.stderr
     left = json.loads(r.stdout)
     # The container's processes die with their creator (PR_SET_PDEATHSIG down the chain).
-    for _ in range(100):
-        if gone(left["pid"]):
-            break
-        time.sleep(0.02)
-    else:
-        pytest.fail(f"PID {left['pid']} outlived its creator")
+    assert wait_exit(left["pid"]) and gone(left["pid"]), f"PID {left['pid']} outlived its creator"
     # Everything else is registered under the dead owner: the stale cleanup removes it.
     lab.cleanup(stale=True)
     assert not any(os.path.exists(d) for d in left["dirs"])

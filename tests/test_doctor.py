@@ -1,8 +1,8 @@
 """The doctor: ready here as root; refuses, with a what-to-do message, as a plain user."""
 import subprocess
-import sys
 
 import pytest
+from conftest import as_user, cli
 
 from justaprocess import cgroups, doctor
 
@@ -35,7 +35,7 @@ def test_this_machine_layout_matches_the_filesystem_type():
 
 @pytest.mark.root
 def test_doctor_exits_0_here_as_root():
-    r = subprocess.run([sys.executable, "-m", "justaprocess", "doctor"], capture_output=True, text=True)
+    r = cli("doctor")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "the lab is ready" in r.stdout
     assert doctor.ready()
@@ -43,9 +43,7 @@ def test_doctor_exits_0_here_as_root():
 
 @pytest.mark.root
 def test_doctor_as_an_unprivileged_user_says_why_and_what_to_do():
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                        sys.executable, "-m", "justaprocess", "doctor"],
-                       capture_output=True, text=True, cwd="/")
+    r = as_user("-m", "justaprocess", "doctor")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "FAIL root" in r.stdout and "run as root" in r.stdout
     assert "NOT ready" in r.stdout
@@ -53,9 +51,7 @@ def test_doctor_as_an_unprivileged_user_says_why_and_what_to_do():
 
 @pytest.mark.root
 def test_cleanup_as_an_unprivileged_user_is_a_clear_error():
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                        sys.executable, "-m", "justaprocess", "cleanup"],
-                       capture_output=True, text=True, cwd="/")
+    r = as_user("-m", "justaprocess", "cleanup")
     assert r.returncode == 2
     assert r.stderr.startswith("error: cleanup needs root: run the lab as root")
     assert "Traceback" not in r.stderr

@@ -3,21 +3,19 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
+from conftest import PY, cli, wait_exit
 
 from justaprocess import cgroups, lab
 from justaprocess.errors import BadInput
 
 pytestmark = pytest.mark.root
-PY = sys.executable
 
 
 def memory_parent() -> str:
-    h = cgroups.controllers()["memory" if cgroups.layout() != cgroups.V2 else "memory"]
-    return cgroups.own_path(h)
+    """Our own cgroup of the memory controller: its v1 hierarchy, or the v2 tree."""
+    return cgroups.own_path(cgroups.controllers()["memory"])
 
 
 def test_names_carry_the_prefix_and_fit_an_interface_name():
@@ -130,12 +128,12 @@ def test_cli_cleanup_and_leftovers_after_a_killed_kernel():
     k = subprocess.Popen([PY, "-c", CRASHING_KERNEL, ident], stdout=subprocess.PIPE, text=True)
     k.stdout.readline()
     k.kill(); k.wait()
-    r = subprocess.run([PY, "-m", "justaprocess", "leftovers"], capture_output=True, text=True)
+    r = cli("leftovers")
     assert r.returncode == 1 and f"jap-{ident}-ns" in r.stdout
-    r = subprocess.run([PY, "-m", "justaprocess", "cleanup"], capture_output=True, text=True)
+    r = cli("cleanup")
     assert r.returncode == 0, r.stderr
     assert f"jap-{ident}-ns" in r.stdout
-    r = subprocess.run([PY, "-m", "justaprocess", "leftovers"], capture_output=True, text=True)
+    r = cli("leftovers")
     assert f"jap-{ident}" not in r.stdout
 
 
@@ -204,8 +202,8 @@ def test_a_killed_jupyter_kernel_leaves_nothing_after_cleanup():
     kernel_pid, box_pid, box_start, ns, cg_path = line.split()[1:]
     kc.stop_channels()
     os.kill(int(kernel_pid), signal.SIGKILL)  # no atexit, no finally
+    assert wait_exit(int(kernel_pid))
     km.cleanup_resources()
-    time.sleep(0.2)
     left = [e for e in lab.leftovers() if e.owner == int(kernel_pid) or ns in e.name]
     assert left, "the killed kernel's objects should still be there before cleanup"
     lab.cleanup(stale=True)  # what the next notebook's setup cell (or `cleanup`) does

@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import wait_for
 
 from justaprocess import _libc, proc
 
@@ -36,10 +37,8 @@ def test_setns_joins_a_net_namespace():
     # A child in a new net namespace; a second process joins it by its /proc/PID/ns/net.
     holder = subprocess.Popen(["unshare", "--net", "sleep", "30"])
     try:
-        for _ in range(100):
-            if proc.namespaces(holder.pid)["net"] != proc.namespaces("self")["net"]:
-                break
-            import time; time.sleep(0.01)
+        wait_for(lambda: proc.namespaces(holder.pid)["net"] != proc.namespaces("self")["net"],
+                 what="unshare --net switched")
         target = proc.namespaces(holder.pid)["net"]
         r = in_child(f"""
             import os

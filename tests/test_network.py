@@ -8,9 +8,9 @@ KERNEL-NOTES).
 import ipaddress
 import os
 import subprocess
-import time
 
 import pytest
+from conftest import wait_for
 
 from justaprocess import lab, network
 from justaprocess.container import Container
@@ -94,10 +94,7 @@ def test_container_network_end_to_end_and_gone_after(own_objects):
         assert "eth0" in r.stdout
         assert os.stat(f"{lab.NETNS_DIR}/{lease.name}").st_ino == os.stat(f"/proc/{c.pid}/ns/net").st_ino
         # From the host, over the veth: TCP, then HTTP.
-        for _ in range(100):
-            if network.reachable(lease.address, 8080, timeout=0.2):
-                break
-            time.sleep(0.02)
+        wait_for(lambda: network.reachable(lease.address, 8080, timeout=0.2), what="httpd listening")
         status, body = network.http_get(lease.address, 8080)
         assert status == 200 and "container built by hand" in body
         assert c.logs() == "up\n"
@@ -122,11 +119,10 @@ def test_two_containers_share_the_bridge_and_reach_each_other(own_objects):
         b.start()
         assert a.net.bridge is b.net.bridge
         assert a.address != b.address
-        for _ in range(100):
+        def fetch():
             r = b.exec(["wget", "-q", "-O", "-", f"http://{a.address}/"])
-            if r.returncode == 0:
-                break
-            time.sleep(0.02)
+            return r.returncode == 0 and r
+        r = wait_for(fetch, what=f"a's httpd answering b at {a.address}")
         assert "hello" in r.stdout, r
         br = a.net.bridge.name
     assert br not in links()                  # the last container took the bridge with it

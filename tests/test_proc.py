@@ -3,6 +3,7 @@ import os
 import subprocess
 
 import pytest
+from conftest import wait_exit, wait_for
 
 from justaprocess import proc
 from justaprocess.errors import NoSuchProcess
@@ -25,13 +26,9 @@ def test_child_shares_namespaces_by_default():
 @pytest.mark.root
 def test_unshared_child_differs_in_exactly_those_kinds():
     child = subprocess.Popen(["unshare", "--uts", "--ipc", "sleep", "10"])
-    try:
-        import time
-        for _ in range(200):
-            shared = proc.shared_namespaces(os.getpid(), child.pid)
-            if not shared["uts"]:
-                break
-            time.sleep(0.01)
+    try:  # unshare(1) switches, then execs sleep: wait for the exec's new name
+        wait_for(lambda: proc.status(child.pid)["Name"] == "sleep", what="unshare exec'd sleep")
+        shared = proc.shared_namespaces(os.getpid(), child.pid)
         assert {k for k, v in shared.items() if not v} == {"uts", "ipc"}
     finally:
         child.kill(); child.wait()
@@ -41,12 +38,10 @@ def test_unshared_child_differs_in_exactly_those_kinds():
 def test_nspid_inside_a_pid_namespace():
     child = subprocess.Popen(["unshare", "--pid", "--fork", "sleep", "10"])
     try:
-        import time
-        for _ in range(200):
-            kids = [int(p) for p in open(f"/proc/{child.pid}/task/{child.pid}/children").read().split()]
-            if kids:
-                break
-            time.sleep(0.01)
+        def kids():
+            with open(f"/proc/{child.pid}/task/{child.pid}/children") as f:
+                return [int(p) for p in f.read().split()]
+        kids = wait_for(kids, what="unshare --fork started its child")
         assert proc.nspid(kids[0])[-1] == 1
         assert proc.nspid(kids[0])[0] == kids[0]
     finally:
@@ -101,11 +96,7 @@ def test_running_is_false_for_exited_and_zombie_processes():
     child = subprocess.Popen(["sleep", "10"])
     assert proc.running(child.pid)
     child.kill()
-    import time
-    for _ in range(200):  # killed, not yet reaped: a zombie
-        if not proc.running(child.pid):
-            break
-        time.sleep(0.01)
+    assert wait_exit(child.pid)  # the pidfd says it ended; not yet reaped: a zombie
     assert not proc.running(child.pid) and proc.exists(child.pid)
     child.wait()
     assert not proc.running(child.pid)

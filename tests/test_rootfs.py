@@ -19,55 +19,50 @@ def _chroot(root, *argv):
     return subprocess.run(["chroot", root, *argv], capture_output=True, text=True, timeout=20)
 
 
-@pytest.fixture(scope="module")
-def busybox():
-    return rootfs.build("busybox")
-
-
-def test_busybox_rootfs_runs_a_shell_inside(busybox):
-    r = _chroot(busybox.path, "/bin/sh", "-c", "echo hello from $(cat /etc/hostname)")
+def test_busybox_rootfs_runs_a_shell_inside(image):
+    r = _chroot(image.path, "/bin/sh", "-c", "echo hello from $(cat /etc/hostname)")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "hello from container\n"
 
 
-def test_applet_links_point_inside_the_rootfs(busybox):
+def test_applet_links_point_inside_the_rootfs(image):
     # Made by running busybox --install inside: links name /bin/busybox of the rootfs,
     # and resolve to the copy in the tree, never to the host's binary.
-    link = os.path.join(busybox.path, "bin", "ls")
+    link = os.path.join(image.path, "bin", "ls")
     assert os.readlink(link) == "/bin/busybox"
-    apps = [n for n in os.listdir(os.path.join(busybox.path, "bin")) if n != "busybox"]
+    apps = [n for n in os.listdir(os.path.join(image.path, "bin")) if n != "busybox"]
     assert len(apps) > 100
-    assert _chroot(busybox.path, "/bin/ls", "/etc").stdout.split() >= ["group", "hostname"]
+    assert _chroot(image.path, "/bin/ls", "/etc").stdout.split() >= ["group", "hostname"]
 
 
-def test_busybox_is_static_and_etc_has_the_basics(busybox):
-    assert rootfs.libraries(os.path.join(busybox.path, "bin", "busybox")) == []
-    with open(os.path.join(busybox.path, "etc", "passwd")) as f:
+def test_busybox_is_static_and_etc_has_the_basics(image):
+    assert rootfs.libraries(os.path.join(image.path, "bin", "busybox")) == []
+    with open(os.path.join(image.path, "etc", "passwd")) as f:
         assert f.readline().startswith("root:x:0:0:")
-    assert oct(os.stat(os.path.join(busybox.path, "tmp")).st_mode & 0o7777) == "0o1777"
+    assert oct(os.stat(os.path.join(image.path, "tmp")).st_mode & 0o7777) == "0o1777"
     for d in ("proc", "sys", "dev"):
-        assert os.path.isdir(os.path.join(busybox.path, d))
+        assert os.path.isdir(os.path.join(image.path, d))
 
 
-def test_tarball_holds_the_same_tree(busybox):
-    with tarfile.open(busybox.tarball) as t:
+def test_tarball_holds_the_same_tree(image):
+    with tarfile.open(image.tarball) as t:
         names = {os.path.normpath(n) for n in t.getnames()}
     assert {"bin/busybox", "bin/sh", "etc/passwd", "var/www/index.html"} <= names
     on_disk = set()
-    for d, dirs, files in os.walk(busybox.path):
+    for d, dirs, files in os.walk(image.path):
         for n in dirs + files:
-            on_disk.add(os.path.relpath(os.path.join(d, n), busybox.path))
+            on_disk.add(os.path.relpath(os.path.join(d, n), image.path))
     on_disk.discard(rootfs.MARKER)
     assert on_disk == names - {"."}
 
 
-def test_extract_is_tar_x_into_a_new_folder(busybox, tmp_path):
+def test_extract_is_tar_x_into_a_new_folder(image, tmp_path):
     dest = str(tmp_path / "jap-copy")
-    rootfs.extract(busybox, dest)
+    rootfs.extract(image, dest)
     assert os.path.islink(os.path.join(dest, "bin", "sh"))
     assert _chroot(dest, "/bin/true").returncode == 0
     with pytest.raises(FileExistsError):
-        rootfs.extract(busybox, dest)  # never over an existing tree
+        rootfs.extract(image, dest)  # never over an existing tree
 
 
 def test_cached_then_rebuilt_when_missing(tmp_path, monkeypatch):

@@ -4,22 +4,15 @@ Real effects only: the kernel's files of the container's process and cgroup,
 and that every directory and process is gone afterwards.
 """
 import os
-import time
 
 import pytest
+from conftest import wait_for
 
-from justaprocess import cgroups, lab, proc, rootfs, runtimes
+from justaprocess import cgroups, lab, proc, runtimes
 from justaprocess.errors import BadInput, MissingTool, NotSupported
 
 RUNC = runtimes.find("runc")
 needs_runc = pytest.mark.skipif(not RUNC.available, reason=f"runc: {RUNC.reason}")
-
-
-@pytest.fixture(scope="module")
-def fs():
-    if os.geteuid() != 0:
-        pytest.skip("needs root: run `make test` as root in the lab VM")
-    return rootfs.build("busybox")
 
 
 # --- the config, without running anything ------------------------------------------
@@ -81,8 +74,8 @@ def test_facts_of_a_plain_process_share_everything():
 
 @pytest.mark.root
 @needs_runc
-def test_runc_container_facts_and_cleanup(fs, own_objects):
-    c = runtimes.OCIContainer(fs, ["sleep", "60"], memory="48M", pids=40)
+def test_runc_container_facts_and_cleanup(image, own_objects):
+    c = runtimes.OCIContainer(image, ["sleep", "60"], memory="48M", pids=40)
     assert c.pid is None and not os.path.exists(c.dir)  # nothing happens in the constructor
     c.start()
     try:
@@ -114,28 +107,28 @@ def test_runc_container_facts_and_cleanup(fs, own_objects):
 
 @pytest.mark.root
 @needs_runc
-def test_runc_run_returns_exit_code_and_output(fs, own_objects):
-    r = runtimes.run(fs, ["sh", "-c", "echo out; echo err >&2; exit 3"])
+def test_runc_run_returns_exit_code_and_output(image, own_objects):
+    r = runtimes.run(image, ["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
     assert not [e for e in lab.entries() if e.owner == os.getpid()]
 
 
 @pytest.mark.root
 @needs_runc
-def test_seccomp_off_shows_in_facts(fs, own_objects):
-    with runtimes.OCIContainer(fs, ["sleep", "30"], seccomp=False) as c:
+def test_seccomp_off_shows_in_facts(image, own_objects):
+    with runtimes.OCIContainer(image, ["sleep", "30"], seccomp=False) as c:
         assert c.facts().seccomp == 0
 
 
 @pytest.mark.root
 @needs_runc
-def test_same_blocks_as_the_hand_built_engine(fs, own_objects):
+def test_same_blocks_as_the_hand_built_engine(image, own_objects):
     container = pytest.importorskip("justaprocess.container")
-    hb = container.Container(["sleep", "30"], rootfs=fs, memory="64M")
+    hb = container.Container(["sleep", "30"], rootfs=image, memory="64M")
     try:
         hb.create()
         hb.start()
-        with runtimes.OCIContainer(fs, ["sleep", "30"], memory="64M") as oc:
+        with runtimes.OCIContainer(image, ["sleep", "30"], memory="64M") as oc:
             a, b = runtimes.facts(hb.pid, "hand-built"), oc.facts()
             for kind in ("pid", "net", "mnt", "uts", "ipc"):
                 assert not a.shared_with_host[kind] and not b.shared_with_host[kind]
@@ -148,37 +141,34 @@ def test_same_blocks_as_the_hand_built_engine(fs, own_objects):
 
 
 @pytest.mark.root
-def test_crun_when_present(fs, own_objects):
+def test_crun_when_present(image, own_objects):
     rt = runtimes.find("crun")
     if not rt.available:
         with pytest.raises(MissingTool, match="crun"):
-            runtimes.OCIContainer(fs, ["true"], runtime="crun").start()
+            runtimes.OCIContainer(image, ["true"], runtime="crun").start()
         pytest.skip(f"crun: {rt.reason}")
-    r = runtimes.run(fs, ["sh", "-c", "echo $$"], runtime="crun")
+    r = runtimes.run(image, ["sh", "-c", "echo $$"], runtime="crun")
     assert r.returncode == 0 and r.stdout.strip() == "1"
-    with runtimes.OCIContainer(fs, ["sleep", "30"], runtime="crun") as c:
+    with runtimes.OCIContainer(image, ["sleep", "30"], runtime="crun") as c:
         f = c.facts()
         assert f.pid_inside == 1 and f.memory_limit == 64 << 20
 
 
 @pytest.mark.root
-def test_podman_is_reported_not_driven(fs, own_objects):
+def test_podman_is_reported_not_driven(image, own_objects):
     rt = runtimes.find("podman")
     assert not rt.available and rt.reason
     with pytest.raises((MissingTool, NotSupported), match="podman"):
-        runtimes.OCIContainer(fs, ["true"], runtime="podman").start()
+        runtimes.OCIContainer(image, ["true"], runtime="podman").start()
 
 
 @pytest.mark.root
 @needs_runc
-def test_logs_stop_and_the_container_api(fs, own_objects):
-    with runtimes.OCIContainer(fs, ["sh", "-c", "echo hello; echo oops >&2; exec sleep 30"]) as c:
+def test_logs_stop_and_the_container_api(image, own_objects):
+    with runtimes.OCIContainer(image, ["sh", "-c", "echo hello; echo oops >&2; exec sleep 30"]) as c:
         assert set(c.namespaces) >= {"pid", "net"} and c.namespaces["pid"] != proc.namespaces()["pid"]
         assert any(os.path.basename(d) == c.name for d in c.cgroups.values())
-        for _ in range(100):
-            if c.logs() and c.logs("stderr"):
-                break
-            time.sleep(0.01)
+        wait_for(lambda: c.logs() and c.logs("stderr"), what="both lines logged")
         assert c.logs() == "hello\n" and c.logs("stderr") == "oops\n"
         assert c.running()
         c.stop()
