@@ -3,7 +3,8 @@
 On load it removes what crashed kernels left behind (objects whose creator is
 gone), arranges for this kernel's own objects to be removed when it exits, and
 shows a ``LabError`` as one line - what is wrong and what to do - instead of a
-traceback.  ``%lab_cleanup`` removes this kernel's objects now.
+traceback (and a check cell run before its exercise cell: "run the exercise cell
+above first", not a ``NameError``).  ``%lab_cleanup`` removes this kernel's objects now.
 """
 from __future__ import annotations
 
@@ -33,6 +34,32 @@ def _show_lab_error(shell, etype, evalue, tb, tb_offset=None):
     return None
 
 
+def _cell_raising(tb) -> str:
+    """The source of the cell when the exception was raised by the cell's own top-level
+    code (the traceback's last frame), else ''."""
+    import linecache
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None or tb.tb_frame.f_code.co_name != "<module>":
+        return ""
+    return "".join(linecache.getlines(tb.tb_frame.f_code.co_filename))
+
+
+def _show_error(shell, etype, evalue, tb, tb_offset=None):
+    if issubclass(etype, LabError):
+        return _show_lab_error(shell, etype, evalue, tb, tb_offset)
+    # A NameError raised by a check cell itself (not deeper in the helpers): its
+    # exercise cell was not run yet. Say so as a verdict, not as a traceback.
+    if issubclass(etype, NameError) and (cell := _cell_raising(tb)):
+        from .checks import name_error_verdict
+        v = name_error_verdict(cell, getattr(evalue, "name", "") or "")
+        if v is not None:
+            shell._showtraceback(etype, evalue, [repr(v)])
+            return None
+    shell.showtraceback((etype, evalue, tb), tb_offset=tb_offset)
+    return None
+
+
 def cleanup_now() -> str:
     removed = lab.cleanup(owner=_OWNER)
     return f"cleanup: removed {len(removed)} object(s) of this notebook" if removed else \
@@ -48,7 +75,7 @@ def load_ipython_extension(ipython) -> None:
     if os.geteuid() == 0:
         lab.cleanup(stale=True)
         atexit.register(_on_exit)
-    ipython.set_custom_exc((LabError,), _show_lab_error)
+    ipython.set_custom_exc((LabError, NameError), _show_error)
 
     @register_line_magic
     def lab_cleanup(line):  # noqa: ARG001
