@@ -6,7 +6,7 @@ and that every directory and process is gone afterwards.
 import os
 
 import pytest
-from conftest import wait_for
+from conftest import cli, wait_for
 
 from justaprocess import cgroups, lab, proc, runtimes
 from justaprocess.errors import BadInput, MissingTool, NotSupported
@@ -52,8 +52,43 @@ def test_unknown_runtime_is_refused():
 
 
 def test_absent_runtimes_say_why():
+    shown = cli("runtimes")
+    assert shown.returncode == 0, shown.stderr
     for rt in runtimes.available().values():
-        assert rt.available or ("not installed" in rt.reason or "failed" in rt.reason)
+        assert rt.available == (rt.reason == "")
+        if not rt.available:  # which one, and why: in its reason and on the command line
+            assert rt.name in rt.reason and rt.reason in shown.stdout
+
+
+def _cgroup_tree(tmp_path, lines, unified_controllers=None):
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    if unified_controllers is not None:
+        (root / "unified").mkdir()
+        (root / "unified" / "cgroup.controllers").write_text(unified_controllers)
+    mounts = tmp_path / "mounts"
+    mounts.write_text("".join(line.format(root=root) + "\n" for line in lines))
+    return str(root), str(mounts)
+
+
+HYBRID = ["tmpfs {root} tmpfs rw 0 0", "cgroup {root}/memory cgroup rw,memory 0 0",
+          "cgroup2 {root}/unified cgroup2 rw 0 0"]
+
+
+def test_crun_refuses_a_hybrid_whose_cgroup2_has_controllers(tmp_path):
+    root, mounts = _cgroup_tree(tmp_path, HYBRID, unified_controllers="hugetlb\n")
+    why = runtimes.layout_refusal("crun", root, mounts)
+    assert "crun" in why and f"{root}/unified" in why and "hugetlb" in why
+    assert runtimes.layout_refusal("runc", root, mounts) == ""
+
+
+@pytest.mark.parametrize("lines,unified", [
+    (HYBRID, ""),                                            # systemd's hybrid: no controller on v2
+    (["cgroup2 {root} cgroup2 rw 0 0"], None),               # pure v2
+    (["tmpfs {root} tmpfs rw 0 0", "cgroup {root}/memory cgroup rw,memory 0 0"], None)])  # pure v1
+def test_crun_takes_other_layouts(tmp_path, lines, unified):
+    root, mounts = _cgroup_tree(tmp_path, lines, unified)
+    assert runtimes.layout_refusal("crun", root, mounts) == ""
 
 
 def test_cgroups_path_is_under_the_lab_parent():
@@ -143,9 +178,11 @@ def test_same_blocks_as_the_hand_built_engine(image, own_objects):
 @pytest.mark.root
 def test_crun_when_present(image, own_objects):
     rt = runtimes.find("crun")
-    if not rt.available:
-        with pytest.raises(MissingTool, match="crun"):
+    if not rt.available:  # absent, or present but unable to run here: a lab error, nothing made
+        refused = MissingTool if rt.path is None else NotSupported
+        with pytest.raises(refused, match="crun"):
             runtimes.OCIContainer(image, ["true"], runtime="crun").start()
+        assert not [e for e in lab.entries() if e.owner == os.getpid()]
         pytest.skip(f"crun: {rt.reason}")
     r = runtimes.run(image, ["sh", "-c", "echo $$"], runtime="crun")
     assert r.returncode == 0 and r.stdout.strip() == "1"

@@ -66,7 +66,33 @@ def find(name: str) -> Runtime:
         return Runtime(name, path, version, f"{name} {version} is installed but the lab does not "
                        "drive it: it keeps its own state and a conmon monitor process outside the "
                        "lab's registry (try `podman run --rootfs DIR` by hand)")
-    return Runtime(name, path, version, "")
+    return Runtime(name, path, version, layout_refusal(name))
+
+
+def layout_refusal(name: str, root: str = cgroups.ROOT, mounts: str = cgroups.MOUNTS) -> str:
+    """Why runtime ``name`` cannot run on this machine's cgroup layout ("" when it can).
+
+    crun supports the v1+v2 hybrid only while the cgroup2 hierarchy offers no
+    controller (its cgroup.controllers is empty); otherwise every `crun run`
+    fails with "cgroups in hybrid mode not supported" (libcrun/cgroup.c).  runc
+    takes the hybrid, and both take pure v1 and pure v2.
+    """
+    if name != "crun":
+        return ""
+    try:
+        if cgroups.layout(root, mounts) != cgroups.HYBRID:
+            return ""
+        unified = [h for h in cgroups.hierarchies(root, mounts) if h.version == 2]
+    except (OSError, LabError):
+        return ""  # no layout to judge: running it will tell
+    busy = [h for h in unified if h.controllers]
+    if not busy:
+        return ""
+    h = busy[0]
+    return (f"crun refuses this v1+v2 hybrid cgroup layout: its cgroup2 hierarchy "
+            f"({h.mountpoint}) offers controllers ({', '.join(h.controllers)}), and crun runs on "
+            "the hybrid only when it offers none (\"cgroups in hybrid mode not supported\"). "
+            "Use runc here; crun runs on pure cgroup v2, as in the lab VM")
 
 
 def available() -> dict[str, Runtime]:
