@@ -1,0 +1,1252 @@
+"""The one launcher: every process the lab starts goes through here.
+
+A :class:`Spec` says what the process is (a command to exec, or a Python
+callable to run) and what it lives in: namespaces to create or to join (any of
+the eight, joined by PID, by a namespace file or by an open fd), a cgroup,
+uid/gid and user-namespace maps, capabilities, no_new_privs, a seccomp filter,
+a root (pivot_root or chroot), cwd, env, stdio.  :func:`start` returns a
+registered :class:`Handle` (with a pidfd); :func:`run` waits for its
+:class:`Result`.
+
+Process layout.  The caller (a notebook's kernel: multithreaded) never changes
+its own namespaces, cgroup or capabilities.  It forks a *helper* (single
+threaded: unshare(CLONE_NEWUSER) and setns(mnt) work there, unshare(2),
+setns(2)) that does the steps in this order, each named in a failure::
+
+    caller --fork--> H: cgroup, setns each joined kind, chroot into a target's root,
+                        unshare time  --clone(CLONE_NEW*)--> T: maps, mounts, root, caps, exec
+                     H writes T's uid/gid maps, reports T's PID and exits as T exits.
+
+H clones a separate T only when it must: a new or joined pid namespace applies
+to children only (pid_namespaces(7)), a new user namespace's maps are written
+from outside it (user_namespaces(7)), and a new time namespace too applies to
+children (time_namespaces(7)).  Otherwise H itself unshares and becomes T.
+A single-threaded caller that joins nothing (a script, the benchmark) skips H:
+it clones T straight into its new namespaces, as runc does.
+
+One wire format from the children: frames of a 4-byte length and a pickled
+``(kind, payload)`` on a close-on-exec pipe.  ``pid``/``ns_pid`` say where T
+is; ``error`` is a failed step (step, errno, detail); ``running`` says a
+callable started, ``value``/``raised`` what it returned or raised.  EOF on the
+pipe means "exec'd" (or died), as subprocess's exec-error pipe does.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import io
+import os
+import pickle
+import select
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
+
+from . import _libc, lab, proc
+from .errors import BadInput, LabError, NeedsPrivilege, NoSuchProcess, NotSupported
+
+# --- the eight kinds ----------------------------------------------------------------
+# clone flags: include/uapi/linux/sched.h; namespaces(7).
+FLAGS = {"cgroup": _libc.CLONE_NEWCGROUP, "ipc": _libc.CLONE_NEWIPC, "mnt": _libc.CLONE_NEWNS,
+         "net": _libc.CLONE_NEWNET, "pid": _libc.CLONE_NEWPID, "time": _libc.CLONE_NEWTIME,
+         "user": _libc.CLONE_NEWUSER, "uts": _libc.CLONE_NEWUTS}
+KINDS = proc.NS_KINDS
+_ALIASES = {"mount": "mnt", "ns": "mnt", "network": "net", "cgroups": "cgroup", "hostname": "uts"}
+# The order of setns(2).  nsenter(1) joins user first, for an unprivileged caller
+# gains its capabilities there; we are root in the initial user namespace, which
+# holds CAP_SYS_ADMIN over every namespace: joining user *last* keeps that for the
+# others (setns into a time namespace owned by the initial user namespace is refused
+# from inside a child user namespace).  mnt resets root and cwd; pid and time
+# apply to children only (pid_namespaces(7), time_namespaces(7)).
+JOIN_ORDER = ("cgroup", "ipc", "uts", "net", "pid", "mnt", "time", "user")
+
+# The bounds of learner code (cgroup="bounded"): enough for a Python callable and a
+# few children; a fork bomb meets pids.max, a memory hog the OOM killer.
+BOUNDED_MEMORY = "256M"
+BOUNDED_PIDS = 64
+
+EXIT_SETUP, EXIT_EXEC = 126, 127   # what sh(1) returns: "cannot run", "not found"
+
+
+class Fd(NamedTuple):
+    """Join a namespace through an open file descriptor (it stays the caller's to close)."""
+    fd: int
+
+
+class Bounded(NamedTuple):
+    """cgroup=Bounded(...): a fresh lab cgroup with these limits, removed after the run."""
+    memory: str | int = BOUNDED_MEMORY
+    pids: int = BOUNDED_PIDS
+
+
+def kinds_of(kinds: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Normalise "uts,net", ["mount"] or "all" to names of the eight kinds, in :data:`KINDS` order."""
+    if kinds is None:
+        return ()
+    if isinstance(kinds, str):
+        kinds = KINDS if kinds.strip() == "all" else kinds.replace(",", " ").split()
+    out = set()
+    for k in kinds:
+        name = _ALIASES.get(str(k).strip().lower(), str(k).strip().lower())
+        if name not in FLAGS:
+            raise BadInput(f"unknown namespace kind {k!r}: use some of {', '.join(KINDS)} "
+                           "(see namespaces(7))")
+        out.add(name)
+    return tuple(k for k in KINDS if k in out)
+
+
+def idmap_text(m, what: str = "uid_map") -> str | None:
+    """uid_map/gid_map text from '0 100000 65536' lines, an int N ("root inside is N
+    outside") or (inside, outside, count) tuples (user_namespaces(7))."""
+    if m is None:
+        return None
+    if isinstance(m, bool):
+        raise BadInput(f"{what}: give text like '0 100000 65536', an outside id, or tuples")
+    if isinstance(m, int):
+        lines = [(0, m, 1)]
+    elif isinstance(m, str):
+        try:
+            lines = [tuple(int(x) for x in ln.split()) for ln in m.strip().splitlines() if ln.strip()]
+        except ValueError:
+            lines = [()]
+    else:
+        try:
+            lines = [tuple(int(x) for x in t) for t in m]
+        except (TypeError, ValueError):
+            lines = [()]
+    if not lines or any(len(t) != 3 or min(t) < 0 or t[2] < 1 for t in lines) or len(lines) > 340:
+        raise BadInput(f"{what} {m!r}: each line is 'INSIDE OUTSIDE COUNT' (count >= 1), "
+                       "e.g. '0 100000 65536' (user_namespaces(7))")
+    return "".join(f"{a} {b} {c}\n" for a, b, c in lines)
+
+
+# --- what comes back ---------------------------------------------------------------------
+
+# What to do when a step fails, by (step prefix, errno): the hint of a StepFailed.
+_HINTS = (
+    ("exec", _errno.ENOENT, "no such program: check its name, or give a full path "
+                            "(the PATH searched is the one of env=, inside the root)"),
+    ("exec", _errno.EACCES, "the file is not executable by the uid it runs as: check its mode"),
+    ("setns", _errno.EINVAL, "this namespace cannot be joined from here (setns(2)): is the "
+                             "target in a nested user namespace, or already ours?"),
+    ("setns", _errno.EPERM, "joining needs CAP_SYS_ADMIN (and CAP_SYS_CHROOT for mnt): run the "
+                            "lab as root in its VM"),
+    ("open", _errno.ENOENT, "the target process has exited: start it again"),
+    ("open", _errno.ESRCH, "the target process has exited: start it again"),
+    ("cgroup", _errno.EBUSY, "cgroup v2 puts processes only in leaf cgroups with no enabled "
+                             "controllers below (cgroup-v2 'no internal processes'): join a leaf"),
+    ("cgroup", _errno.EOPNOTSUPP, "a threaded cgroup v2 subtree: join its domain cgroup"),
+    ("cgroup", _errno.ENOENT, "that cgroup is gone: create it again"),
+    ("clone", _errno.ENOMEM, "the pid namespace joined has lost its PID 1, so no new process "
+                             "may enter it (pid_namespaces(7)): start the target again"),
+    ("", _errno.ENOSPC, "the per-user namespace limit is reached (/proc/sys/user/max_*_namespaces): "
+                        "remove some (`python -m justaprocess cleanup`) or raise the limit"),
+    ("", _errno.EPERM, "needs privilege (capabilities(7)): run the lab as root in its VM"),
+    ("", _errno.EACCES, "needs privilege or file permissions: run the lab as root in its VM"),
+    ("", _errno.EAGAIN, "a limit on processes was reached (the cgroup's pids.max or RLIMIT_NPROC)"),
+)
+
+
+class StepFailed(LabError):
+    """A set-up step in the child failed: which step, the errno (by name) and what to do."""
+
+    def __init__(self, step: str, errno: int = 0, detail: str = "", hint: str = ""):
+        self.step, self.errno, self.detail = step, errno, detail
+        self.hint = hint or _hint(step, errno)
+        super().__init__(str(self))
+
+    @property
+    def errno_name(self) -> str:
+        return _errno.errorcode.get(self.errno, "") if self.errno else ""
+
+    def __str__(self) -> str:
+        why = f"{self.errno_name} ({os.strerror(self.errno)})" if self.errno else (self.detail or "failed")
+        more = f" [{self.detail}]" if self.detail and self.errno else ""
+        return f"{self.step}: {why}{more} - {self.hint}"
+
+    def __reduce__(self):
+        return (StepFailed, (self.step, self.errno, self.detail, self.hint))
+
+
+def _hint(step: str, no: int) -> str:
+    for prefix, e, text in _HINTS:
+        if e == no and step.startswith(prefix):
+            return text
+    return "see the man page of that call (unshare(2), setns(2), mount(2), capabilities(7))"
+
+
+class Timeout(LabError, TimeoutError):
+    """A launched process did not finish in time (it was killed, by run())."""
+
+
+@dataclass
+class Result:
+    """What a launched process did: the one result type of every run in the lab."""
+    returncode: int | None          # exit code; -N when killed by signal N (like subprocess)
+    stdout: str = ""
+    stderr: str = ""
+    host_pid: int = 0               # the process as the host numbers it
+    ns_pid: int = 0                 # as its own PID namespace numbers it
+    value: Any = None               # a callable's return value (pickled back)
+    exception: BaseException | None = None  # what a callable raised (pickled back)
+    error: StepFailed | None = None  # a set-up step that failed (nothing ran)
+    final: dict = field(default_factory=dict)  # its /proc/PID/status at exit (when observable)
+    label: str = ""
+    kinds: tuple[str, ...] = ()     # new namespaces it was given
+    notes: tuple[str, ...] = ()
+
+    @property
+    def signal(self) -> int | None:
+        return -self.returncode if self.returncode is not None and self.returncode < 0 else None
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.error is None and self.exception is None
+
+    @property
+    def output(self) -> str:
+        return self.stdout
+
+    @property
+    def errno_name(self) -> str:
+        """'EPERM' when the callable raised OSError(EPERM) (or a step failed so); else ''."""
+        no = getattr(self.exception, "errno", None) or (self.error.errno if self.error else None)
+        return _errno.errorcode.get(no, "") if no else ""
+
+    def check(self) -> "Result":
+        """Raise the failed step (a lab error), or LabError for a failed command; else self."""
+        if self.error is not None:
+            raise self.error
+        if self.returncode != 0 or self.exception is not None:
+            what = (f"raised {type(self.exception).__name__}: {self.exception}"
+                    if self.exception is not None else
+                    f"was killed by signal {self.signal}" if self.signal else
+                    f"exited with {self.returncode}")
+            raise LabError(f"{self.label or 'the process'} {what}: {self.stderr.strip()[-500:]}")
+        return self
+
+    def __repr__(self) -> str:
+        out = self.stdout if len(self.stdout) < 200 else self.stdout[:200] + "..."
+        s = f"Result({self.label!r}, returncode={self.returncode}, ns_pid={self.ns_pid}, " \
+            f"host_pid={self.host_pid}, stdout={out!r}"
+        if self.kinds:
+            s += f", kinds={','.join(self.kinds)}"
+        if self.stderr:
+            s += f", stderr={self.stderr[-200:]!r}"
+        if self.value is not None:
+            s += f", value={self.value!r}"
+        if self.exception is not None:
+            s += f", exception={self.exception!r}"
+        if self.error is not None:
+            s += f", error={str(self.error)!r}"
+        for n in self.notes:
+            s += f", note={n!r}"
+        return s + ")"
+
+
+# --- the request --------------------------------------------------------------------------
+
+@dataclass
+class Spec:
+    """One process to start; see the module docstring and :func:`start`.
+
+    ``join``: {kind: PID | '/proc/PID/ns/KIND' path | Fd(n)}.  ``cgroup``: None (stay
+    in the caller's), a ``cgroups.Cgroup``, a list of cgroup directories, a PID (join
+    that process's cgroups), ``"bounded"`` or :class:`Bounded` (a fresh lab cgroup with
+    memory and pids limits, removed after the run).  ``caps``: names to keep (all
+    others leave every set, the bounding set too unless ``bounding=False``);
+    ``drop``: names to remove; ``ambient``: names to raise into the ambient set, or
+    True for all kept.  ``seccomp``: syscall names (or numbers) to fail with EPERM, or
+    {name: errno name}.  ``target_root``: a PID; after the joins, chroot into its root
+    (/proc/PID/root, opened before anything is joined), as ``runc exec`` does.
+    ``offsets``: {'monotonic'|'boottime': seconds} for a new time namespace.
+    """
+    argv: Sequence[str] | None = None
+    fn: Callable[[], Any] | None = None
+    new: str | Iterable[str] = ()
+    join: dict = field(default_factory=dict)
+    cgroup: Any = None
+    uid: int | None = None
+    gid: int | None = None
+    groups: Sequence[int] = ()
+    uid_map: Any = None
+    gid_map: Any = None
+    caps: Iterable[str | int] | None = None
+    drop: Iterable[str | int] = ()
+    ambient: Iterable[str | int] | bool = ()
+    bounding: bool = True
+    no_new_privs: bool = False
+    seccomp: Any = None
+    root: str | None = None
+    pivot_root: bool = True
+    mount_proc: bool = False
+    hostname: str | None = None
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    stdin: Any = None
+    stdout: Any = "pipe"
+    stderr: Any = "pipe"
+    target_root: int | None = None
+    offsets: dict | None = None
+    note: str = ""
+
+
+@dataclass
+class _Plan:
+    """The Spec resolved in the caller: the children make syscalls, not decisions."""
+    argv: list[str] | None
+    fn: Callable | None
+    label: str
+    new: tuple[str, ...]
+    join_fds: list[tuple[str, int]]
+    cgroup_files: list[str]
+    uid_map: str | None
+    gid_map: str | None
+    setgroups: str | None
+    uid: int | None
+    gid: int | None
+    groups: list[int]
+    keep: int | None
+    drop: int
+    ambient: int | bool
+    bounding: bool
+    last_cap: int
+    no_new_privs: bool
+    seccomp: bytes | None
+    root: str | None
+    pivot_root: bool
+    mount_proc: bool
+    hostname: str | None
+    cwd: str | None
+    env: dict | None
+    root_fd: int | None
+    offsets: str | None
+    caller: int
+    stdio: list = field(default_factory=list)   # [(child fd 0/1/2, fd to dup)]
+    owned_fds: list[int] = field(default_factory=list)
+    bounded: Any = None                         # the Cgroup made for cgroup="bounded"
+    wire_w: int = -1
+
+    @property
+    def clone_flags(self) -> int:
+        # cgroup: T unshares it after joining its cgroup, so that cgroup becomes its "/"
+        # (cgroup_namespaces(7)); time: unshared by H, it applies to H's children.
+        return sum(FLAGS[k] for k in self.new if k not in ("cgroup", "time"))
+
+    @property
+    def needs_child(self) -> bool:
+        joined = {k for k, _ in self.join_fds}
+        return bool({"pid", "user", "time"} & set(self.new)) or "pid" in joined
+
+
+def _open_ns(kind: str, target) -> tuple[int, bool]:
+    """An fd of the namespace to join, and whether we own it.  Opened *now*, in the
+    caller: the target may exit, but the namespace stays while the fd is open."""
+    if isinstance(target, Fd):
+        return target.fd, False
+    if isinstance(target, bool) or not isinstance(target, (int, str, os.PathLike)):
+        raise BadInput(f"join[{kind!r}]: a PID, a path like /proc/PID/ns/{kind}, or Fd(n); "
+                       f"not {target!r}")
+    if isinstance(target, int):
+        if target <= 0:
+            raise BadInput(f"join[{kind!r}]: {target} is not a valid PID (PIDs start at 1)")
+        path = f"/proc/{target}/ns/{kind}"
+    else:
+        path = os.fspath(target)
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC), True
+    except (FileNotFoundError, ProcessLookupError):
+        if isinstance(target, int):
+            raise NoSuchProcess(target) from None
+        raise BadInput(f"join[{kind!r}]: no namespace file {path!r}") from None
+    except PermissionError as exc:
+        raise NeedsPrivilege("root", f"opening {path}:") from exc
+
+
+def _same_ns(fd: int, kind: str) -> bool:
+    a, b = os.fstat(fd), os.stat(f"/proc/self/ns/{kind}")
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _cgroup_dirs(cg) -> tuple[list[str], Any]:
+    """The directories to join and, for cgroup='bounded', the Cgroup made for it."""
+    from . import cgroups
+    if cg is None:
+        return [], None
+    if cg == "bounded" or isinstance(cg, Bounded):
+        b = cg if isinstance(cg, Bounded) else Bounded()
+        made = cgroups.Cgroup(lab.name("run"), memory=b.memory, pids=b.pids).create()
+        return list(made.paths), made
+    if isinstance(cg, bool):
+        raise BadInput("cgroup=: None, 'bounded', a Cgroup, a PID, or a list of cgroup directories")
+    if isinstance(cg, int):
+        if cg <= 0:
+            raise BadInput(f"cgroup={cg}: not a valid PID")
+        if not proc.exists(cg):
+            raise NoSuchProcess(cg)
+        dirs = []
+        for place in cgroups.places_of(cg).values():
+            if place.path not in dirs:
+                dirs.append(place.path)
+        return dirs, None
+    if hasattr(cg, "paths"):
+        if not cg.paths:
+            raise BadInput(f"cgroup {getattr(cg, 'name', cg)} is not created: call .create() first")
+        return list(cg.paths), None
+    if isinstance(cg, str):
+        cg = [cg]
+    dirs = [os.fspath(d) for d in cg]
+    for d in dirs:
+        if not os.path.isfile(os.path.join(d, "cgroup.procs")):
+            raise BadInput(f"{d!r} is not a cgroup directory (it has no cgroup.procs)")
+    return dirs, None
+
+
+def join_files(dirs: Sequence[str]) -> list[str]:
+    """The files a child writes "0" (= me) to, to move itself into these cgroups.
+
+    v1's ``tasks`` where it exists: moving a whole process (cgroup.procs) takes a
+    global lock whose first use waits for an RCU grace period (5-12 ms measured
+    here); a single-threaded process moving its own thread skips it
+    (kernel/cgroup/cgroup.c, cgroup_procs_write_start), and with one thread, the
+    thread is the process.  v2 has no such shortcut: cgroup.procs.
+    """
+    out = []
+    for d in dirs:
+        tasks = os.path.join(d, "tasks")
+        out.append(tasks if os.path.exists(tasks) else os.path.join(d, "cgroup.procs"))
+    return out
+
+
+def _seccomp_program(spec) -> bytes | None:
+    if spec is None:
+        return None
+    if isinstance(spec, (bytes, bytearray)):
+        return bytes(spec)
+    items = spec.items() if isinstance(spec, dict) else ((s, "EPERM") for s in spec)
+    numbers = {}
+    for name, err in items:
+        if isinstance(name, int) and not isinstance(name, bool):
+            nr = name
+        else:
+            try:
+                nr = _libc.syscall_number(str(name))
+            except OSError:
+                raise BadInput(f"seccomp: no syscall number for {name!r} on {_libc.MACHINE} "
+                               "(_libc.SYSCALLS): give its number") from None
+        no = getattr(_errno, str(err), None) if not isinstance(err, int) else err
+        if not isinstance(no, int):
+            raise BadInput(f"seccomp: {err!r} is not an errno name like 'EPERM'")
+        numbers[nr] = no
+    if _libc.MACHINE not in _libc.AUDIT_ARCH:
+        raise NotSupported(f"seccomp filters: no audit arch for {_libc.MACHINE}")
+    return _libc.seccomp_deny(numbers)
+
+
+def _stdio(which: int, how, plan: _Plan, parent_side: dict) -> None:
+    if how is None and which == 0:
+        how = "null"
+    if how == "inherit":
+        return
+    if how == "null":
+        fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        plan.stdio.append((which, fd))
+        plan.owned_fds.append(fd)
+    elif how == "pipe":
+        r, w = os.pipe2(os.O_CLOEXEC)
+        mine, theirs = (w, r) if which == 0 else (r, w)
+        parent_side[which] = mine
+        plan.stdio.append((which, theirs))
+        plan.owned_fds.append(theirs)
+    elif isinstance(how, int) and not isinstance(how, bool) and how >= 0:
+        plan.stdio.append((which, how))
+    elif hasattr(how, "fileno"):
+        plan.stdio.append((which, how.fileno()))
+    else:
+        raise BadInput(f"stdio: 'pipe', 'inherit', 'null', None or an fd; not {how!r}")
+
+
+def _prepare(spec: Spec) -> tuple[_Plan, dict]:
+    if (spec.argv is None) == (spec.fn is None):
+        raise BadInput("give a command (argv=[...]) or a callable (fn=...), one of the two")
+    argv = None
+    if spec.argv is not None:
+        if isinstance(spec.argv, (str, bytes)) or not spec.argv or \
+                not all(isinstance(a, (str, bytes, os.PathLike)) for a in spec.argv):
+            raise BadInput(f"argv is a list of strings like ['/bin/sh', '-c', 'id'], not {spec.argv!r}")
+        argv = [os.fsdecode(a) for a in spec.argv]
+    elif not callable(spec.fn):
+        raise BadInput(f"fn must be callable, not {spec.fn!r}")
+    label = " ".join(argv) if argv else getattr(spec.fn, "__name__", repr(spec.fn))
+    label = label if len(label) <= 60 else label[:57] + "..."
+    new = kinds_of(spec.new)
+    if not isinstance(spec.join, dict):
+        raise BadInput("join= is a dict {kind: PID, path or Fd}")
+    join = {kinds_of([k])[0]: v for k, v in spec.join.items()}
+    both = set(new) & set(join)
+    if both:
+        raise BadInput(f"{', '.join(sorted(both))}: either create a namespace or join one, not both")
+    if spec.hostname is not None:
+        if "uts" not in new:
+            raise BadInput("hostname= needs a new uts namespace (else it would rename the host "
+                           "or the target): add 'uts' to new")
+        if not spec.hostname or len(spec.hostname.encode()) > 64:
+            raise BadInput(f"hostname {spec.hostname!r}: 1 to 64 bytes (sethostname(2))")
+    if spec.mount_proc and "mnt" not in new:
+        raise BadInput("mount_proc=True needs a new mount namespace (else it would cover the "
+                       "host's /proc): add 'mnt' to new")
+    if spec.root is not None:
+        if not os.path.isdir(spec.root) and "mnt" not in join:
+            raise BadInput(f"root {spec.root!r} is not a folder")
+        if spec.pivot_root and "mnt" not in new:
+            raise BadInput("pivot_root needs a new mount namespace: add 'mnt' to new, or "
+                           "pass pivot_root=False for chroot(2)")
+    if spec.target_root is not None and spec.root is not None:
+        raise BadInput("root= and target_root= both set a root: choose one")
+    if (spec.uid_map is not None or spec.gid_map is not None) and "user" not in new:
+        raise BadInput("uid_map=/gid_map= need a new user namespace: add 'user' to new")
+    if spec.offsets and "time" not in new:
+        raise BadInput("offsets= need a new time namespace: add 'time' to new")
+    if "time" in new and "time" not in proc.namespaces("self"):
+        raise NotSupported("this kernel has no time namespaces (Linux >= 5.6, time_namespaces(7))")
+    if os.geteuid() != 0 and (join or (new and "user" not in new) or spec.cgroup is not None):
+        raise NeedsPrivilege("root", "creating or joining namespaces or cgroups")
+    for name in ("uid", "gid"):
+        v = getattr(spec, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise BadInput(f"{name}={v!r}: a number >= 0")
+    from . import capabilities
+    keep = capabilities.to_mask(spec.caps) if spec.caps is not None else None
+    drop = capabilities.to_mask(spec.drop) if spec.drop else 0
+    amb = spec.ambient if isinstance(spec.ambient, bool) else \
+        (capabilities.to_mask(spec.ambient) if spec.ambient else 0)
+    um = idmap_text(spec.uid_map, "uid_map")
+    gm = idmap_text(spec.gid_map, "gid_map") if spec.gid_map is not None else um
+    offsets = None
+    if spec.offsets:
+        lines = []
+        for clock, secs in spec.offsets.items():
+            if clock not in ("monotonic", "boottime"):
+                raise BadInput(f"offsets: 'monotonic' or 'boottime', not {clock!r}")
+            ns = int(round(float(secs) * 1e9))
+            lines.append(f"{clock} {ns // 10**9} {ns % 10**9}")
+        offsets = "\n".join(lines) + "\n"
+    seccomp = _seccomp_program(spec.seccomp)
+    plan = _Plan(argv, spec.fn, label, new, [], [], um, gm,
+                 "deny" if (gm and os.geteuid() != 0) else None,
+                 spec.uid, spec.gid, list(spec.groups), keep, drop, amb, spec.bounding,
+                 capabilities.last_cap(), spec.no_new_privs, seccomp, spec.root, spec.pivot_root,
+                 spec.mount_proc, spec.hostname, spec.cwd,
+                 dict(spec.env) if spec.env is not None else None, None, offsets, os.getpid())
+    parent_side: dict[int, int] = {}
+    try:
+        # Open the target's files first, so it cannot race away between our checks
+        # and the joins: an open namespace fd keeps the namespace (namespaces(7)).
+        if spec.target_root is not None:
+            t = spec.target_root
+            if isinstance(t, bool) or not isinstance(t, int) or t <= 0:
+                raise BadInput(f"target_root={t!r}: the PID of the process whose root to use")
+            try:
+                plan.root_fd = os.open(f"/proc/{t}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except (FileNotFoundError, ProcessLookupError):
+                raise NoSuchProcess(t) from None
+            plan.owned_fds.append(plan.root_fd)
+        for kind in JOIN_ORDER:
+            if kind in join:
+                fd, owned = _open_ns(kind, join[kind])
+                if owned:
+                    plan.owned_fds.append(fd)
+                if not _same_ns(fd, kind):  # setns to one's own user ns is EINVAL (setns(2))
+                    plan.join_fds.append((kind, fd))
+        dirs, plan.bounded = _cgroup_dirs(spec.cgroup)
+        plan.cgroup_files = join_files(dirs)
+        _stdio(0, spec.stdin, plan, parent_side)
+        _stdio(1, spec.stdout, plan, parent_side)
+        _stdio(2, spec.stderr, plan, parent_side)
+    except BaseException:
+        _discard(plan, parent_side)
+        raise
+    return plan, parent_side
+
+
+def _discard(plan: _Plan, parent_side: dict) -> None:
+    for fd in plan.owned_fds + list(parent_side.values()):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    plan.owned_fds.clear()
+    if plan.bounded is not None:
+        plan.bounded.remove()
+        plan.bounded = None
+
+
+# --- the children (never return) -------------------------------------------------------------
+
+def _send(fd: int, kind: str, payload=None) -> None:
+    try:
+        data = pickle.dumps((kind, payload))
+    except Exception:  # noqa: BLE001 - an unpicklable value or exception: its repr
+        data = pickle.dumps((kind, repr(payload) if kind == "value" else RuntimeError(repr(payload))))
+    data = len(data).to_bytes(4, "big") + data
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass  # the caller is gone: PR_SET_PDEATHSIG ends us
+
+
+class _Step:
+    """Names the step in progress, so a failure reports it (``with _Step("setns net"):``)."""
+    name = "start"
+
+
+def _fail(plan: _Plan, exc: BaseException, code: int = EXIT_SETUP):
+    if isinstance(exc, OSError):
+        payload = (_Step.name, exc.errno or 0, exc.filename and str(exc.filename) or "")
+    else:
+        payload = (_Step.name, 0, f"{type(exc).__name__}: {exc}")
+    _send(plan.wire_w, "error", payload)
+    os._exit(code)
+
+
+def _write_file(path: str, text: str) -> None:
+    # One write(2): uid_map, gid_map and timens_offsets accept exactly one (user_namespaces(7)).
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _die_with_parent(lifeline: int | None, parent: int | None) -> None:
+    """prctl(2) PR_SET_PDEATHSIG, then check the parent did not die before it took effect.
+
+    In a new pid namespace getppid() is 0 (the parent is outside, pid_namespaces(7)):
+    there the check is a pipe the parent holds open; EOF means it is gone.
+    """
+    _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if lifeline is not None:
+        if select.select([lifeline], [], [], 0)[0]:
+            os._exit(1)
+        os.close(lifeline)
+    elif parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
+def _prelude(plan: _Plan) -> None:
+    """The first process's set-up: its own session, stdio, default signals."""
+    _Step.name = "setsid"
+    os.setsid()  # its own process group: one killpg stops it and its children
+    _Step.name = "stdio"
+    for which, fd in plan.stdio:
+        os.dup2(fd, which)  # dup2 clears close-on-exec on the copy
+    for sig in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE; an exec'd program must not
+    for path in plan.cgroup_files:
+        _Step.name = f"cgroup {os.path.dirname(path)}"
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+
+
+def _maps_zero(text: str | None) -> bool:
+    return any(ln.split()[:1] == ["0"] for ln in (text or "").splitlines())
+
+
+def _become_root_inside(uid_map: str | None, gid_map: str | None) -> None:
+    """In a user namespace where 0 is mapped: become its root (user_namespaces(7)).
+
+    Our credentials did not change on entering: setresuid(0) makes us the
+    namespace's root, as nsenter(1) does.  It clears the dumpable flag, which would
+    make our /proc files root-owned: set it back (prctl(2)).
+    """
+    if _maps_zero(gid_map):
+        _Step.name = "setresgid(0) inside"
+        try:
+            os.setgroups([])
+        except OSError:
+            pass  # setgroups is "deny" in this namespace: fine
+        os.setresgid(0, 0, 0)
+    if _maps_zero(uid_map):
+        _Step.name = "setresuid(0) inside"
+        os.setresuid(0, 0, 0)
+    _libc.prctl(_libc.PR_SET_DUMPABLE, 1)
+
+
+def _read_self(name: str) -> str:
+    try:
+        with open(f"/proc/self/{name}") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _helper(plan: _Plan) -> None:
+    """H (or T itself when no second process is needed).  Never returns."""
+    try:
+        _Step.name = "pdeathsig"
+        _die_with_parent(None, plan.caller)
+        _prelude(plan)
+        for kind, fd in plan.join_fds:
+            _Step.name = f"setns {kind}"
+            _libc.setns(fd, FLAGS[kind])
+            if kind == "user":
+                _become_root_inside(_read_self("uid_map"), _read_self("gid_map"))
+        if plan.root_fd is not None:
+            # The target's root as it sees it: setns(mnt) alone puts us at the
+            # namespace's root, which is not the container's when it chroot'ed.
+            _Step.name = "chroot target root"
+            os.fchdir(plan.root_fd)
+            os.chroot(".")
+            os.chdir("/")
+        if "time" in plan.new:
+            _Step.name = "unshare time"
+            _libc.unshare(_libc.CLONE_NEWTIME)
+            if plan.offsets:
+                _Step.name = "write timens_offsets"
+                _write_file("/proc/self/timens_offsets", plan.offsets)
+        if not plan.needs_child:
+            if plan.clone_flags:
+                _Step.name = "unshare " + ",".join(k for k in plan.new if k not in ("cgroup", "time"))
+                _libc.unshare(plan.clone_flags)
+            _target(plan, None, None)
+        life_r, life_w = os.pipe()
+        go_r, go_w = os.pipe()
+        _Step.name = "clone " + (",".join(k for k in plan.new if k not in ("cgroup", "time")) or "(fork)")
+        t = _libc.clone(plan.clone_flags)
+        if t == 0:
+            os.close(life_w)
+            os.close(go_w)
+            _target(plan, life_r, go_r)
+        os.close(life_r)
+        os.close(go_r)
+        try:
+            if "user" in plan.new:
+                # From outside: the writer needs CAP_SETUID/CAP_SETGID in the parent user
+                # namespace; gid_map needs setgroups=deny first without CAP_SETGID.
+                if plan.setgroups:
+                    _Step.name = "write setgroups"
+                    _write_file(f"/proc/{t}/setgroups", plan.setgroups)
+                if plan.uid_map:
+                    _Step.name = "write uid_map"
+                    _write_file(f"/proc/{t}/uid_map", plan.uid_map)
+                if plan.gid_map:
+                    _Step.name = "write gid_map"
+                    _write_file(f"/proc/{t}/gid_map", plan.gid_map)
+        except BaseException:
+            os.kill(t, signal.SIGKILL)
+            raise
+        _send(plan.wire_w, "pid", t)
+        os.write(go_w, b"g")
+        os.close(go_w)
+        os.close(plan.wire_w)
+        for i in (0, 1, 2):  # T holds the output pipes; EOF must not wait for us
+            os.close(i)
+        _relay(t)
+    except BaseException as exc:  # noqa: BLE001 - report, never return into the caller's code
+        _fail(plan, exc)
+
+
+def _relay(pid: int) -> None:
+    """Wait for T and end the same way: its exit code, or its signal."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        import resource
+        sig = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+def _target(plan: _Plan, lifeline: int | None, go: int | None) -> None:
+    """T: the process that becomes the command (or runs the callable).  Never returns."""
+    try:
+        if lifeline is not None:
+            _Step.name = "pdeathsig"
+            _die_with_parent(lifeline, None)
+        if go is not None:
+            if os.read(go, 1) != b"g":
+                os._exit(1)  # H failed: it reports why
+            os.close(go)
+            if "user" in plan.new:
+                _become_root_inside(plan.uid_map, plan.gid_map)
+        if "cgroup" in plan.new:
+            # After joining the cgroup: it becomes our "/" (cgroup_namespaces(7)).
+            _Step.name = "unshare cgroup"
+            _libc.unshare(_libc.CLONE_NEWCGROUP)
+        _send(plan.wire_w, "ns_pid", os.getpid())
+        if "mnt" in plan.new:
+            # The copied mounts keep the host's propagation: on a systemd host "/" is
+            # shared and our mounts would appear there.  Make them private first
+            # (mount_namespaces(7); unshare(1) does the same).
+            _Step.name = "make / private"
+            _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
+        if plan.hostname is not None:
+            _Step.name = "sethostname"
+            _libc.sethostname(plan.hostname)
+        proc_flags = _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC
+        if plan.root is not None:
+            root = plan.root
+            if plan.pivot_root:
+                _Step.name = "bind root"  # pivot_root(2) needs new_root to be a mount point
+                _libc.mount(root, root, None, _libc.MS_BIND | _libc.MS_REC)
+            if plan.mount_proc:
+                # procfs shows the pid namespace of the mounting process: ours
+                # (pid_namespaces(7), "/proc and PID namespaces").
+                _Step.name = "mount proc"
+                _libc.mount("proc", os.path.join(root, "proc"), "proc", proc_flags)
+            os.chdir(root)
+            if plan.pivot_root:
+                _Step.name = "pivot_root"
+                _libc.pivot_root(".", ".")        # the old root stacks under the new one,
+                _libc.umount2(".", _libc.MNT_DETACH)  # and goes (pivot_root(2), NOTES)
+            else:
+                _Step.name = "chroot"
+                os.chroot(".")
+            os.chdir("/")
+        elif plan.mount_proc:
+            _Step.name = "mount proc"
+            _libc.mount("proc", "/proc", "proc", proc_flags)
+        if plan.cwd:
+            _Step.name = f"chdir {plan.cwd}"
+            os.chdir(plan.cwd)
+        _security(plan)
+    except BaseException as exc:  # noqa: BLE001
+        _fail(plan, exc)
+    if plan.fn is not None:
+        _call(plan)
+    _Step.name = "exec"
+    try:
+        if plan.env is None:
+            os.execvp(plan.argv[0], plan.argv)
+        os.execvpe(plan.argv[0], plan.argv, plan.env)
+    except BaseException as exc:  # noqa: BLE001
+        if isinstance(exc, OSError):
+            exc.filename = plan.argv[0]
+        _fail(plan, exc, EXIT_EXEC)
+
+
+def _security(plan: _Plan) -> None:
+    """Capabilities, ids, no_new_privs, seccomp: the last steps before exec (capabilities(7)).
+
+    1. bounding: PR_CAPBSET_DROP what is not kept (needs CAP_SETPCAP: first);
+    2. ids: PR_SET_KEEPCAPS, then setgroups/setresgid/setresuid, so the permitted
+       set survives leaving uid 0 ("Effect of user ID changes on capabilities");
+    3. capset(2): effective = permitted = kept, at once;
+    4. ambient: raise the chosen ones, so a non-root program keeps them across execve;
+    5. no_new_privs, then the seccomp filter (it needs no_new_privs or CAP_SYS_ADMIN).
+    """
+    touch_caps = plan.keep is not None or plan.drop or plan.ambient or \
+        plan.uid is not None or plan.gid is not None
+    if touch_caps:
+        _Step.name = "capget"
+        _, have, inh = _libc.capget()
+        kept = have if plan.keep is None else have & plan.keep
+        kept &= ~plan.drop
+        if plan.bounding and (plan.keep is not None or plan.drop):
+            _Step.name = "drop from the bounding set"
+            for n in range(plan.last_cap + 1):
+                if not kept >> n & 1 and _libc.prctl(_libc.PR_CAPBSET_READ, n) == 1:
+                    _libc.prctl(_libc.PR_CAPBSET_DROP, n)
+        if plan.uid is not None or plan.gid is not None:
+            _Step.name = "keepcaps"
+            _libc.prctl(PR_SET_KEEPCAPS, 1)
+            if plan.gid is not None:
+                _Step.name = f"setgid {plan.gid}"
+                os.setgroups(plan.groups)
+                os.setresgid(plan.gid, plan.gid, plan.gid)
+            if plan.uid is not None:
+                _Step.name = f"setuid {plan.uid}"
+                os.setresuid(plan.uid, plan.uid, plan.uid)
+        amb = kept if plan.ambient is True else (0 if plan.ambient is False else plan.ambient & kept)
+        _Step.name = "capset"
+        bnd = sum(1 << n for n in range(plan.last_cap + 1)
+                  if _libc.prctl(_libc.PR_CAPBSET_READ, n) == 1)
+        new_inh = (amb | (inh & kept)) & (bnd | inh)
+        _libc.capset(kept, kept, new_inh)
+        _Step.name = "ambient"
+        _libc.prctl(_libc.PR_CAP_AMBIENT, _libc.PR_CAP_AMBIENT_CLEAR_ALL)
+        for n in range(plan.last_cap + 1):
+            if (amb & new_inh) >> n & 1:
+                _libc.prctl(_libc.PR_CAP_AMBIENT, _libc.PR_CAP_AMBIENT_RAISE, n)
+    if plan.no_new_privs:
+        _Step.name = "no_new_privs"
+        _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
+    if plan.seccomp is not None:
+        _Step.name = "seccomp"
+        _libc.seccomp_load(plan.seccomp)
+
+
+PR_SET_KEEPCAPS = 8  # prctl(2): keep permitted caps across setuid() away from 0
+
+
+def _call(plan: _Plan) -> None:
+    """Run the callable in T and send back what it returned or raised.  Never returns."""
+    # The kernel's sys.stdout sends to Jupyter through threads that do not exist in
+    # a forked child: write to the fds instead.
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+    _send(plan.wire_w, "running")
+    code = 0
+    try:
+        _send(plan.wire_w, "value", plan.fn())
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException as exc:  # noqa: BLE001 - the traceback goes to the captured stderr
+        traceback.print_exc()
+        _send(plan.wire_w, "raised", exc)
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
+    os._exit(code)
+
+
+# --- the caller's side ----------------------------------------------------------------------
+
+def _direct_ok(plan: _Plan) -> bool:
+    """Skip H: clone T straight from the caller (one process less, as runc does).
+
+    Only from a single-threaded caller (clone without CPython's thread-lock resets
+    is safe only there), when nothing is joined (setns would move the caller) and
+    no new user or time namespace needs someone outside writing for T.
+    """
+    return (threading.active_count() == 1 and not plan.join_fds and plan.root_fd is None
+            and not {"user", "time"} & set(plan.new)
+            and "clone" in _libc.SYSCALLS.get(_libc.MACHINE, {}))
+
+
+def _flush_std() -> None:
+    # Flush the caller's buffers, or the child would write out a copy of them.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def start(spec: Spec, *, start_timeout: float = 10.0) -> "Handle":
+    """Start the process of ``spec``; return once it has exec'd (or its callable runs), or failed.
+
+    A failed set-up step does not raise here: ``handle.error`` (and the Result's
+    ``error``) is a :class:`StepFailed`; ``handle.check()`` raises it.
+    """
+    plan, parent_side = _prepare(spec)
+    wire_r, plan.wire_w = os.pipe2(os.O_CLOEXEC)
+    _flush_std()
+    direct = _direct_ok(plan)
+    lifeline = None
+    try:
+        first = -1
+        if direct:
+            life_r, lifeline = os.pipe2(os.O_CLOEXEC)
+            try:
+                first = _libc.clone(plan.clone_flags)
+            except OSError:  # refused: the helper way repeats it and reports the step
+                os.close(life_r)
+                os.close(lifeline)
+                lifeline, direct = None, False
+            if first == 0:
+                os.close(lifeline)
+                try:
+                    _Step.name = "pdeathsig"
+                    _die_with_parent(life_r, None)
+                    _prelude(plan)
+                except BaseException as exc:  # noqa: BLE001
+                    _fail(plan, exc)
+                _target(plan, None, None)
+            if direct:
+                os.close(life_r)
+        if not direct:
+            first = os.fork()
+            if first == 0:
+                _helper(plan)
+    except BaseException:
+        os.close(wire_r)
+        os.close(plan.wire_w)
+        if lifeline is not None:
+            os.close(lifeline)
+        _discard(plan, parent_side)
+        raise
+    os.close(plan.wire_w)
+    h = Handle(first, plan, wire_r, parent_side, spec.note or plan.label)
+    try:
+        h._ready(time.monotonic() + start_timeout)
+    finally:
+        if lifeline is not None:
+            os.close(lifeline)  # T checked it before its first frame: no longer needed
+    return h
+
+
+class Handle:
+    """A started process: registered with the lab, dies with its caller.
+
+    ``pid`` is the process that runs the command (PID 1 of a new pid namespace,
+    not the helper that made it); ``ns_pid`` its PID there; ``pidfd`` a pidfd of it
+    (pidfd_open(2)).  :meth:`wait`/:meth:`communicate` give the :class:`Result`.
+    """
+
+    def __init__(self, first: int, plan: _Plan, wire: int, pipes: dict, note: str):
+        self._first = first
+        self._plan = plan
+        self._wire = wire
+        self._pipes = dict(pipes)            # 0: stdin writer, 1/2: readers
+        self._bufs = {1: bytearray(), 2: bytearray(), "wire": bytearray()}
+        self._wait_fd = os.pidfd_open(first)
+        self.pid = first
+        self.ns_pid = first
+        self.pidfd: int | None = self._wait_fd
+        self.note = note
+        self.label = plan.label
+        self.kinds = plan.new
+        self.error: StepFailed | None = None
+        self.result: Result | None = None
+        self._value = self._exception = None
+        self._entries = [lab.register("process", f"pid-{first}", pid=first, note=note[:80])]
+        for fd in plan.owned_fds:  # the child's copies: ours are not needed any more
+            os.close(fd)
+        plan.owned_fds = []
+
+    # -- start-up ------------------------------------------------------------------------
+    def _frames(self) -> list:
+        buf, out = self._bufs["wire"], []
+        while len(buf) >= 4:
+            n = int.from_bytes(buf[:4], "big")
+            if len(buf) < 4 + n:
+                break
+            try:
+                out.append(pickle.loads(bytes(buf[4:4 + n])))
+            except Exception as exc:  # noqa: BLE001 - e.g. an exception class that will not rebuild
+                out.append(("raised", RuntimeError(f"(could not unpickle what the child sent: {exc!r})")))
+            del buf[:4 + n]
+        return out
+
+    def _take(self, frames: list) -> bool:
+        """Apply wire frames; True once the process runs (a callable said so)."""
+        running = False
+        for kind, payload in frames:
+            if kind == "pid":
+                self.pid = payload
+            elif kind == "ns_pid":
+                self.ns_pid = payload
+            elif kind == "error" and self.error is None:
+                self.error = StepFailed(*payload)
+            elif kind == "running":
+                running = True
+            elif kind == "value":
+                self._value = payload
+            elif kind == "raised":
+                self._exception = payload
+        return running
+
+    def _ready(self, deadline: float) -> None:
+        """Read the wire until EOF (exec'd, or gone), 'running' or an error."""
+        while self._wire is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._wire], [], [], left)[0]:
+                self.kill()
+                self.wait()
+                raise Timeout(f"{self.label}: its set-up did not finish within the start timeout "
+                              "- it was killed (is a cgroup frozen, or a target stopped?)")
+            chunk = os.read(self._wire, 65536)
+            if not chunk:
+                os.close(self._wire)
+                self._wire = None
+                break
+            self._bufs["wire"] += chunk
+            if self._take(self._frames()) or self.error is not None:
+                break
+        if self.pid != self._first:
+            try:
+                self.pidfd = os.pidfd_open(self.pid)
+            except OSError:
+                self.pidfd = None  # already gone
+            try:
+                self._entries.append(lab.register("process", f"pid-{self.pid}", pid=self.pid,
+                                                  note=self.note[:80]))
+            except (NoSuchProcess, FileNotFoundError, ProcessLookupError):
+                pass  # already exited: nothing of it left to remove
+
+    # -- running -----------------------------------------------------------------------------
+    def alive(self) -> bool:
+        return self.result is None and not select.select([self._wait_fd], [], [], 0)[0]
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the process (through its pidfd: never a recycled PID) and its helper."""
+        for fd in {self.pidfd, self._wait_fd}:
+            if fd is not None and self.result is None:
+                try:
+                    signal.pidfd_send_signal(fd, sig)
+                except ProcessLookupError:
+                    pass
+
+    def check(self) -> "Handle":
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def wait(self, timeout: float | None = None) -> Result:
+        """Wait for the end (reading its output meanwhile); raises :class:`Timeout`, leaving
+        it running, when ``timeout`` passes first."""
+        return self.communicate(None, timeout)
+
+    def communicate(self, input: bytes | str | None = None, timeout: float | None = None) -> Result:
+        if self.result is not None:
+            return self.result
+        deadline = None if timeout is None else time.monotonic() + timeout
+        data = memoryview(input.encode() if isinstance(input, str) else bytes(input or b""))
+        if 0 in self._pipes and not data:
+            os.close(self._pipes.pop(0))
+        poll = select.poll()
+        fds = {self._wait_fd: "exit"}
+        if self.pidfd is not None and self.pidfd != self._wait_fd:
+            fds[self.pidfd] = "end"  # T, when a helper made it: gone too before we return
+        for which in (1, 2):
+            if which in self._pipes:
+                fds[self._pipes[which]] = which
+        if self._wire is not None:
+            fds[self._wire] = "wire"
+        if 0 in self._pipes:
+            fds[self._pipes[0]] = 0
+        for fd, what in fds.items():
+            poll.register(fd, select.POLLOUT if what == 0 else select.POLLIN)
+        exited = False
+        while not exited or any(w in (1, 2, "wire", "end") for w in fds.values()):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                if not exited:
+                    raise Timeout(f"{self.label} did not finish within {timeout} s")
+                break  # it exited; something it left behind holds the output open
+            events = poll.poll(None if left is None else max(1, int(left * 1000)))
+            for fd, ev in events:
+                what = fds.get(fd)
+                if what == "exit":
+                    exited = True
+                    poll.unregister(fd)
+                    del fds[fd]
+                    # Whatever it left in its process group goes with it.
+                    try:
+                        os.killpg(self._first, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                elif what == "end":
+                    poll.unregister(fd)
+                    del fds[fd]
+                elif what == 0:
+                    try:
+                        n = os.write(fd, data[:65536])
+                    except BrokenPipeError:
+                        n = len(data)
+                    data = data[n:]
+                    if not data or ev & (select.POLLERR | select.POLLHUP):
+                        poll.unregister(fd)
+                        del fds[fd]
+                        os.close(self._pipes.pop(0))
+                else:
+                    chunk = os.read(fd, 65536)
+                    if chunk:
+                        self._bufs[what] += chunk
+                    else:
+                        poll.unregister(fd)
+                        del fds[fd]
+        return self._finish()
+
+    def _finish(self) -> Result:
+        if self._wire is not None:
+            self._take(self._frames())
+        final = {}
+        if self.pid == self._first:
+            # Exited, not reaped: /proc/PID/status still shows its credentials (proc(5)).
+            try:
+                os.waitid(os.P_PIDFD, self._wait_fd, os.WEXITED | os.WNOWAIT)
+                final = proc.status(self._first)
+            except (OSError, LabError):
+                final = {}
+        try:
+            _, status = os.waitpid(self._first, 0)
+            code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            code = None  # someone else reaped it
+        self._take(self._frames())
+        self.result = Result(code, self._bufs[1].decode(errors="replace"),
+                             self._bufs[2].decode(errors="replace"), self.pid, self.ns_pid,
+                             self._value, self._exception, self.error, final, self.label,
+                             self.kinds)
+        self._close()
+        return self.result
+
+    def _close(self) -> None:
+        for fd in [self._wire, *self._pipes.values(), self._wait_fd,
+                   self.pidfd if self.pidfd != self._wait_fd else None]:
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._wire, self._pipes, self.pidfd = None, {}, None
+        for e in self._entries:
+            lab.unregister(e)
+        self._entries = []
+        if self._plan.bounded is not None:
+            self._plan.bounded.remove()
+            self._plan.bounded = None
+
+    def stop(self, timeout: float | None = 5.0) -> Result:
+        """Kill it (SIGKILL: PID 1 of a namespace ignores signals it has no handler for,
+        pid_namespaces(7)) and collect its Result.  Safe to call twice."""
+        if self.result is None:
+            self.kill()
+        return self.wait(timeout)
+
+    def __enter__(self) -> "Handle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive() else f"exited {self.result.returncode}" if self.result \
+            else "exited"
+        return f"<Handle {self.label!r} pid={self.pid} ns_pid={self.ns_pid} {state}>"
+
+
+def run(spec: Spec, input: bytes | str | None = None, timeout: float | None = 30.0,
+        start_timeout: float = 10.0) -> Result:
+    """start() and wait: the Result.  Past ``timeout`` the process is killed and
+    :class:`Timeout` raised (a lab error saying what to do)."""
+    if input is not None and spec.stdin is None:
+        spec = _replace(spec, stdin="pipe")
+    h = start(spec, start_timeout=start_timeout)
+    try:
+        return h.communicate(input, timeout)
+    except Timeout:
+        h.stop(None)
+        exc = Timeout(f"{h.label} did not finish within {timeout} s: it was killed. Pass a "
+                      "larger timeout=, or start() it for a long-running process")
+        exc.result = h.result  # what it wrote until then; host_pid names what was killed
+        raise exc from None
+    except BaseException:
+        h.stop(None)
+        raise
+
+
+def _replace(spec: Spec, **kw) -> Spec:
+    from dataclasses import replace
+    return replace(spec, **kw)
