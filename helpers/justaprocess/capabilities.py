@@ -809,7 +809,7 @@ def _lab_file(path: str) -> str:
     real = os.path.realpath(path)
     root = os.path.realpath(lab.run_dir())
     rel = os.path.relpath(real, root)
-    if rel.startswith("..") or not rel.split(os.sep)[0].startswith(lab.PREFIX):
+    if rel.startswith("..") or not lab.is_lab_name(rel.split(os.sep)[0]):
         raise BadInput(f"file capabilities are set only on lab-made copies under "
                        f"{lab.run_dir()}/{lab.PREFIX}-*: use copy_binary() first, not {path!r}")
     return real

@@ -50,7 +50,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Iterator, NamedTuple
 
-from . import _libc, proc
+from . import _libc, _registry, proc
 from ._loop import LOOP_CLR_FD, attach_loop
 from ._loop import (  # noqa: F401 - names this module always had
     LO_FLAGS_AUTOCLEAR, LOOP_CONFIGURE, LOOP_CTL_GET_FREE)
@@ -152,7 +152,7 @@ def pids_in(path: str) -> list[int]:
         return []
 
 
-LAB_PARENT = "jap-lab"
+LAB_PARENT = _registry.LAB_PARENT
 
 
 # Directory operations go through these two, so the unit tests' fake tree can
@@ -176,8 +176,9 @@ def remove(path: str, timeout: float = 5.0) -> None:
     to whichever kernel made them, and that kernel removes them.  Removing a
     child also removes its lab parent when the child was the last one.
     """
-    if not any(part.startswith("jap") for part in path.split("/")):
-        raise BadInput(f"refusing to remove {path}: not a cgroup the lab created (jap* names)")
+    if not _registry.is_lab_cgroup(os.path.normpath(path)):
+        raise BadInput(f"refusing to remove {path}: not a cgroup the lab created "
+                       "(those are named jap-<id>... or jap-lab)")
     if os.path.basename(path.rstrip("/")) == LAB_PARENT:
         _rmdir_if_empty(path)
         return
@@ -411,8 +412,8 @@ def enter_leaf(name: str = "server", root: str = ROOT, mounts: str = MOUNTS,
     if not delegated(own):
         raise NotSupported(f"{own} was not delegated to this service (no trusted.delegate xattr): "
                            "set Delegate=yes in its systemd unit (systemd.resource-control(5))")
-    if name.startswith("jap") or "/" in name:
-        raise BadInput(f"leaf name {name!r}: not jap-... (cleanup would remove it), no '/'")
+    if _registry.is_lab_cgroup("/" + name) or "/" in name or name in ("", ".", ".."):
+        raise BadInput(f"leaf name {name!r}: not a lab name (cleanup would remove it), no '/'")
     if os.geteuid() != 0:
         raise NeedsPrivilege("root", "moving the service into a leaf cgroup")
     leaf = os.path.join(own, name)
@@ -733,8 +734,8 @@ class Cgroup:
         from . import lab
         if name is None:
             name = lab.name("cg")
-        if not re.fullmatch(r"jap[-\w.]*", name) or len(name) > 64:
-            raise BadInput(f"cgroup name {name!r}: lab cgroups are named jap-... "
+        if not isinstance(name, str) or not _registry.is_lab_name(name) or len(name) > 64:
+            raise BadInput(f"cgroup name {name!r}: lab cgroups are named jap-<id>[-suffix] "
                            "(letters, digits, - _ .), e.g. lab.name('web')")
         self.name = name
         self.limits = Limits.parse(memory=memory, memory_high=memory_high, swap=swap, cpu=cpu,

@@ -22,9 +22,25 @@ def _describe(e: lab.Entry) -> str:
 
 
 def _cleanup(args) -> int:
-    removed = lab.cleanup()
+    failed: list[str] = []
+    try:
+        removed = lab.cleanup()
+    except lab.CleanupIncomplete as exc:
+        removed, failed = exc.removed, exc.failed
     for e in removed:
         print("removed", _describe(e))
+    # Say "nothing is left" only after looking: what removal missed, or what
+    # appeared meanwhile, is listed instead.
+    left = lab.leftovers()
+    for e in left:
+        print("still present", _describe(e))
+    for msg in failed:
+        print("could not remove", msg)
+    if left or failed:
+        print(f"cleanup: removed {len(removed)} object(s); {len(left) or len(failed)} still "
+              "present (above): run `python -m justaprocess cleanup` again; if they stay, "
+              "reboot the VM")
+        return 1
     if not args.quiet:
         print(f"cleanup: removed {len(removed)} object(s); nothing of the lab is left"
               if removed else "cleanup: nothing of the lab to remove")

@@ -497,7 +497,7 @@ class Container:
             raise BadInput(f"jump must be one of {', '.join(JUMPS)}, not {jump!r}")
         self.id = lab.new_id()
         self.name = name or lab.name(ident=self.id)
-        if not self.name.startswith(lab.PREFIX):
+        if not lab.is_lab_name(self.name):
             raise BadInput(f"container names start with {lab.PREFIX}-: {self.name!r}")
         self.argv = list(argv)
         self.image = rootfs

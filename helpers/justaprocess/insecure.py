@@ -321,7 +321,7 @@ class HostDisk:
         self.entry: lab.Entry | None = None
 
     def attach(self) -> "HostDisk":
-        if not os.path.basename(os.path.dirname(self.backing)).startswith(lab.PREFIX):
+        if not lab.in_lab_dirs(os.path.dirname(os.path.abspath(self.backing)), netns=False):
             raise BadInput("the backing file must be in a lab folder (jap-...)")
         # Registered (by its backing file) before it exists, like every lab object;
         # autoclear makes it go even if the registry is never consulted.

@@ -87,7 +87,7 @@ def choose_subnet(routes: list[Route] | None = None,
         hit = [r for r in routes if r.dst.overlaps(sub)]
         if not hit:
             return sub
-        clashes.update(f"{r.dst} dev {r.dev}" for r in hit if not r.dev.startswith(lab.PREFIX))
+        clashes.update(f"{r.dst} dev {r.dev}" for r in hit if not lab.is_lab_name(r.dev))
     raise NotSupported(
         f"every /{PREFIXLEN} of the lab's range {candidates} clashes with a route of this host "
         f"({', '.join(sorted(clashes)) or 'other lab bridges'}): set JAP_SUBNET_POOL to a free "
@@ -203,7 +203,7 @@ def release(lease: Lease) -> None:
 
 def plan(name: str) -> Lease:
     """Pick the container's address (in the caller, before the fork)."""
-    if not name.startswith(lab.PREFIX + "-"):
+    if not lab.is_lab_name(name):
         raise BadInput(f"network names start with {lab.PREFIX}-: {name!r}")
     br = bridge()
     with _lock:

@@ -163,7 +163,7 @@ def cgroups_path(ident: str) -> str:
     own cgroup (v2 forbids processes in inner nodes, cgroup-v2.rst), so the path
     is absolute from the cgroup2 root (fs2/defaultpath.go).
     """
-    name = ident if ident.startswith(lab.PREFIX) else lab.name(ident=ident)
+    name = ident if lab.is_lab_name(ident) else lab.name(ident=ident)
     if cgroups.layout() == cgroups.V2:
         v2 = [h for h in cgroups.hierarchies() if h.version == 2][0]
         parent = os.path.join(cgroups.lab_base(v2), cgroups.LAB_PARENT)
@@ -371,7 +371,7 @@ class OCIContainer:
         # Any cgroup the runtime made that we did not predict: register it too.
         known = {e.name for e in self.entries}
         for d in facts_cgroup_dirs(self.pid):
-            if os.path.basename(d).startswith(lab.PREFIX) and d not in known:
+            if lab.is_lab_name(os.path.basename(d)) and d not in known:
                 self.entries.append(lab.register("cgroup", d, note="found after start"))
         return self
 

@@ -1,0 +1,262 @@
+"""The lab's registry, below every other module: names, entries, state folders.
+
+Every kernel object the course creates is named ``jap-<id>[-<suffix>]`` and
+recorded here *before* it is made, so that one call (``lab.cleanup``) removes
+it all - also after the Jupyter kernel that made it was killed.
+
+* **Names.** :func:`is_lab_name` is the one test of "a lab name": the prefix
+  with its dash, then the six hex digits of :func:`new_id`, then an optional
+  suffix.  ``japan0``, ``jap`` or ``japanese`` are not lab names, whoever made
+  them.  :func:`is_lab_object` adds where an object of each kind may be: a
+  folder or a mount only beneath the lab's own folders (run, cache, netns).
+* **Entries.** One JSON file per object under ``<state>/registry/``: one file
+  per object makes registering atomic without locks (several kernels and a
+  test run may register at once).  ``<state>`` is ``$JAP_STATE_DIR`` or
+  /var/lib/justaprocess.
+
+This module imports nothing of the package but ``proc`` and ``errors``; the
+modules that make objects (cgroups, network, containers) register here, and
+``lab`` checks presence, removes and cleans up.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+from . import proc
+from .errors import BadInput
+
+PREFIX = "jap"
+# The shape lab.name() makes: jap-<6 hex digits>[-<suffix>].  A suffix is short
+# and plain (it ends up in interface names, hostnames, cgroup and folder names).
+_NAME = re.compile(r"jap-[0-9a-f]{6}(-[A-Za-z0-9._-]+)?")
+# The shared parent of the lab's cgroups in each hierarchy (cgroups.py).
+LAB_PARENT = "jap-lab"
+IFNAMSIZ = 16  # interface names: at most 15 characters (netdevice(7))
+
+# Kinds in the order cleanup removes them: processes first (they hold the rest
+# busy), host settings they may have changed, then mounts, loop devices (named by
+# their backing file), network links, network namespaces, cgroups, folders.
+KINDS = ("process", "sysctl", "mount", "loop", "link", "netns", "cgroup", "dir")
+NETNS_DIR = "/run/netns"
+SYSCTL_DIR = "/proc/sys"
+
+
+def state_dir() -> str:
+    return os.environ.get("JAP_STATE_DIR", "/var/lib/justaprocess")
+
+
+def run_dir() -> str:
+    """Where per-object folders go (container rootfs copies, volumes): all leftovers if present."""
+    return os.path.join(state_dir(), "run")
+
+
+def cache_dir() -> str:
+    """Made once and kept (built root filesystems): not leftovers."""
+    return os.path.join(state_dir(), "cache")
+
+
+def registry_dir() -> str:
+    return os.path.join(state_dir(), "registry")
+
+
+# --- names -----------------------------------------------------------------------
+
+def new_id() -> str:
+    """A short random id (6 hex digits); names made from it stay under IFNAMSIZ."""
+    return secrets.token_hex(3)
+
+
+def is_lab_name(name: str) -> bool:
+    """Is ``name`` a lab name, ``jap-<6 hex>`` or ``jap-<6 hex>-<suffix>``?"""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
+
+
+def name(suffix: str = "", ident: str | None = None) -> str:
+    """A lab name: ``jap-<id>`` or ``jap-<id>-<suffix>``."""
+    ident = ident or new_id()
+    out = f"{PREFIX}-{ident}" + (f"-{suffix}" if suffix else "")
+    if not is_lab_name(out):
+        raise BadInput(f"{out!r} is not a lab name: the id is 6 hex digits (lab.new_id()), "
+                       "a suffix letters, digits, '.', '_' or '-'")
+    return out
+
+
+def _below(path: str, folder: str) -> str | None:
+    """The first component of ``path`` beneath ``folder``, or None if it is not beneath it."""
+    folder = os.path.normpath(folder)
+    if not path.startswith(folder + "/"):
+        return None
+    return path[len(folder) + 1:].split("/", 1)[0]
+
+
+def in_lab_dirs(path: str, netns: bool = True) -> bool:
+    """Is ``path`` inside a lab-named folder of the run or cache folder (or a lab netns name)?
+
+    ``<run>/jap-1a2b3c/rootfs`` is; ``<run>/japhy``, ``/mnt/jap-x`` and the run
+    folder itself are not.
+    """
+    if not isinstance(path, str) or not os.path.isabs(path) or os.path.normpath(path) != path:
+        return False  # relative, or with .. or // in it: never a lab path
+    places = [run_dir(), cache_dir()] + ([NETNS_DIR] if netns else [])
+    return any(is_lab_name(_below(path, p) or "") for p in places)
+
+
+def is_lab_cgroup(path: str) -> bool:
+    """A lab cgroup directory: its own name is a lab name or the lab parent's ``jap-lab``."""
+    if not isinstance(path, str) or not os.path.isabs(path) or os.path.normpath(path) != path:
+        return False
+    base = os.path.basename(path)
+    return is_lab_name(base) or base == LAB_PARENT
+
+
+def is_lab_object(kind: str, name: str) -> bool:
+    """May an object of ``kind`` called ``name`` be the lab's?  The one rule, per kind."""
+    if kind == "process":
+        return True  # named pid-N; identified by PID and start time, not by name
+    if kind == "link":
+        return is_lab_name(name) and len(name) < IFNAMSIZ
+    if kind == "netns":
+        return is_lab_name(name)
+    if kind == "cgroup":
+        return is_lab_cgroup(name)
+    if kind == "mount":
+        return in_lab_dirs(name)
+    if kind in ("dir", "loop"):
+        return in_lab_dirs(name, netns=False)
+    if kind == "sysctl":
+        return (name.startswith(SYSCTL_DIR + "/") and os.path.normpath(name) == name)
+    return False
+
+
+def check(kind: str, name: str) -> None:
+    """Raise BadInput unless ``name`` may be a lab object of ``kind``."""
+    if kind not in KINDS:
+        raise BadInput(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
+    if not is_lab_object(kind, name):
+        where = {"dir": f"a folder jap-<id>... inside {run_dir()} or {cache_dir()}",
+                 "mount": f"inside a jap-<id> folder of {run_dir()} or {cache_dir()}",
+                 "loop": f"a backing file inside a jap-<id> folder of {run_dir()}",
+                 "cgroup": "a cgroup directory named jap-<id>... (or jap-lab)",
+                 "sysctl": f"a file under {SYSCTL_DIR}"}.get(kind, "jap-<id>[-suffix] (lab.name())")
+        raise BadInput(f"refusing {kind} {name!r}: not a lab object; lab objects are named "
+                       f"jap-<id>[-suffix]: {where}")
+
+
+# --- entries ---------------------------------------------------------------------
+
+@dataclass
+class Entry:
+    """One registered object."""
+    kind: str
+    name: str                 # netns/link name, or the path of a cgroup/mount/dir/sysctl
+    owner: int = 0            # PID of the process that created it (a kernel, a test run)
+    owner_start: int = 0      # and its start time: PIDs are recycled
+    pid: int = 0              # for processes
+    start: int = 0            # for processes: start time, so a recycled PID is never killed
+    created: float = field(default_factory=time.time)
+    note: str = ""
+    value: str = ""           # for sysctl: the value to put back
+
+    @property
+    def key(self) -> str:
+        safe = self.name.strip("/").replace("/", "%") or "root"
+        return f"{self.kind}--{safe}--{self.pid}.json"
+
+
+_FIELDS = {f.name for f in fields(Entry)}
+
+
+def register(kind: str, name: str, *, pid: int = 0, note: str = "", value: str = "") -> Entry:
+    """Record an object *before* creating it (so a crash in between leaves no orphan)."""
+    check(kind, name)
+    if kind == "netns":
+        note_netns_dir()
+    me = os.getpid()
+    e = Entry(kind, name, owner=me, owner_start=proc.start_time(me), pid=pid,
+              start=proc.start_time(pid) if pid else 0, note=note, value=value)
+    os.makedirs(registry_dir(), exist_ok=True)
+    tmp = os.path.join(registry_dir(), "." + e.key + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(asdict(e), f)
+    os.replace(tmp, os.path.join(registry_dir(), e.key))
+    return e
+
+
+def unregister(entry: Entry) -> None:
+    try:
+        os.unlink(os.path.join(registry_dir(), entry.key))
+    except FileNotFoundError:
+        pass
+
+
+def entries() -> list[Entry]:
+    """Every registered object, in cleanup order."""
+    out = []
+    try:
+        names = os.listdir(registry_dir())
+    except FileNotFoundError:
+        return []
+    for fn in names:
+        if not fn.endswith(".json") or fn.startswith("."):
+            continue
+        try:
+            with open(os.path.join(registry_dir(), fn)) as f:
+                data = json.load(f)
+            out.append(Entry(**{k: v for k, v in data.items() if k in _FIELDS}))
+        except (OSError, ValueError, TypeError):
+            continue  # a half-written file from a crash: the .tmp never got renamed
+    out = [e for e in out if e.kind in KINDS]
+    # Cleanup order by kind; deepest paths first within a kind.
+    return sorted(out, key=lambda e: (KINDS.index(e.kind), -e.name.count("/"), e.created))
+
+
+def alive(pid: int, start: int) -> bool:
+    """Running, and the same process (a recycled PID has another start time).
+
+    A zombie counts as gone: it holds nothing, and only its parent can reap it.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    rest = stat[stat.rindex(")") + 2:].split()
+    return rest[0] != "Z" and int(rest[19]) == start
+
+
+def owner_alive(e: Entry) -> bool:
+    return alive(e.owner, e.owner_start)
+
+
+# --- the mount table, and the /run/netns mount ---------------------------------------
+
+def _unescape(field_: str) -> str:
+    """Mount paths in /proc/PID/mountinfo escape space, tab, newline and \\ as octal (proc(5))."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field_)
+
+
+def mount_targets(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """The mount points of this process's mount namespace, in mount order."""
+    with open(mountinfo) as f:
+        return [_unescape(line.split()[4]) for line in f if line.strip()]
+
+
+def mounted(path: str) -> bool:
+    return path in mount_targets()
+
+
+# `ip netns add` (ip-netns(8)) turns /run/netns into a shared bind mount of
+# itself the first time it runs. When the lab's netns was the first, that mount
+# is the lab's to remove once no namespace is named there any more.
+NETNS_MARK = "netns-dir-made-by-lab"
+
+
+def note_netns_dir() -> None:
+    if not mounted(NETNS_DIR):
+        os.makedirs(state_dir(), exist_ok=True)
+        open(os.path.join(state_dir(), NETNS_MARK), "a").close()
