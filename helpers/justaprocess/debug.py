@@ -180,7 +180,7 @@ def _runc_roots() -> list[str]:
     if os.path.isdir(run):
         for n in sorted(os.listdir(run)):
             st = os.path.join(run, n, "state")
-            if n.startswith(lab.PREFIX) and os.path.isdir(st):
+            if lab.is_lab_name(n) and os.path.isdir(st):
                 roots.append(st)
     return roots + [r for r in RUNC_ROOTS if os.path.isdir(r)]
 
