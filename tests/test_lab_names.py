@@ -165,3 +165,58 @@ def test_near_lab_names_survive_cleanup_and_are_not_leftovers(tmp_path, own_obje
         for d in near:
             if os.path.isdir(d):
                 os.rmdir(d)
+
+
+# --- a host setting a demo changes: registered, put back by cleanup ---------------------
+
+# Not the sysctl notebook 07 writes, so that a run of 07 meanwhile is not disturbed.
+SYSCTL = "/proc/sys/kernel/printk_ratelimit"
+
+KILLED_KERNEL = r"""
+import sys, time
+from justaprocess import insecure
+attack = insecure.sysctl_write(sys.argv[1])   # registers the value it has now
+print(attack(), flush=True)                   # and changes it, as the demo does from inside
+time.sleep(300)
+"""
+
+
+@pytest.mark.root
+def test_a_sysctl_changed_by_a_killed_kernel_is_restored_by_cleanup(tmp_path, monkeypatch):
+    from justaprocess import insecure
+    monkeypatch.setenv("JAP_STATE_DIR", str(tmp_path))
+    old = insecure.read_sysctl(SYSCTL)
+    k = subprocess.Popen([PY, "-c", KILLED_KERNEL, SYSCTL], stdout=subprocess.PIPE, text=True)
+    try:
+        new = int(k.stdout.readline())
+        k.kill()
+        k.wait()  # SIGKILL: no atexit, no finally
+        assert new == old + 1 and insecure.read_sysctl(SYSCTL) == new
+        [e] = [e for e in lab.entries() if e.kind == "sysctl"]
+        assert (e.name, e.value, e.owner) == (SYSCTL, str(old), k.pid)
+        # (leftovers also scans the machine: other runs' live objects may show; only ours here)
+        assert [e.name for e in lab.leftovers() if e.kind == "sysctl"] == [SYSCTL]
+        removed = lab.cleanup(stale=True)   # what the next notebook's setup cell does
+        assert [r.kind for r in removed] == ["sysctl"]
+        assert insecure.read_sysctl(SYSCTL) == old
+        assert lab.entries() == [] and not [e for e in lab.leftovers() if e.kind == "sysctl"]
+    finally:
+        k.kill()
+        k.wait()
+        insecure.restore_sysctl(old, SYSCTL)
+
+
+@pytest.mark.root
+def test_a_restored_sysctl_is_forgotten_and_registered_once(tmp_path, monkeypatch):
+    from justaprocess import insecure
+    monkeypatch.setenv("JAP_STATE_DIR", str(tmp_path))
+    old = insecure.read_sysctl(SYSCTL)
+    try:
+        insecure.sysctl_write(SYSCTL)()
+        insecure.sysctl_write(SYSCTL)()            # a second demo: the value to put back stays
+        assert insecure.read_sysctl(SYSCTL) == old + 2
+        assert [(e.kind, e.value) for e in lab.entries()] == [("sysctl", str(old))]
+        insecure.restore_sysctl(old, SYSCTL)       # what the notebook's cell does
+        assert lab.entries() == [] and insecure.read_sysctl(SYSCTL) == old
+    finally:
+        insecure.restore_sysctl(old, SYSCTL)

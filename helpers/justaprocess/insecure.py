@@ -241,7 +241,11 @@ def sysctl_write(path: str = SYSCTL, value: int | None = None) -> Callable[[], i
 
     The default target, kernel.printk_ratelimit_burst, only tunes how many
     kernel messages pass the rate limit: harmless, and :func:`restore_sysctl`
-    puts the old value back (sysctl(2), Documentation/admin-guide/sysctl/kernel.rst)."""
+    puts the old value back (sysctl(2), Documentation/admin-guide/sysctl/kernel.rst).
+    The old value is registered with the lab first (kind ``sysctl``), so that
+    ``cleanup`` puts it back also after the kernel that ran the demo was killed."""
+    _remember_sysctl(path)
+
     def attack() -> int:
         with open(path) as f:
             old = int(f.read())
@@ -261,6 +265,18 @@ def restore_sysctl(old: int, path: str = SYSCTL) -> None:
     if read_sysctl(path) != old:
         with open(path, "w") as f:
             f.write(str(old))
+    for e in lab.entries():  # put back: nothing left for cleanup to restore
+        if e.kind == "sysctl" and e.name == os.path.normpath(path):
+            lab.unregister(e)
+
+
+def _remember_sysctl(path: str) -> None:
+    """Register a sysctl's value before a demo may change it (once: a second demo
+    must not record the changed value as the one to put back)."""
+    path = os.path.normpath(path)
+    if os.geteuid() != 0 or any(e.kind == "sysctl" and e.name == path for e in lab.entries()):
+        return
+    lab.register("sysctl", path, value=str(read_sysctl(path)), note="changed by a chapter 07 demo")
 
 
 def mknod_read(major: int, minor: int, nbytes: int = 64) -> Callable[[], str]:
