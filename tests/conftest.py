@@ -108,12 +108,18 @@ def cli(*args: str, **kw) -> subprocess.CompletedProcess:
 
 
 def as_user(*python_args: str, uid: int = NOBODY, **kw) -> subprocess.CompletedProcess:
-    """Run the lab's Python with ``python_args`` as ``uid`` (setpriv(1)), from /.
+    """Run Python with ``python_args`` and the lab's package as ``uid`` (setpriv(1)), from /.
 
-    Without root there is nothing to drop: the Python runs as the caller.
+    As the lab's demos do (justaprocess.portable): the interpreter itself and a
+    readable copy of the package, so it works wherever the checkout lies (a
+    0700 home folder too). Without root there is nothing to drop: the venv's
+    Python runs as the caller.
     """
-    argv = [PY, *python_args]
-    if IS_ROOT:
-        argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv]
     kw.setdefault("cwd", "/")
-    return subprocess.run(argv, capture_output=True, text=True, **kw)
+    if not IS_ROOT:
+        return subprocess.run([PY, *python_args], capture_output=True, text=True, **kw)
+    from justaprocess import portable
+    argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+            *portable.argv(*python_args)]
+    return subprocess.run(argv, capture_output=True, text=True, env=portable.env(kw.pop("env", None)),
+                          **kw)

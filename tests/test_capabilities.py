@@ -16,7 +16,7 @@ import threading
 import pytest
 from conftest import PY as HERE_PY, as_user, cli as lab_cli
 
-from justaprocess import _libc, capabilities as caps, lab, proc
+from justaprocess import _libc, capabilities as caps, lab, portable, proc
 from justaprocess.errors import BadInput, NoSuchProcess
 
 CAPSH = shutil.which("capsh")
@@ -236,7 +236,8 @@ def test_bounding_bites_only_after_exec():
     assert "cap_chown" not in r.sets.effective and "cap_chown" not in r.sets.bounding
 
 
-BIND80 = [HERE_PY, "-c", "import socket; socket.socket().bind(('127.0.0.1', 80)); print('bound')"]
+# Run as uid 65534: the interpreter itself, which that uid may execute wherever the checkout lies.
+BIND80 = [portable.python(), "-c", "import socket; socket.socket().bind(('127.0.0.1', 80)); print('bound')"]
 
 
 @pytest.mark.root
