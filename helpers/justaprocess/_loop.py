@@ -1,10 +1,12 @@
 """Attach a loop device to a file: the one place the lab does it (loop(4)).
 
 Two chapters need a block device of their own: chapter 03 a read-write one
-to throttle with the io controller (``cgroups.LoopDevice``), chapter 07 a
-read-only stand-in for a host disk (``insecure.HostDisk``).  Both go through
-``attach_loop``; registering the device in the lab (``lab.register("loop",
-backing_file)`` before attaching) stays with the caller, which owns the file.
+to throttle with the io controller (:class:`LoopDevice`, also known as
+``cgroups.LoopDevice``), chapter 07 a read-only stand-in for a host disk
+(``insecure.HostDisk``).  Both go through ``attach_loop``; registering the
+device in the lab (``register("loop", backing_file)`` before attaching) stays
+with the caller, which owns the file.  ``lab`` finds and detaches leftovers
+with :func:`loops_backed_by` and :func:`detach_loops`.
 """
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ import ctypes
 import errno
 import fcntl
 import os
+import shutil
 
-from .errors import LabError
+from . import _registry
+from ._units import human, parse_size
+from .errors import BadInput, LabError, NeedsPrivilege, NotSupported, StillPresent
 
 # --- include/uapi/linux/loop.h ---------------------------------------------------------
 LOOP_CLR_FD = 0x4C01
@@ -88,3 +93,112 @@ def attach_loop(path: str, *, read_only: bool = False, tries: int = 20) -> tuple
     finally:
         os.close(back)
     raise NoFreeLoop(errno.EBUSY, f"no free loop device after {tries} tries: is something making many?")
+
+
+# --- a lab block device, for the io controller (chapter 03) ---------------------------
+# The io limits need a block device (MAJ:MIN); the lab makes its own: a loop
+# device (loop(4)) over a sparse file in a registered folder, so no disk of the
+# machine is ever throttled.  LOOP_CONFIGURE with LO_FLAGS_AUTOCLEAR ties the
+# device to our open fd: when the fd closes (also when the kernel process
+# dies), the kernel detaches it.  It is registered too ('loop', the backing
+# file), so cleanup finds it from any process.  The attaching itself is
+# _loop.attach_loop (chapter 07's read-only HostDisk uses it too).
+
+
+def loops_backed_by(path: str, sysfs: str = "/sys/block") -> list[str]:
+    """The /dev/loopN devices whose backing file is ``path``."""
+    out = []
+    try:
+        names = sorted(os.listdir(sysfs))
+    except OSError:
+        return []
+    for n in names:
+        if not n.startswith("loop"):
+            continue
+        try:
+            with open(os.path.join(sysfs, n, "loop", "backing_file")) as fh:
+                f = fh.read()
+        except OSError:  # not attached (no loop/backing_file), or gone meanwhile
+            continue
+        if f.strip().removesuffix(" (deleted)") == path:
+            out.append(f"/dev/{n}")
+    return out
+
+
+def detach_loops(path: str) -> None:
+    """Detach every loop device backed by ``path`` (lab cleanup calls this)."""
+    for dev in loops_backed_by(path):
+        try:
+            fd = os.open(dev, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.ioctl(fd, LOOP_CLR_FD, 0)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: detached already
+                raise
+        finally:
+            os.close(fd)
+
+
+class LoopDevice:
+    """A lab block device: ``LoopDevice("64M").create()`` → ``.path`` /dev/loopN, ``.number`` MAJ:MIN."""
+
+    def __init__(self, size: int | str = "64M"):
+        self.size = parse_size(size, "loop device size")
+        if not self.size or self.size < 1 << 20 or self.size > 1 << 30:
+            raise BadInput("loop device size: use between '1M' and '1G'")
+        self.dir = os.path.join(_registry.run_dir(), _registry.name("loop"))
+        self.file = os.path.join(self.dir, "disk.img")
+        self.path = ""
+        self._fd = -1
+        self._entries: list = []
+
+    @property
+    def number(self) -> str:
+        """``MAJ:MIN`` of the device, as the io controller's files want it."""
+        rdev = os.stat(self.path).st_rdev
+        return f"{os.major(rdev)}:{os.minor(rdev)}"
+
+    def create(self) -> "LoopDevice":
+        if os.geteuid() != 0:
+            raise NeedsPrivilege("root", "making a loop device")
+        if not os.path.exists("/dev/loop-control"):
+            raise NotSupported("no /dev/loop-control: load the loop module (modprobe loop)")
+        self._entries.append(_registry.register("dir", self.dir, note="loop device backing file"))
+        try:
+            os.makedirs(self.dir)
+            with open(self.file, "wb") as f:
+                f.truncate(self.size)  # sparse: reads of holes cost no disk
+            self._entries.append(_registry.register("loop", self.file, note="loop device"))
+            self._fd, self.path = attach_loop(self.file)  # autoclear: goes with self._fd
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def remove(self) -> None:
+        """Detach the device and delete its file, check both are gone. Safe twice."""
+        if self._fd >= 0:
+            os.close(self._fd)  # autoclear: the kernel detaches it now
+            self._fd = -1
+        for e in sorted(self._entries, key=lambda e: _registry.KINDS.index(e.kind)):
+            if e.kind == "loop":
+                detach_loops(e.name)
+                if loops_backed_by(e.name):
+                    raise StillPresent(f"a loop device over {e.name} is still attached: "
+                                       "run `python -m justaprocess cleanup`")
+            elif os.path.isdir(e.name):  # the folder: only the sparse file is in it
+                shutil.rmtree(e.name)
+            _registry.unregister(e)
+        self._entries = []
+        self.path = ""
+
+    def __enter__(self) -> "LoopDevice":
+        return self if self.path else self.create()
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        return f"<LoopDevice {self.path or 'not created'} {human(self.size)}>"

@@ -50,11 +50,12 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Iterator, NamedTuple
 
-from . import _libc, _registry, proc
-from ._loop import LOOP_CLR_FD, attach_loop
-from ._loop import (  # noqa: F401 - names this module always had
-    LO_FLAGS_AUTOCLEAR, LOOP_CONFIGURE, LOOP_CTL_GET_FREE)
-from .errors import BadInput, LabError, NeedsPrivilege, NotSupported
+from . import _libc, _registry, _spawn, proc
+from ._loop import (  # noqa: F401 - names this module always had (the loop device is _loop's)
+    LO_FLAGS_AUTOCLEAR, LOOP_CLR_FD, LOOP_CONFIGURE, LOOP_CTL_GET_FREE, LoopDevice, attach_loop,
+    detach_loops, loops_backed_by)
+from ._units import human, parse_size  # noqa: F401 - cgroups.X as always
+from .errors import BadInput, LabError, NeedsPrivilege, NotSupported, StillPresent
 
 ROOT = "/sys/fs/cgroup"
 MOUNTS = "/proc/self/mounts"
@@ -220,43 +221,6 @@ def _rmdir_if_empty(path: str) -> None:
 
 
 # --- units ---------------------------------------------------------------------
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtpe]?)(i?b?)\s*$", re.I)
-_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
-
-
-def parse_size(value: int | str | None, what: str = "size") -> int | None:
-    """Bytes from ``64M``, ``1.5G``, ``512k``, ``4096`` or ``"max"`` (None = no limit).
-
-    Suffixes are binary, as the kernel's memparse() reads them in the cgroup
-    files (K = 1024); ``MiB``/``MB`` are accepted as the same thing.
-    """
-    if value is None or value == "max":
-        return None
-    if isinstance(value, bool):
-        raise BadInput(f"{what}: {value!r} is not a size: use bytes or a string like '64M'")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise BadInput(f"{what}: {value!r} is negative: use a size like '64M'")
-        return int(value)
-    m = _SIZE.match(str(value))
-    if not m:
-        raise BadInput(f"{what}: {value!r} is not a size: use a number with K, M, G or T "
-                       "(binary units, e.g. '64M') or 'max'")
-    return int(float(m.group(1)) * (1 << _SHIFT[m.group(2).lower()]))
-
-
-def human(n: int | float | None) -> str:
-    """``64.0M`` style, binary units; ``max`` for None."""
-    if n is None:
-        return "max"
-    n = float(n)
-    for unit in ("", "K", "M", "G", "T"):
-        if abs(n) < 1024 or unit == "T":
-            return f"{n:.0f}" if unit == "" else f"{n:.1f}{unit}"
-        n /= 1024
-    return str(n)
-
 
 def parse_cpu(value: float | int | str | None) -> float | None:
     """CPU as a fraction of cores: 0.2 = a fifth of one CPU, 1.5 = one and a half."""
@@ -720,7 +684,7 @@ class Cgroup:
     >>> cg.remove()
 
     The constructor checks the input and touches nothing; ``create()`` registers
-    each directory with the lab (``lab.register('cgroup', path)``) *before*
+    each directory with the lab (``_registry.register('cgroup', path)``) *before*
     making it, in every hierarchy it needs (v1: one per controller; hybrid: plus
     the unified one, for cgroup.events/freeze/kill; v2: one directory), under
     the lab parent (module docstring).  The calling process never joins it.
@@ -731,9 +695,8 @@ class Cgroup:
                  cpu: float | None = None, pids: int | None = None, io: dict | None = None,
                  devices: list[str] | None = None, cpu_period_us: int = 100_000,
                  root: str = ROOT, mounts: str = MOUNTS, procfs: str = proc.PROCFS):
-        from . import lab
         if name is None:
-            name = lab.name("cg")
+            name = _registry.name("cg")
         if not isinstance(name, str) or not _registry.is_lab_name(name) or len(name) > 64:
             raise BadInput(f"cgroup name {name!r}: lab cgroups are named jap-<id>[-suffix] "
                            "(letters, digits, - _ .), e.g. lab.name('web')")
@@ -806,7 +769,6 @@ class Cgroup:
     # -- life cycle ----------------------------------------------------------------
     def create(self) -> "Cgroup":
         """Make the cgroup and write its limits; on any failure remove what was made."""
-        from . import lab
         if self._dirs:
             raise BadInput(f"cgroup {self.name} is already created")
         hs, by_ctrl = self._plan()
@@ -819,7 +781,7 @@ class Cgroup:
                     parent = self._lab_parent(h)
                     path = os.path.join(parent, self.name)
                     if attempt == 0:
-                        self._entries.append(lab.register("cgroup", path, note="lab cgroup"))
+                        self._entries.append(_registry.register("cgroup", path, note="lab cgroup"))
                     try:
                         _mkdir(path)
                         break
@@ -848,7 +810,6 @@ class Cgroup:
 
     def _lab_parent(self, h: Hierarchy) -> str:
         """The shared lab parent in one hierarchy, made (and registered) if absent."""
-        from . import lab
         base = lab_base(h, self.procfs)
         parent = os.path.join(base, LAB_PARENT)
         if h.version == 2 and set(V2_CONTROLLERS) & set(h.controllers):  # not the hybrid's unified
@@ -859,34 +820,32 @@ class Cgroup:
                                    f"{base} (its cgroup.controllers): delegate them to the lab's unit")
             _enable(base, list(V2_CONTROLLERS))
         if not os.path.isdir(parent):
-            entry = lab.register("cgroup", parent, note="lab parent (shared; removed when empty)")
+            entry = _registry.register("cgroup", parent, note="lab parent (shared; removed when empty)")
             try:
                 _mkdir(parent)
                 self._parents.append(entry)
             except FileExistsError:
-                lab.unregister(entry)  # another kernel made it meanwhile: theirs to forget
+                _registry.unregister(entry)  # another kernel made it meanwhile: theirs to forget
         if h.version == 2:
             _enable(parent, list(V2_CONTROLLERS))
         return parent
 
     def _undo(self) -> None:
-        from . import lab
         for d in reversed(self._dirs):
             try:
                 remove(d, timeout=2)
             except OSError:
                 pass
         for e in self._entries:
-            lab.unregister(e)
+            _registry.unregister(e)
         self._forget_parents()
         self._dirs, self._entries, self.places, self.written = [], [], {}, []
 
     def _forget_parents(self) -> None:
         """Unregister the lab parents we made once they are gone (the last child took them)."""
-        from . import lab
         for e in list(self._parents):
             if not os.path.isdir(e.name):
-                lab.unregister(e)
+                _registry.unregister(e)
                 self._parents.remove(e)
 
     def _file(self, ctrl: str, name: str) -> str:
@@ -953,14 +912,16 @@ class Cgroup:
 
     def remove(self, timeout: float = 5.0) -> None:
         """Kill what runs inside, wait for it to be reaped, remove every directory. Safe twice."""
-        from . import lab
         if not self._dirs:
             return
         self.kill()
         errs = []
         for e in sorted(self._entries, key=lambda e: -e.name.count("/")):
             try:
-                lab.remove(e)
+                remove(e.name, timeout)
+                if os.path.isdir(e.name):
+                    raise StillPresent(f"{e.name} is still there after rmdir")
+                _registry.unregister(e)
             except OSError as exc:
                 errs.append(f"{e.name}: {exc}")
         if errs:
@@ -1039,10 +1000,9 @@ class Cgroup:
 
     def spawn(self, argv: list[str], *, note: str = "", **popen):
         """Start a registered background child inside the cgroup (a ``lab.LabProcess``)."""
-        from . import lab
         self._require()
         inner = popen.pop("preexec", None)
-        return lab.LabProcess(argv, note=note or f"in {self.name}",
+        return _spawn.LabProcess(argv, note=note or f"in {self.name}",
                               preexec=lambda: (self.join_self(), inner and inner()), **popen)
 
     def pids(self) -> list[int]:
@@ -1223,103 +1183,3 @@ def add_cli(sub) -> None:
                         "service's processes into the leaf NAME (default: server), so the lab's "
                         "cgroups can go beside it")
     p.set_defaults(func=_cli)
-
-
-# --- a lab block device, for the io controller --------------------------------------
-# The io limits need a block device (MAJ:MIN); the lab makes its own: a loop
-# device (loop(4)) over a sparse file in a registered folder, so no disk of the
-# machine is ever throttled.  LOOP_CONFIGURE with LO_FLAGS_AUTOCLEAR ties the
-# device to our open fd: when the fd closes (also when the kernel process
-# dies), the kernel detaches it.  It is registered too ('loop', the backing
-# file), so cleanup finds it from any process.  The attaching itself is
-# _loop.attach_loop (chapter 07's read-only HostDisk uses it too).
-
-
-def loops_backed_by(path: str, sysfs: str = "/sys/block") -> list[str]:
-    """The /dev/loopN devices whose backing file is ``path``."""
-    out = []
-    try:
-        names = sorted(os.listdir(sysfs))
-    except OSError:
-        return []
-    for n in names:
-        if not n.startswith("loop"):
-            continue
-        f = _read(os.path.join(sysfs, n, "loop", "backing_file"))
-        if f is not None and f.strip().removesuffix(" (deleted)") == path:
-            out.append(f"/dev/{n}")
-    return out
-
-
-def detach_loops(path: str) -> None:
-    """Detach every loop device backed by ``path`` (lab cleanup calls this)."""
-    import fcntl
-    for dev in loops_backed_by(path):
-        try:
-            fd = os.open(dev, os.O_RDONLY)
-        except FileNotFoundError:
-            continue
-        try:
-            fcntl.ioctl(fd, LOOP_CLR_FD, 0)
-        except OSError as exc:
-            if exc.errno != errno.ENXIO:  # ENXIO: detached already
-                raise
-        finally:
-            os.close(fd)
-
-
-class LoopDevice:
-    """A lab block device: ``LoopDevice("64M").create()`` → ``.path`` /dev/loopN, ``.number`` MAJ:MIN."""
-
-    def __init__(self, size: int | str = "64M"):
-        from . import lab
-        self.size = parse_size(size, "loop device size")
-        if not self.size or self.size < 1 << 20 or self.size > 1 << 30:
-            raise BadInput("loop device size: use between '1M' and '1G'")
-        self.dir = os.path.join(lab.run_dir(), lab.name("loop"))
-        self.file = os.path.join(self.dir, "disk.img")
-        self.path = ""
-        self._fd = -1
-        self._entries: list = []
-
-    @property
-    def number(self) -> str:
-        return device_number(self.path)
-
-    def create(self) -> "LoopDevice":
-        from . import lab
-        if os.geteuid() != 0:
-            raise NeedsPrivilege("root", "making a loop device")
-        if not os.path.exists("/dev/loop-control"):
-            raise NotSupported("no /dev/loop-control: load the loop module (modprobe loop)")
-        self._entries.append(lab.register("dir", self.dir, note="loop device backing file"))
-        try:
-            os.makedirs(self.dir)
-            with open(self.file, "wb") as f:
-                f.truncate(self.size)  # sparse: reads of holes cost no disk
-            self._entries.append(lab.register("loop", self.file, note="loop device"))
-            self._fd, self.path = attach_loop(self.file)  # autoclear: goes with self._fd
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def remove(self) -> None:
-        """Detach the device and delete its file. Safe twice."""
-        from . import lab
-        if self._fd >= 0:
-            os.close(self._fd)  # autoclear: the kernel detaches it now
-            self._fd = -1
-        for e in sorted(self._entries, key=lambda e: lab.KINDS.index(e.kind)):
-            lab.remove(e)
-        self._entries = []
-        self.path = ""
-
-    def __enter__(self) -> "LoopDevice":
-        return self if self.path else self.create()
-
-    def __exit__(self, *exc) -> None:
-        self.remove()
-
-    def __repr__(self) -> str:
-        return f"<LoopDevice {self.path or 'not created'} {human(self.size)}>"

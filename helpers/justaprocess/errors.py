@@ -53,6 +53,10 @@ class NotSupported(LabError):
     """The machine lacks a feature: a cgroup layout, a controller, a namespace kind."""
 
 
+class StillPresent(LabError):
+    """An object of the lab that its removal did not take away."""
+
+
 class NoSuchProcess(LabError, ProcessLookupError):
     """A PID that is not (or no longer) alive."""
 

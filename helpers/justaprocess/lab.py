@@ -18,18 +18,15 @@ import subprocess
 import time
 from typing import Iterable
 
-from . import _libc, _registry, cgroups
+from . import _libc, _loop, _registry, cgroups
 from ._registry import (  # noqa: F401 - the registry's API, as lab.X
     KINDS, NETNS_DIR, PREFIX, Entry, cache_dir, entries, in_lab_dirs, is_lab_name,
     is_lab_object, name, new_id, owner_alive, register, run_dir, state_dir, unregister)
-from .errors import LabError, NeedsPrivilege
+from ._spawn import LabProcess, spawn  # noqa: F401 - lab.spawn, lab.LabProcess
+from .errors import LabError, NeedsPrivilege, StillPresent
 
 _alive = _registry.alive
 _mounted = _registry.mounted
-
-
-class StillPresent(LabError):
-    """An object of the lab that removal did not take away."""
 
 
 class CleanupIncomplete(LabError):
@@ -95,7 +92,7 @@ def present(e: Entry) -> bool:
     if e.kind in ("cgroup", "dir"):
         return os.path.isdir(e.name)
     if e.kind == "loop":
-        return bool(cgroups.loops_backed_by(e.name))
+        return bool(_loop.loops_backed_by(e.name))
     if e.kind == "sysctl":
         now = _read_sysctl(e.name)
         return now is not None and now.split() != e.value.split()
@@ -163,7 +160,7 @@ def remove(e: Entry) -> None:
         elif e.kind == "cgroup":
             cgroups.remove(e.name)
         elif e.kind == "loop":
-            cgroups.detach_loops(e.name)
+            _loop.detach_loops(e.name)
         elif e.kind == "dir":
             _remove_dir(e.name)
         if present(e):
@@ -281,58 +278,3 @@ def _scan() -> list[Entry]:
 def leftovers() -> list[Entry]:
     """Everything of the lab still present: registered objects and lab-named strays."""
     return [e for e in entries() if present(e)] + _scan()
-
-
-# --- processes ------------------------------------------------------------------
-
-def _child_setup() -> None:
-    # Die with the process that started us (prctl(2) PR_SET_PDEATHSIG): a killed
-    # kernel takes its demo processes with it.
-    _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-class LabProcess:
-    """A registered child process (a subprocess.Popen underneath).
-
-    It runs in its own session, dies with its parent, and ``stop()`` (or lab
-    cleanup) kills it and reaps it.
-    """
-
-    def __init__(self, argv: list[str], *, note: str = "", preexec=None, **popen):
-        def setup():
-            _child_setup()
-            if preexec:
-                preexec()
-
-        popen.setdefault("stdin", subprocess.DEVNULL)
-        self.popen = subprocess.Popen(argv, preexec_fn=setup, start_new_session=True, **popen)
-        self.pid = self.popen.pid
-        self.entry = register("process", f"pid-{self.pid}", pid=self.pid, note=note or argv[0])
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, timeout: float = 3.0) -> int | None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.popen.wait(timeout)
-        unregister(self.entry)
-        return self.popen.returncode
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.alive() else f"exited {self.popen.returncode}"
-        return f"<LabProcess pid={self.pid} {state}>"
-
-
-def spawn(argv: list[str], **kw) -> LabProcess:
-    """Start a registered child process (see :class:`LabProcess`)."""
-    return LabProcess(argv, **kw)
