@@ -328,6 +328,7 @@ class _Plan:
     stdio: list = field(default_factory=list)   # [(child fd 0/1/2, fd to dup)]
     owned_fds: list[int] = field(default_factory=list)
     bounded: Any = None                         # the Cgroup made for cgroup="bounded"
+    proc_fd: int | None = None                  # the caller's /proc: after setns(mnt) /proc is theirs
     wire_w: int = -1
 
     @property
@@ -561,6 +562,9 @@ def _prepare(spec: Spec) -> tuple[_Plan, dict]:
                     plan.owned_fds.append(fd)
                 if not _same_ns(fd, kind):  # setns to one's own user ns is EINVAL (setns(2))
                     plan.join_fds.append((kind, fd))
+        if plan.join_fds:
+            plan.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            plan.owned_fds.append(plan.proc_fd)
         dirs, plan.bounded = _cgroup_dirs(spec.cgroup)
         plan.cgroup_files = join_files(dirs)
         _stdio(0, spec.stdin, plan, parent_side)
@@ -679,9 +683,11 @@ def _become_root_inside(uid_map: str | None, gid_map: str | None) -> None:
     _libc.prctl(_libc.PR_SET_DUMPABLE, 1)
 
 
-def _read_self(name: str) -> str:
+def _read_self(plan: _Plan, name: str) -> str:
+    """/proc/self/NAME through the /proc we started with (after setns(mnt), the path
+    /proc may be a container's, which does not show us)."""
     try:
-        with open(f"/proc/self/{name}") as f:
+        with open(f"self/{name}", opener=lambda p, fl: os.open(p, fl, dir_fd=plan.proc_fd)) as f:
             return f.read()
     except OSError:
         return ""
@@ -697,7 +703,7 @@ def _helper(plan: _Plan) -> None:
             _Step.name = f"setns {kind}"
             _libc.setns(fd, FLAGS[kind])
             if kind == "user":
-                _become_root_inside(_read_self("uid_map"), _read_self("gid_map"))
+                _become_root_inside(_read_self(plan, "uid_map"), _read_self(plan, "gid_map"))
         if plan.root_fd is not None:
             # The target's root as it sees it: setns(mnt) alone puts us at the
             # namespace's root, which is not the container's when it chroot'ed.

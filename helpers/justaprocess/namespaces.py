@@ -9,9 +9,8 @@ each kind; the kernel shows which as the links ``/proc/PID/ns/KIND``
   :func:`inventory` (like ``lsns``) and :func:`share_map` only read /proc.
 - :func:`run`, :func:`spawn` (like ``unshare(1)``) and :func:`enter` (like
   ``nsenter(1)``) make the syscalls in a *child*: the calling process (a
-  notebook's kernel) never moves.  The child is a small trampoline,
-  ``justaprocess._nsexec``, run as a fresh single-threaded interpreter (for a
-  command) or in a forked child (for a Python callable).
+  notebook's kernel) never moves.  They go through the lab's one launcher,
+  :mod:`justaprocess._launch`.
 
 Commands: ``python -m justaprocess ns [--json]`` (the machine's namespaces, the
 fields of ``lsns -J``) and ``python -m justaprocess ns PID`` (one process,
@@ -19,20 +18,15 @@ compared with the host).
 """
 from __future__ import annotations
 
-import io
+import errno as _errno
 import json
 import os
-import pickle
 import pwd
-import selectors
-import signal
 import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, NamedTuple, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Iterable, NamedTuple, Sequence
 
-from . import _libc, _nsexec, lab, proc
+from . import _launch, _libc, proc
 from .errors import BadInput, LabError, NeedsPrivilege, NoSuchProcess, NotSupported
 
 PROCFS = proc.PROCFS
@@ -329,67 +323,10 @@ def share_map(pids: Iterable[int] | None = None, *, highlight: Iterable[int] = (
     return ShareMap(ref, ks, rows, legend)
 
 
-# --- creating and entering namespaces (in children) -----------------------------
+# --- creating and entering namespaces (in children, through the launcher) -------
 
-@dataclass
-class Result:
-    """What a command or callable did in its namespaces."""
-    kinds: tuple[str, ...]
-    returncode: int           # negative: killed by that signal (as subprocess)
-    stdout: str
-    stderr: str
-    host_pid: int             # the process in the namespaces, as the host numbers it
-    ns_pid: int               # the same process as its own PID namespace numbers it
-    value: object = None      # a callable's return value (pickled back)
-    notes: tuple[str, ...] = ()
-
-    @property
-    def output(self) -> str:
-        return self.stdout
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-    def check(self) -> "Result":
-        """Raise ``LabError`` (with stderr) when the command failed; else return self."""
-        if self.returncode != 0:
-            raise LabError(f"the command exited with {self.returncode}: {self.stderr.strip()[-500:]}")
-        return self
-
-    def __repr__(self) -> str:
-        out = self.stdout if len(self.stdout) < 200 else self.stdout[:200] + "..."
-        s = (f"Result(kinds={','.join(self.kinds) or '-'}, returncode={self.returncode}, "
-             f"ns_pid={self.ns_pid}, host_pid={self.host_pid}, stdout={out!r}")
-        if self.stderr:
-            s += f", stderr={self.stderr[-200:]!r}"
-        if self.value is not None:
-            s += f", value={self.value!r}"
-        for n in self.notes:
-            s += f", note={n!r}"
-        return s + ")"
-
-
-def _idmap(m, what: str) -> str | None:
-    """uid_map/gid_map text from: '0 100000 65536' lines, an int (outside id for inside 0),
-    or (inside, outside, count) tuples (user_namespaces(7))."""
-    if m is None:
-        return None
-    if isinstance(m, bool):
-        raise BadInput(f"{what}: give text like '0 100000 65536', an outside id, or tuples")
-    if isinstance(m, int):
-        lines = [(0, m, 1)]
-    elif isinstance(m, str):
-        try:
-            lines = [tuple(int(x) for x in ln.split()) for ln in m.strip().splitlines() if ln.strip()]
-        except ValueError:
-            lines = [()]
-    else:
-        lines = [tuple(int(x) for x in t) for t in m]
-    if not lines or any(len(t) != 3 or min(t) < 0 or t[2] < 1 for t in lines) or len(lines) > 340:
-        raise BadInput(f"{what} {m!r}: each line is 'INSIDE OUTSIDE COUNT' (count >= 1), "
-                       "e.g. '0 100000 65536' (user_namespaces(7))")
-    return "".join(f"{a} {b} {c}\n" for a, b, c in lines)
+# One result type for every run in the lab: the launcher's.
+Result = _launch.Result
 
 
 def _argv(target) -> list[str]:
@@ -401,7 +338,8 @@ def _argv(target) -> list[str]:
                    f"callable, got {target!r}")
 
 
-def _new_config(kinds, hostname, uid_map, gid_map, monotonic, boottime, fresh_proc, cwd):
+def _new_spec(kinds, hostname, uid_map, gid_map, monotonic, boottime, fresh_proc, cwd):
+    """The launcher Spec for new namespaces, and the notes for the Result."""
     ks = kinds_of(kinds)
     notes = []
     if hostname is not None and "uts" not in ks:
@@ -411,8 +349,6 @@ def _new_config(kinds, hostname, uid_map, gid_map, monotonic, boottime, fresh_pr
         raise BadInput("uid_map=/gid_map= need a new user namespace: add 'user' to kinds")
     if (monotonic is not None or boottime is not None) and "time" not in ks:
         raise BadInput("monotonic=/boottime= offsets need a new time namespace: add 'time' to kinds")
-    if hostname is not None and (not hostname or len(hostname.encode()) > 64):
-        raise BadInput(f"hostname {hostname!r}: 1 to 64 bytes (HOST_NAME_MAX, sethostname(2))")
     if fresh_proc is None:
         fresh_proc = "pid" in ks and "mnt" in ks
     elif fresh_proc and not ("pid" in ks and "mnt" in ks):
@@ -421,26 +357,21 @@ def _new_config(kinds, hostname, uid_map, gid_map, monotonic, boottime, fresh_pr
     if "pid" in ks and not fresh_proc:
         notes.append("new pid namespace but the host's /proc: ps and /proc still show the "
                      "host's processes (add 'mnt' for a fresh /proc; pid_namespaces(7))")
-    if "time" in ks and "time" not in proc.namespaces("self"):
-        raise NotSupported("this kernel has no time namespaces (Linux >= 5.6, time_namespaces(7))")
     if os.geteuid() != 0 and "user" not in ks and ks:
         raise NeedsPrivilege("CAP_SYS_ADMIN", f"creating {','.join(ks)} namespaces")
-    um = _idmap(uid_map, "uid_map")
-    gm = _idmap(gid_map, "gid_map") if gid_map is not None else um
     offsets = {}
     if monotonic is not None:
         offsets["monotonic"] = float(monotonic)
     if boottime is not None:
         offsets["boottime"] = float(boottime)
-    cfg = {"mode": "new", "kinds": list(ks), "hostname": hostname, "uid_map": um, "gid_map": gm,
-           # Without CAP_SETGID outside, gid_map may only be written after setgroups=deny.
-           "setgroups": "deny" if (gm and os.geteuid() != 0) else None,
-           "offsets": offsets, "fresh_proc": bool(fresh_proc), "cwd": cwd}
-    return ks, cfg, tuple(notes)
+    spec = _launch.Spec(new=ks, hostname=hostname, uid_map=uid_map, gid_map=gid_map,
+                        offsets=offsets or None, mount_proc=bool(fresh_proc), cwd=cwd)
+    return spec, tuple(notes)
 
 
-def _enter_config(pid, kinds, cwd):
-    pid = int(pid)
+def _enter_spec(pid, kinds, cwd):
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        raise BadInput(f"{pid!r} is not a valid PID (a number from 1)")
     if not proc.exists(pid):
         raise NoSuchProcess(pid)
     if os.geteuid() != 0:
@@ -454,110 +385,50 @@ def _enter_config(pid, kinds, cwd):
     if "pid" in ks and "mnt" not in ks and theirs.get("mnt") != mine.get("mnt"):
         notes.append("joined the pid namespace but not the mount namespace: /proc is still "
                      "the host's, so ps shows the host's processes (add 'mnt'; nsenter(1))")
-    return ks, {"mode": "enter", "pid": pid, "kinds": list(ks), "cwd": cwd}, tuple(notes)
+    return _launch.Spec(join={k: pid for k in ks}, cwd=cwd), ks, tuple(notes)
 
 
-def _trampoline_argv(cfg: dict) -> list[str]:
-    helpers = os.path.dirname(os.path.dirname(os.path.abspath(_nsexec.__file__)))
-    code = (f"import sys; sys.path.insert(0, {helpers!r}); "
-            "from justaprocess._nsexec import main; main()")
-    # -I -S: no site, no user paths: a quick start, and the child imports only the stdlib.
-    return [sys.executable, "-I", "-S", "-c", code, json.dumps(cfg)]
-
-
-def _error(err: dict, cfg: dict) -> LabError:
-    step, no = err.get("step", "?"), int(err.get("errno") or 0)
-    detail = err.get("detail") or ""
+def _error(err: _launch.StepFailed, pid: int = 0) -> LabError:
+    """The launcher's failed step as the error a learner of this chapter meets."""
+    step, no = err.step, err.errno
     if step == "exec":
-        if no == 2:
-            return BadInput(f"command {detail!r} not found (PATH inside the new namespaces is "
+        if no == _errno.ENOENT:
+            return BadInput(f"command {err.detail!r} not found (PATH inside the new namespaces is "
                             "the host's): check its name, or give a full path")
-        if no == 13:
-            return BadInput(f"command {detail!r} cannot be executed (permission denied): check "
-                            "its mode and, in a user namespace, the uid it runs as")
-    if no in (1, 13):  # EPERM, EACCES
+        if no == _errno.EACCES:
+            return BadInput(f"command {err.detail!r} cannot be executed (permission denied): "
+                            "check its mode and, in a user namespace, the uid it runs as")
+    if no in (_errno.EPERM, _errno.EACCES):
         what = "CAP_SYS_ADMIN"
-        if step.startswith("write") and "timens" in step:
+        if "timens" in step:
             what = "CAP_SYS_TIME"
         elif "setres" in step or "map" in step:
             what = "CAP_SETUID/CAP_SETGID"
         return NeedsPrivilege(what, f"{step}:")
-    if no == 28:  # ENOSPC
-        return LabError(f"{step}: the per-user namespace limit is reached "
-                        "(/proc/sys/user/max_*_namespaces): remove some (`python -m justaprocess "
-                        "cleanup`) or raise the limit")
-    if no == 22 and step.startswith("setns"):
-        return LabError(f"{step}: EINVAL - the target's namespace cannot be joined from here "
-                        "(setns(2)): is the target inside a nested user namespace?")
-    if no == 3 or (step.startswith("open /proc") and no == 2):
-        return NoSuchProcess(cfg.get("pid", 0))
-    msg = f"{step} failed" + (f": {os.strerror(no)}" if no else "") + (f" ({detail})" if detail else "")
-    return LabError(msg + " - see unshare(2), setns(2), mount(2)")
+    if no == _errno.ESRCH:
+        return NoSuchProcess(pid)
+    return err
 
 
-def _collect(fds: dict[str, int], deadline: float, input_fd=None, data: bytes = b"") -> tuple[dict, bool]:
-    """Read every fd to EOF (selectors: no pipe can fill up and block the child)."""
-    out = {k: b"" for k in fds}
-    sel = selectors.DefaultSelector()
-    for k, fd in fds.items():
-        sel.register(fd, selectors.EVENT_READ, k)
-    if input_fd is not None:
-        if data:
-            sel.register(input_fd, selectors.EVENT_WRITE, None)
-        else:
-            os.close(input_fd)
-    timed_out = False
-    view = memoryview(data)
+def _launch_run(spec: _launch.Spec, target, args, kwargs, input, timeout, note, ks, notes,
+                pid: int = 0, bounded: bool = True) -> Result:
+    if callable(target):
+        fn = (lambda: target(*args, **(kwargs or {}))) if (args or kwargs) else target
+        spec = replace(spec, fn=fn, note=note + f" {getattr(target, '__name__', 'callable')}",
+                       cgroup="bounded" if bounded else None)
+    else:
+        argv = _argv(target)
+        spec = replace(spec, argv=argv, note=f"{note} {argv[0]}")
     try:
-        while sel.get_map():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                timed_out = True
-                break
-            for key, _ in sel.select(left):
-                if key.data is None:  # stdin
-                    try:
-                        n = os.write(key.fd, view[:65536])
-                    except BrokenPipeError:
-                        n = len(view)
-                    view = view[n:]
-                    if not view:
-                        sel.unregister(key.fd)
-                        os.close(key.fd)
-                    continue
-                chunk = os.read(key.fd, 65536)
-                if chunk:
-                    out[key.data] += chunk
-                else:
-                    sel.unregister(key.fd)
-    finally:
-        sel.close()
-    return out, timed_out
-
-
-def _info(raw: bytes) -> tuple[dict, dict | None]:
-    ready, err = {}, None
-    for line in raw.decode(errors="replace").splitlines():
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if "error" in msg and err is None:
-            err = msg["error"]
-        elif "host_pid" in msg and not ready:
-            ready = msg
-    return ready, err
-
-
-def _launch_command(argv: list[str], cfg: dict, *, stdout, stderr, stdin, note: str) -> tuple[lab.LabProcess, int]:
-    r, w = os.pipe()
-    cfg = dict(cfg, argv=argv, info_fd=w, parent=os.getpid())
-    try:
-        p = lab.LabProcess(_trampoline_argv(cfg), note=note, stdout=stdout, stderr=stderr,
-                           stdin=stdin, pass_fds=(w,))
-    finally:
-        os.close(w)
-    return p, r
+        r = _launch.run(spec, input=input, timeout=timeout)
+    except _launch.Timeout as exc:
+        raise _launch.Timeout(f"{spec.note.split(' ', 1)[1]} did not finish within {timeout} s in "
+                              "its namespaces: it was killed. Pass a larger timeout=, or use "
+                              "namespaces.spawn() for a long-running process") from exc
+    if r.error is not None:
+        raise _error(r.error, pid)
+    r.kinds, r.notes = ks, notes
+    return r
 
 
 def run(target, kinds: str | Iterable[str] = CONTAINER_KINDS, *, hostname: str | None = None,
@@ -568,7 +439,10 @@ def run(target, kinds: str | Iterable[str] = CONTAINER_KINDS, *, hostname: str |
 
     ``target``: a list of strings (exec'd), a string (run by ``/bin/sh -c``), or a
     callable (called with ``args``/``kwargs`` in a forked child; its return value
-    comes back pickled as ``Result.value``; its prints as ``stdout``).
+    comes back pickled as ``Result.value``; its prints as ``stdout``).  A callable
+    runs bounded, in a lab cgroup of its own: at most 256M of memory and 64
+    processes (``_launch.BOUNDED_MEMORY``/``BOUNDED_PIDS``), so a fork bomb or a
+    memory hog in it meets a limit, not the machine.
 
     ``kinds``: which new namespaces (default: a container engine's six - all but
     user and time).  Options, each needing its kind:
@@ -583,13 +457,11 @@ def run(target, kinds: str | Iterable[str] = CONTAINER_KINDS, *, hostname: str |
       /proc: the Result carries a note saying so.
 
     The calling process never changes namespaces.  ``timeout``: the children are
-    killed and ``LabError`` raised.
+    killed and ``Timeout`` (a LabError) raised.
     """
-    ks, cfg, notes = _new_config(kinds, hostname, uid_map, gid_map, monotonic, boottime,
-                                 fresh_proc, cwd)
-    if callable(target):
-        return _run_callable(target, args, kwargs or {}, ks, cfg, notes, input, timeout)
-    return _run_command(_argv(target), ks, cfg, notes, input, timeout)
+    spec, notes = _new_spec(kinds, hostname, uid_map, gid_map, monotonic, boottime, fresh_proc, cwd)
+    return _launch_run(spec, target, args, kwargs, input, timeout, "namespaces.run",
+                       spec.new, notes)
 
 
 def enter(pid: int, target, kinds: str | Iterable[str] | None = None, *, cwd: str | None = None,
@@ -601,196 +473,59 @@ def enter(pid: int, target, kinds: str | Iterable[str] | None = None, *, cwd: st
     differs from us, like ``nsenter -a``).  Joining pid affects only children,
     so the target then runs in a forked child (setns(2)); joining pid
     without mnt leaves the host's /proc in view (a note in the Result says so).
+    A callable runs bounded as in :func:`run` only when the cgroup namespace
+    is not joined (256M, 64 processes).
     """
-    ks, cfg, notes = _enter_config(pid, kinds, cwd)
-    if callable(target):
-        return _run_callable(target, args, kwargs or {}, ks, cfg, notes, input, timeout)
-    return _run_command(_argv(target), ks, cfg, notes, input, timeout)
-
-
-def _as_bytes(data) -> bytes:
-    if data is None:
-        return b""
-    return data.encode() if isinstance(data, str) else bytes(data)
-
-
-def _run_command(argv, ks, cfg, notes, input, timeout) -> Result:
-    deadline = time.monotonic() + timeout
-    p, r = _launch_command(argv, cfg, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                           note=f"namespaces.run {argv[0]}")
-    try:
-        fds = {"info": r, "out": p.popen.stdout.fileno(), "err": p.popen.stderr.fileno()}
-        stdin_fd = None
-        if input is not None:
-            stdin_fd = os.dup(p.popen.stdin.fileno())
-            p.popen.stdin.close()
-        got, timed_out = _collect(fds, deadline, stdin_fd, _as_bytes(input))
-        if timed_out:
-            p.stop()
-            raise LabError(f"{argv[0]} did not finish within {timeout} s in its namespaces: it was "
-                           "killed. Pass a larger timeout=, or use namespaces.spawn() for a "
-                           "long-running process")
-        try:
-            p.popen.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.stop()
-            raise LabError(f"{argv[0]} did not exit within {timeout} s: it was killed") from None
-        ready, err = _info(got["info"])
-        if err is not None:
-            raise _error(err, cfg)
-        return Result(ks, p.popen.returncode, got["out"].decode(errors="replace"),
-                      got["err"].decode(errors="replace"), int(ready.get("host_pid", 0)),
-                      int(ready.get("ns_pid", 0)), None, notes)
-    finally:
-        os.close(r)
-        p.stop()
-        for f in (p.popen.stdout, p.popen.stderr):
-            f.close()
-
-
-def _run_callable(fn: Callable, args, kwargs, ks, cfg, notes, input, timeout) -> Result:
-    """Fork (the caller may be multithreaded: the child is single-threaded) and run _nsexec in it."""
-    deadline = time.monotonic() + timeout
-    r_info, w_info = os.pipe()
-    r_out, w_out = os.pipe()
-    r_err, w_err = os.pipe()
-    r_res, w_res = os.pipe()
-    r_in, w_in = os.pipe()
-    cfg = dict(cfg, info_fd=w_info, result_fd=w_res, parent=os.getpid())
-    # Flush the caller's buffers, or the child would write out a copy of them.
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001
-            pass
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        try:
-            os.setsid()  # its own process group: one killpg stops it and its children
-            os.dup2(r_in, 0)
-            os.dup2(w_out, 1)
-            os.dup2(w_err, 2)
-            for fd in (r_info, r_out, r_err, r_res, r_in, w_in, w_out, w_err):
-                os.close(fd)
-            # The kernel's sys.stdout sends to Jupyter through threads that do not
-            # exist in a forked child: write to the pipes instead.
-            sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
-            sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
-            sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            _nsexec.main(cfg, target=lambda: fn(*args, **kwargs))
-        finally:
-            os._exit(127)
-    for fd in (w_info, w_out, w_err, w_res, r_in):
-        os.close(fd)
-    entry = lab.register("process", f"pid-{pid}", pid=pid, note=f"namespaces.run {getattr(fn, '__name__', fn)}")
-    try:
-        got, timed_out = _collect({"info": r_info, "out": r_out, "err": r_err, "res": r_res},
-                                  deadline, w_in, _as_bytes(input))
-        if timed_out:
-            _killpg(pid)
-            raise LabError(f"{getattr(fn, '__name__', 'the callable')} did not finish within "
-                           f"{timeout} s in its namespaces: it was killed. Pass a larger timeout=")
-        status = _waitpid(pid, deadline)
-        if status is None:
-            _killpg(pid)
-            raise LabError(f"the callable did not exit within {timeout} s: it was killed")
-        ready, err = _info(got["info"])
-        if err is not None:
-            raise _error(err, cfg)
-        value = None
-        if got["res"]:
-            try:
-                value = pickle.loads(got["res"])
-            except Exception:  # noqa: BLE001 - e.g. a class defined only in the child
-                value = None
-        return Result(ks, os.waitstatus_to_exitcode(status), got["out"].decode(errors="replace"),
-                      got["err"].decode(errors="replace"), int(ready.get("host_pid", 0)),
-                      int(ready.get("ns_pid", 0)), value, notes)
-    finally:
-        for fd in (r_info, r_out, r_err, r_res):
-            os.close(fd)
-        _killpg(pid)
-        lab.unregister(entry)
-
-
-def _killpg(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
-def _waitpid(pid: int, deadline: float):
-    while True:
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return 0
-        if done == pid:
-            return status
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(0.002)
+    spec, ks, notes = _enter_spec(pid, kinds, cwd)
+    return _launch_run(spec, target, args, kwargs, input, timeout, "namespaces.enter", ks, notes,
+                       pid=pid, bounded="cgroup" not in ks)
 
 
 class NsProcess:
     """A long-running process in its own namespaces (see :func:`spawn`).
 
     ``host_pid`` is the process *inside* the namespaces (PID 1 of a new PID
-    namespace, not the trampoline that made it); ``ns_pid`` its PID there.
+    namespace); ``ns_pid`` its PID there; ``handle`` the launcher's Handle.
     It dies with the calling process; ``stop()`` (or lab cleanup) kills it.
     """
 
-    def __init__(self, launcher: lab.LabProcess, host_pid: int, ns_pid: int,
-                 kinds: tuple[str, ...], notes: tuple[str, ...], entry: lab.Entry | None):
-        self.launcher = launcher
-        self.host_pid = host_pid
-        self.ns_pid = ns_pid
+    def __init__(self, handle: _launch.Handle, kinds: tuple[str, ...], notes: tuple[str, ...]):
+        self.handle = handle
+        self.host_pid = handle.pid
+        self.ns_pid = handle.ns_pid
         self.kinds = kinds
         self.notes = notes
-        self._entry = entry
-        try:
-            self._start = proc.start_time(host_pid)
-        except (OSError, LookupError):
-            self._start = None  # already exited
 
     @property
     def pid(self) -> int:
         return self.host_pid
 
+    @property
+    def launcher(self) -> "NsProcess | _Helper":
+        """The process the lab started (a helper that made ``host_pid``, or the same one)."""
+        return _Helper(self.handle._first)
+
     def alive(self) -> bool:
-        try:
-            return (proc.start_time(self.host_pid) == self._start
-                    and not proc.status(self.host_pid)["State"].startswith("Z"))
-        except (OSError, LookupError):
-            return False
+        return self.handle.alive()
 
     def namespaces(self) -> dict[str, int]:
         return of(self.host_pid)
 
     def wait(self, timeout: float | None = None) -> int | None:
-        """Wait for it to exit; its exit code (negative: signal), as the trampoline relays it."""
+        """Wait for it to exit; its exit code (negative: signal), or None on timeout."""
         try:
-            return self.launcher.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
+            return self.handle.wait(timeout).returncode
+        except _launch.Timeout:
             return None
 
     @property
     def returncode(self) -> int | None:
-        return self.launcher.popen.poll()
+        return self.handle.result.returncode if self.handle.result else None
 
     def stop(self, timeout: float = 3.0) -> int | None:
         """Kill it (SIGKILL: PID 1 of a namespace ignores signals it has no handler for,
-        pid_namespaces(7)) and the trampoline; forget both.  Safe to call twice."""
-        if self._entry is not None:
-            lab.remove(self._entry)
-        return self.launcher.stop(timeout)
+        pid_namespaces(7)); forget it.  Safe to call twice."""
+        return self.handle.stop(timeout).returncode
 
     def __enter__(self) -> "NsProcess":
         return self
@@ -804,6 +539,20 @@ class NsProcess:
                 f"kinds={','.join(self.kinds)} {state}>")
 
 
+class _Helper(NamedTuple):
+    pid: int
+
+
+def _stdio(how):
+    if how is None:
+        return "inherit"
+    if how == subprocess.DEVNULL:
+        return "null"
+    if how == subprocess.PIPE:
+        raise BadInput("spawn() does not read a pipe for you: pass a file, an fd, or DEVNULL")
+    return how
+
+
 def spawn(argv, kinds: str | Iterable[str] = CONTAINER_KINDS, *, hostname: str | None = None,
           uid_map=None, gid_map=None, monotonic: float | None = None, boottime: float | None = None,
           fresh_proc: bool | None = None, cwd: str | None = None, stdout=subprocess.DEVNULL,
@@ -815,30 +564,14 @@ def spawn(argv, kinds: str | Iterable[str] = CONTAINER_KINDS, *, hostname: str |
     manager, or call ``stop()``.
     """
     argv = _argv(argv)
-    ks, cfg, notes = _new_config(kinds, hostname, uid_map, gid_map, monotonic, boottime,
-                                 fresh_proc, cwd)
-    p, r = _launch_command(argv, cfg, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
-                           note=note or f"namespaces.spawn {argv[0]}")
-    try:
-        got, timed_out = _collect({"info": r}, time.monotonic() + startup_timeout)
-    finally:
-        os.close(r)
-    ready, err = _info(got["info"])
-    if timed_out or err is not None or not ready:
-        p.stop()
-        if err is not None:
-            raise _error(err, cfg)
-        raise LabError(f"{argv[0]} did not start in its namespaces within {startup_timeout} s "
-                       f"(trampoline exit {p.popen.returncode})")
-    host_pid = int(ready["host_pid"])
-    entry = None
-    if host_pid != p.pid:
-        try:
-            entry = lab.register("process", f"pid-{host_pid}", pid=host_pid,
-                                 note=(note or f"namespaces.spawn {argv[0]}") + f" (in {','.join(ks)})")
-        except NoSuchProcess:
-            pass  # it has already exited (and was reaped): nothing to register
-    return NsProcess(p, host_pid, int(ready["ns_pid"]), ks, notes, entry)
+    spec, notes = _new_spec(kinds, hostname, uid_map, gid_map, monotonic, boottime, fresh_proc, cwd)
+    spec = replace(spec, argv=argv, stdout=_stdio(stdout), stderr=_stdio(stderr),
+                   note=note or f"namespaces.spawn {argv[0]}" + f" (in {','.join(spec.new)})")
+    h = _launch.start(spec, start_timeout=startup_timeout)
+    if h.error is not None:
+        h.wait()
+        raise _error(h.error)
+    return NsProcess(h, spec.new, notes)
 
 
 # --- command line: python -m justaprocess ns ------------------------------------
