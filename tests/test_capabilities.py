@@ -17,6 +17,7 @@ import pytest
 from conftest import PY as HERE_PY, as_user, cli as lab_cli
 
 from justaprocess import _libc, capabilities as caps, lab, portable, proc
+from justaprocess._launch import StepFailed, Timeout
 from justaprocess.errors import BadInput, NoSuchProcess
 
 CAPSH = shutil.which("capsh")
@@ -212,7 +213,7 @@ def test_run_drop_shows_the_real_errno():
     assert ok.ok and ok.value == "chowned"
     r = caps.run(chown_memfd, drop=["cap_chown"])
     assert not r.ok and r.returncode == 1
-    assert isinstance(r.error, PermissionError) and r.errno_name == "EPERM"
+    assert isinstance(r.exception, PermissionError) and r.errno_name == "EPERM"
     assert "cap_chown" not in r.sets.effective
 
 
@@ -266,8 +267,9 @@ def test_run_no_new_privs_and_exec_errors():
 
 @pytest.mark.root
 def test_run_timeout_kills_the_child():
-    r = caps.run(["sleep", "5"], timeout=0.3)
-    assert r.timed_out and r.returncode == -9
+    with pytest.raises(Timeout, match="timeout=") as info:
+        caps.run(["sleep", "5"], timeout=0.3)
+    assert info.value.result.returncode == -9
 
 
 @pytest.mark.root
@@ -430,9 +432,10 @@ def test_widget_ticks_and_probes(capsys, own_objects):
 
 @pytest.mark.root
 def test_setup_errors_come_back_to_the_caller():
-    with pytest.raises(OSError) as exc:
-        caps.run(["true"], unshare=0x1)   # not a CLONE_NEW* flag: unshare(2) says EINVAL
-    assert exc.value.errno == 22
+    with pytest.raises(BadInput, match="not a CLONE_NEW"):
+        caps.run(["true"], unshare=0x1)   # refused before anything starts
+    with pytest.raises(StepFailed, match="setuid 65534: EINVAL .* not mapped"):
+        caps.run(["true"], keep=[], uid=65534, unshare="user")  # a user namespace without a map
     assert not [e for e in lab.entries() if e.owner == os.getpid() and e.kind == "process"]
 
 

@@ -140,6 +140,10 @@ _HINTS = (
                              "controllers below (cgroup-v2 'no internal processes'): join a leaf"),
     ("cgroup", _errno.EOPNOTSUPP, "a threaded cgroup v2 subtree: join its domain cgroup"),
     ("cgroup", _errno.ENOENT, "that cgroup is gone: create it again"),
+    ("setuid", _errno.EINVAL, "that uid is not mapped in the process's user namespace "
+                              "(user_namespaces(7)): give uid_map= (and gid_map=)"),
+    ("setgid", _errno.EINVAL, "that gid is not mapped in the process's user namespace "
+                              "(user_namespaces(7)): give gid_map="),
     ("clone", _errno.ENOMEM, "the pid namespace joined has lost its PID 1, so no new process "
                              "may enter it (pid_namespaces(7)): start the target again"),
     ("", _errno.ENOSPC, "the per-user namespace limit is reached (/proc/sys/user/max_*_namespaces): "
@@ -191,7 +195,7 @@ class Result:
     host_pid: int = 0               # the process as the host numbers it
     ns_pid: int = 0                 # as its own PID namespace numbers it
     value: Any = None               # a callable's return value (pickled back)
-    exception: BaseException | None = None  # what a callable raised (pickled back)
+    exception: BaseException | None = None  # what a callable raised, or execve's OSError
     error: StepFailed | None = None  # a set-up step that failed (nothing ran)
     final: dict = field(default_factory=dict)  # its /proc/PID/status at exit (when observable)
     label: str = ""
@@ -209,6 +213,30 @@ class Result:
     @property
     def output(self) -> str:
         return self.stdout
+
+    # What the process ended with, from its /proc/PID/status read before reaping
+    # (a zombie keeps its credentials): only when the process was the lab's own child.
+    @property
+    def caps(self) -> proc.CapMasks | None:
+        st = self.final
+        if "CapEff" not in st:
+            return None
+        return proc.CapMasks(*(int(st[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")))
+
+    @property
+    def sets(self):
+        """Its five capability sets by name (capabilities.CapSets), or None."""
+        from . import capabilities
+        m = self.caps
+        return capabilities.from_masks(m) if m is not None else None
+
+    @property
+    def uid(self) -> int | None:
+        return int(self.final["Uid"].split()[1]) if "Uid" in self.final else None
+
+    @property
+    def no_new_privs(self) -> bool | None:
+        return self.final["NoNewPrivs"] == "1" if "NoNewPrivs" in self.final else None
 
     @property
     def errno_name(self) -> str:
@@ -291,6 +319,7 @@ class Spec:
     stderr: Any = "pipe"
     target_root: int | None = None
     offsets: dict | None = None
+    lo_up: bool = False
     note: str = ""
 
 
@@ -329,6 +358,7 @@ class _Plan:
     owned_fds: list[int] = field(default_factory=list)
     bounded: Any = None                         # the Cgroup made for cgroup="bounded"
     proc_fd: int | None = None                  # the caller's /proc: after setns(mnt) /proc is theirs
+    lo_up: bool = False
     wire_w: int = -1
 
     @property
@@ -509,6 +539,8 @@ def _prepare(spec: Spec) -> tuple[_Plan, dict]:
         raise BadInput("root= and target_root= both set a root: choose one")
     if (spec.uid_map is not None or spec.gid_map is not None) and "user" not in new:
         raise BadInput("uid_map=/gid_map= need a new user namespace: add 'user' to new")
+    if spec.lo_up and "net" not in new:
+        raise BadInput("lo_up=True brings up lo of a *new* network namespace: add 'net' to new")
     if spec.offsets and "time" not in new:
         raise BadInput("offsets= need a new time namespace: add 'time' to new")
     if "time" in new and "time" not in proc.namespaces("self"):
@@ -542,6 +574,7 @@ def _prepare(spec: Spec) -> tuple[_Plan, dict]:
                  capabilities.last_cap(), spec.no_new_privs, seccomp, spec.root, spec.pivot_root,
                  spec.mount_proc, spec.hostname, spec.cwd,
                  dict(spec.env) if spec.env is not None else None, None, offsets, os.getpid())
+    plan.lo_up = spec.lo_up
     parent_side: dict[int, int] = {}
     try:
         # Open the target's files first, so it cannot race away between our checks
@@ -777,6 +810,18 @@ def _relay(pid: int) -> None:
     os._exit(os.waitstatus_to_exitcode(status))
 
 
+def _lo_up() -> None:
+    # A new network namespace has only 'lo', and it is down: SIOCSIFFLAGS with
+    # IFF_UP (netdevice(7)) makes 127.0.0.1 usable.
+    import fcntl
+    import socket
+    import struct
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sh22x", b"lo", 0)
+        flags = struct.unpack("16sh22x", fcntl.ioctl(s, 0x8913, req))[1]   # SIOCGIFFLAGS
+        fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 0x1))  # SIOCSIFFLAGS
+
+
 def _target(plan: _Plan, lifeline: int | None, go: int | None) -> None:
     """T: the process that becomes the command (or runs the callable).  Never returns."""
     try:
@@ -800,6 +845,9 @@ def _target(plan: _Plan, lifeline: int | None, go: int | None) -> None:
             # (mount_namespaces(7); unshare(1) does the same).
             _Step.name = "make / private"
             _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
+        if plan.lo_up:
+            _Step.name = "lo up"
+            _lo_up()
         if plan.hostname is not None:
             _Step.name = "sethostname"
             _libc.sethostname(plan.hostname)
@@ -845,49 +893,68 @@ def _target(plan: _Plan, lifeline: int | None, go: int | None) -> None:
         _fail(plan, exc, EXIT_EXEC)
 
 
-def _security(plan: _Plan) -> None:
-    """Capabilities, ids, no_new_privs, seccomp: the last steps before exec (capabilities(7)).
+def reduce_capabilities(keep: int | None, drop: int = 0, *, bounding: bool = True,
+                        uid: int | None = None, gid: int | None = None, groups: Sequence[int] = (),
+                        ambient: int | bool = 0, last_cap: int | None = None) -> int:
+    """Reduce the calling thread's capabilities: the lab's one way (capabilities(7)).
 
-    1. bounding: PR_CAPBSET_DROP what is not kept (needs CAP_SETPCAP: first);
+    Called in the launcher's children, and by ``capabilities.restrict`` (a
+    preexec_fn).  ``keep``/``drop`` are masks; returns the mask kept.  In order:
+
+    1. bounding: PR_CAPBSET_DROP what is not kept (needs CAP_SETPCAP: first); it
+       bites at the next execve(2);
     2. ids: PR_SET_KEEPCAPS, then setgroups/setresgid/setresuid, so the permitted
        set survives leaving uid 0 ("Effect of user ID changes on capabilities");
     3. capset(2): effective = permitted = kept, at once;
-    4. ambient: raise the chosen ones, so a non-root program keeps them across execve;
-    5. no_new_privs, then the seccomp filter (it needs no_new_privs or CAP_SYS_ADMIN).
+    4. ambient (a mask, or True for all kept): raised so that a non-root program
+       keeps them across execve (PR_CAP_AMBIENT_RAISE); the rest cleared.
     """
-    touch_caps = plan.keep is not None or plan.drop or plan.ambient or \
-        plan.uid is not None or plan.gid is not None
-    if touch_caps:
-        _Step.name = "capget"
-        _, have, inh = _libc.capget()
-        kept = have if plan.keep is None else have & plan.keep
-        kept &= ~plan.drop
-        if plan.bounding and (plan.keep is not None or plan.drop):
-            _Step.name = "drop from the bounding set"
-            for n in range(plan.last_cap + 1):
-                if not kept >> n & 1 and _libc.prctl(_libc.PR_CAPBSET_READ, n) == 1:
-                    _libc.prctl(_libc.PR_CAPBSET_DROP, n)
-        if plan.uid is not None or plan.gid is not None:
-            _Step.name = "keepcaps"
-            _libc.prctl(PR_SET_KEEPCAPS, 1)
-            if plan.gid is not None:
-                _Step.name = f"setgid {plan.gid}"
-                os.setgroups(plan.groups)
-                os.setresgid(plan.gid, plan.gid, plan.gid)
-            if plan.uid is not None:
-                _Step.name = f"setuid {plan.uid}"
-                os.setresuid(plan.uid, plan.uid, plan.uid)
-        amb = kept if plan.ambient is True else (0 if plan.ambient is False else plan.ambient & kept)
-        _Step.name = "capset"
-        bnd = sum(1 << n for n in range(plan.last_cap + 1)
-                  if _libc.prctl(_libc.PR_CAPBSET_READ, n) == 1)
-        new_inh = (amb | (inh & kept)) & (bnd | inh)
-        _libc.capset(kept, kept, new_inh)
-        _Step.name = "ambient"
-        _libc.prctl(_libc.PR_CAP_AMBIENT, _libc.PR_CAP_AMBIENT_CLEAR_ALL)
-        for n in range(plan.last_cap + 1):
-            if (amb & new_inh) >> n & 1:
-                _libc.prctl(_libc.PR_CAP_AMBIENT, _libc.PR_CAP_AMBIENT_RAISE, n)
+    if last_cap is None:
+        from . import capabilities
+        last_cap = capabilities.last_cap()
+    _Step.name = "capget"
+    _, have, inh = _libc.capget()
+    kept = have if keep is None else have & keep
+    kept &= ~drop
+    if bounding and (keep is not None or drop):
+        _Step.name = "drop from the bounding set"
+        for n in range(last_cap + 1):
+            if not kept >> n & 1 and _libc.prctl(_libc.PR_CAPBSET_READ, n) == 1:
+                _libc.prctl(_libc.PR_CAPBSET_DROP, n)
+    if uid is not None or gid is not None:
+        _Step.name = "keepcaps"
+        _libc.prctl(PR_SET_KEEPCAPS, 1)
+        if gid is not None:
+            _Step.name = f"setgid {gid}"
+            os.setgroups(list(groups))
+            os.setresgid(gid, gid, gid)
+        if uid is not None:
+            _Step.name = f"setuid {uid}"
+            os.setresuid(uid, uid, uid)
+    amb = kept if ambient is True else (0 if ambient is False else ambient & kept)
+    _Step.name = "capset"
+    bnd = sum(1 << n for n in range(last_cap + 1) if _libc.prctl(_libc.PR_CAPBSET_READ, n) == 1)
+    new_inh = (amb | (inh & kept)) & (bnd | inh)
+    _libc.capset(kept, kept, new_inh)
+    _Step.name = "ambient"
+    _libc.prctl(_libc.PR_CAP_AMBIENT, _libc.PR_CAP_AMBIENT_CLEAR_ALL)
+    for n in range(last_cap + 1):
+        if (amb & new_inh) >> n & 1:
+            _libc.prctl(_libc.PR_CAP_AMBIENT, _libc.PR_CAP_AMBIENT_RAISE, n)
+    return kept
+
+
+def _security(plan: _Plan) -> None:
+    """Capabilities and ids, no_new_privs, seccomp: the last steps before exec.
+
+    The seccomp filter comes last: it needs no_new_privs or CAP_SYS_ADMIN (seccomp(2)),
+    and it might refuse the calls of the steps before it.
+    """
+    if plan.keep is not None or plan.drop or plan.ambient or plan.uid is not None \
+            or plan.gid is not None:
+        reduce_capabilities(plan.keep, plan.drop, bounding=plan.bounding, uid=plan.uid,
+                            gid=plan.gid, groups=plan.groups, ambient=plan.ambient,
+                            last_cap=plan.last_cap)
     if plan.no_new_privs:
         _Step.name = "no_new_privs"
         _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
@@ -1054,6 +1121,10 @@ class Handle:
                 self.ns_pid = payload
             elif kind == "error" and self.error is None:
                 self.error = StepFailed(*payload)
+                if self.error.step == "exec" and self.error.errno:
+                    # What execve(2) raised, as a callable's exception would come back.
+                    no = self.error.errno
+                    self._exception = OSError(no, os.strerror(no))  # (the program: error.detail)
             elif kind == "running":
                 running = True
             elif kind == "value":

@@ -19,27 +19,19 @@ import errno as _errno
 import fcntl
 import json
 import os
-import pickle
-import selectors
 import shutil
-import signal
 import socket
 import struct
-import sys
 import threading
-import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
-from . import _libc, lab, proc
+from . import _launch, _libc, lab, proc
 from .errors import BadInput, LabError, NeedsPrivilege
 
 PROCFS = proc.PROCFS
 SETS = ("effective", "permitted", "inheritable", "bounding", "ambient")
 
-# prctl(2) options _libc does not define (include/uapi/linux/prctl.h).
-PR_SET_KEEPCAPS = 8  # keep permitted caps across setuid() away from 0
 
 # --- names, numbers, meanings ------------------------------------------------
 # Numbers from include/uapi/linux/capability.h; names spelled as libcap's capsh
@@ -297,10 +289,6 @@ ENGINE_DEFAULT: tuple[str, ...] = (
 
 # --- reducing the capabilities of the calling process (a forked child) ----------
 
-def _bits(mask: int) -> list[int]:
-    return [n for n in range(64) if mask >> n & 1]
-
-
 def target_mask(keep: Iterable[str | int] | None = None,
                 drop: Iterable[str | int] | None = None,
                 have: int | None = None) -> int:
@@ -353,25 +341,9 @@ def restrict(keep: Iterable[str | int] | None = None,
     if ambient is None:
         ambient = uid is not None and uid != 0
     try:
-        if bounding:
-            for n in range(last_cap() + 1):
-                if not kept >> n & 1 and _libc.prctl(_libc.PR_CAPBSET_READ, n) == 1:
-                    _libc.prctl(_libc.PR_CAPBSET_DROP, n)
-        if uid is not None or gid is not None:
-            _libc.prctl(PR_SET_KEEPCAPS, 1)
-            if gid is not None:
-                os.setgroups(list(groups))
-                os.setresgid(gid, gid, gid)
-            if uid is not None:
-                os.setresuid(uid, uid, uid)
-        _, _, inh = _libc.capget()
-        bnd = sum(1 << n for n in range(last_cap() + 1)
-                  if _libc.prctl(_libc.PR_CAPBSET_READ, n) == 1)
-        new_inh = (kept if ambient else inh & kept) & (bnd | inh)
-        _libc.capset(kept, kept, new_inh)
-        if ambient:
-            for n in _bits(kept & new_inh):
-                _libc.prctl(_libc.PR_CAP_AMBIENT, _libc.PR_CAP_AMBIENT_RAISE, n)
+        kept = _launch.reduce_capabilities(kept, 0, bounding=bounding, uid=uid, gid=gid,
+                                           groups=groups, ambient=bool(ambient),
+                                           last_cap=last_cap())
         if no_new_privs:
             _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
     except PermissionError as exc:
@@ -382,118 +354,25 @@ def restrict(keep: Iterable[str | int] | None = None,
 
 # --- running something with chosen capabilities -----------------------------------
 
-@dataclass
-class RunResult:
-    """What a child run with chosen capabilities did."""
-    target: str                       # the argv or the function's name
-    returncode: int                   # exit status; -N for a signal N (like subprocess)
-    stdout: str
-    stderr: str
-    sets: CapSets                     # the child's sets as it ended (read before reaping)
-    uid: int
-    no_new_privs: bool
-    value: Any = None                 # a function's return value
-    error: BaseException | None = None  # a function's exception, or an exec failure
-    timed_out: bool = False
+# One result type for every run in the lab: the launcher's (sets, uid and
+# no_new_privs are read from the child's /proc/PID/status as it ended).
+RunResult = _launch.Result
 
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0 and self.error is None
-
-    @property
-    def errno_name(self) -> str:
-        """'EPERM' when the function raised OSError(EPERM); '' otherwise."""
-        no = getattr(self.error, "errno", None)
-        return _errno.errorcode.get(no, "") if no else ""
-
-    def __repr__(self) -> str:
-        how = "ok" if self.ok else (
-            f"error {type(self.error).__name__}" + (f" {self.errno_name}" if self.errno_name else "")
-            if self.error is not None else f"exit {self.returncode}")
-        return (f"<RunResult {self.target}: {how}; uid {self.uid}; "
-                f"effective {len(self.sets.effective)} caps, bounding {len(self.sets.bounding)}>")
+# unshare= flags (the old spelling) -> namespace kinds for the launcher
+_FLAG_KINDS = {_libc.CLONE_NEWUTS: "uts", _libc.CLONE_NEWNET: "net", _libc.CLONE_NEWIPC: "ipc",
+               _libc.CLONE_NEWNS: "mnt", _libc.CLONE_NEWCGROUP: "cgroup",
+               _libc.CLONE_NEWUSER: "user", _libc.CLONE_NEWPID: "pid",
+               _libc.CLONE_NEWTIME: "time"}
 
 
-def _lo_up() -> None:
-    # A new network namespace has only 'lo', and it is down: bring it up with
-    # SIOCSIFFLAGS (netdevice(7)) so 127.0.0.1 is a valid address to bind.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sh22x", b"lo", 0)
-        flags = struct.unpack("16sh22x", fcntl.ioctl(s, 0x8913, req))[1]  # SIOCGIFFLAGS
-        fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 0x1))  # SIOCSIFFLAGS, IFF_UP
-
-
-def _child(target, w_out: int, w_err: int, w_st: int, unshare: int, setup: dict,
-           env, cwd) -> None:
-    """In the forked child: never returns."""
-    code = 127
-    try:
-        _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the notebook
-        os.setsid()  # its own process group: a timeout kills the whole group
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(w_out, 1)
-        os.dup2(w_err, 2)
-        if cwd:
-            os.chdir(cwd)
-        try:
-            if unshare:
-                _libc.unshare(unshare)
-                if unshare & _libc.CLONE_NEWNET:
-                    _lo_up()
-            restrict(**setup)
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            # A LabError's constructor takes other arguments than its args:
-            # send class name and message, rebuilt by _setup_error().
-            _send(w_st, ("setup", (type(exc).__name__, str(exc)) if isinstance(exc, LabError)
-                         else exc))
-            os._exit(126)
-        if callable(target):
-            sys.stdout = open(1, "w", buffering=1, closefd=False)
-            sys.stderr = open(2, "w", buffering=1, closefd=False)
-            try:
-                value = target()
-                _send(w_st, ("value", value))
-                code = 0
-            except BaseException as exc:  # noqa: BLE001
-                _send(w_st, ("error", exc))
-                traceback.print_exc()  # into the captured stderr: which line failed
-                code = 1
-            sys.stdout.flush()
-            sys.stderr.flush()
-        else:
-            try:
-                if env is None:
-                    os.execvp(target[0], target)
-                os.execvpe(target[0], target, env)
-            except OSError as exc:
-                _send(w_st, ("exec", exc))
-    finally:
-        os._exit(code)
-
-
-def _setup_error(obj) -> BaseException:
-    if isinstance(obj, BaseException):
-        return obj
-    clsname, message = obj
-    if clsname == "NeedsPrivilege":
-        exc = NeedsPrivilege()
-        exc.strerror = message
-        return exc
-    from . import errors
-    cls = getattr(errors, clsname, LabError)
-    if cls in (errors.MissingTool, errors.NoSuchProcess):
-        cls = LabError
-    return cls(message)
-
-
-def _send(fd: int, msg) -> None:
-    try:
-        data = pickle.dumps(msg)
-    except Exception:  # noqa: BLE001 - an unpicklable value or exception
-        data = pickle.dumps((msg[0], RuntimeError(repr(msg[1]))))
-    while data:
-        data = data[os.write(fd, data):]
+def _kinds(unshare: int | str | Iterable[str]) -> tuple[str, ...]:
+    if isinstance(unshare, int) and not isinstance(unshare, bool):
+        rest = unshare & ~sum(_FLAG_KINDS)
+        if rest:
+            raise BadInput(f"unshare={unshare:#x}: {rest:#x} is not a CLONE_NEW* flag "
+                           "(use _libc.CLONE_NEWNET ..., or kinds like 'net,uts')")
+        return tuple(k for f, k in _FLAG_KINDS.items() if unshare & f)
+    return _launch.kinds_of(unshare)
 
 
 def run(target: Sequence[str] | Callable[[], Any],
@@ -501,21 +380,24 @@ def run(target: Sequence[str] | Callable[[], Any],
         drop: Iterable[str | int] | None = None, *,
         bounding: bool = True, no_new_privs: bool = False,
         uid: int | None = None, gid: int | None = None, ambient: bool | None = None,
-        unshare: int = 0, timeout: float = 10.0,
+        unshare: int | str | Iterable[str] = 0, timeout: float = 10.0,
         env: dict[str, str] | None = None, cwd: str | None = None) -> RunResult:
     """Run a command (argv list) or a Python function in a child with chosen capabilities.
 
-    The child is forked from the caller, optionally unshares namespaces
-    (``unshare``: CLONE_* flags from ``_libc``; a new network namespace gets
-    its 'lo' up), then calls :func:`restrict` with keep/drop/bounding/
-    no_new_privs/uid/gid/ambient, then calls the function or execs the command.
-    The caller never changes.  Output is captured; the child's five sets are
-    read from /proc/PID/status after it exited and before it is reaped (a
-    zombie keeps its credentials), so they are the sets it really ran with.
+    The child (made by the lab's launcher, :mod:`justaprocess._launch`) optionally
+    gets new namespaces (``unshare``: CLONE_* flags from ``_libc``, or kinds like
+    'net,uts'; a new network namespace gets its 'lo' up), then reduces its
+    capabilities as :func:`restrict` does (keep/drop/bounding/no_new_privs/uid/gid/
+    ambient), then calls the function or execs the command.  The caller never
+    changes.  A function runs bounded, in a lab cgroup of its own: at most 256M of
+    memory and 64 processes.
 
-    A function's return value and exception come back pickled: an OSError
-    keeps its errno (``result.errno_name``).  A failure to set up (e.g. not
-    root) is raised here.
+    The result's ``sets``, ``uid`` and ``no_new_privs`` are read from the child's
+    /proc/PID/status after it exited and before it was reaped (a zombie keeps its
+    credentials), so they are what it really ran with.  A function's return value
+    (``value``) and exception (``exception``, an OSError keeps its errno:
+    ``errno_name``) come back pickled; so does a failed execve's OSError.  A failure
+    to set up (e.g. not root) is raised here; so is ``Timeout`` (the child is killed).
     """
     if os.geteuid() != 0:
         raise NeedsPrivilege("root", "running a child with chosen capabilities")
@@ -526,67 +408,22 @@ def run(target: Sequence[str] | Callable[[], Any],
         if shutil.which(target[0]) is None:
             raise BadInput(f"cannot run {target[0]!r}: no such program")
     target_mask(keep, drop, have=(1 << 64) - 1)  # unknown names → BadInput, before forking
-    setup = dict(keep=keep, drop=drop, bounding=bounding, no_new_privs=no_new_privs,
-                 uid=uid, gid=gid, ambient=ambient)
-    label = getattr(target, "__name__", None) or " ".join(target)
-    label = label if len(label) <= 60 else label[:57] + "..."
-    pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, status (all close-on-exec)
-    pid = os.fork()
-    if pid == 0:
-        for r, _ in pipes:
-            os.close(r)
-        _child(target, pipes[0][1], pipes[1][1], pipes[2][1], unshare, setup, env, cwd)
-    entry = lab.register("process", f"pid-{pid}", pid=pid, note=f"caps run: {label}"[:80])
-    for _, w in pipes:
-        os.close(w)
-    chunks: dict[int, list[bytes]] = {r: [] for r, _ in pipes}
-    sel = selectors.DefaultSelector()
-    for r, _ in pipes:
-        sel.register(r, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    timed_out = False
-    try:
-        while sel.get_map():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                timed_out = True
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                break
-            for key, _ in sel.select(left):
-                data = os.read(key.fd, 65536)
-                if data:
-                    chunks[key.fd].append(data)
-                else:
-                    sel.unregister(key.fd)
-        # Exited but not reaped: /proc/PID/status still shows its credentials.
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-        st = proc.status(pid)
-        child_sets = from_masks(proc.CapMasks(
-            *(int(st[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"))))
-        child_uid = int(st["Uid"].split()[1])
-        nnp = st.get("NoNewPrivs", "0") == "1"
-    finally:
-        _, status = os.waitpid(pid, 0)
-        lab.unregister(entry)
-        sel.close()
-        for r, _ in pipes:
-            os.close(r)
-    code = os.waitstatus_to_exitcode(status)
-    out = b"".join(chunks[pipes[0][0]]).decode(errors="replace")
-    err = b"".join(chunks[pipes[1][0]]).decode(errors="replace")
-    msg = b"".join(chunks[pipes[2][0]])
-    kind, obj = pickle.loads(msg) if msg else (None, None)
-    if kind == "setup":
-        raise _setup_error(obj)
-    res = RunResult(label, code, out, err, child_sets, child_uid, nnp, timed_out=timed_out)
-    if kind == "value":
-        res.value = obj
-    elif kind in ("error", "exec"):
-        res.error = obj
-    return res
+    kinds = _kinds(unshare)
+    if ambient is None:
+        ambient = uid is not None and uid != 0
+    spec = _launch.Spec(
+        argv=None if callable(target) else target, fn=target if callable(target) else None,
+        new=kinds, lo_up="net" in kinds, caps=keep, drop=drop or (), bounding=bounding,
+        no_new_privs=no_new_privs, uid=uid, gid=gid, ambient=bool(ambient), env=env, cwd=cwd,
+        cgroup="bounded" if callable(target) else None)
+    spec.note = "caps run: " + (getattr(target, "__name__", None) or " ".join(target))[:60]
+    r = _launch.run(spec, timeout=timeout)
+    if r.error is not None and r.error.step != "exec":
+        if r.error.errno in (_errno.EPERM, _errno.EACCES):
+            raise NeedsPrivilege("root (CAP_SETPCAP, CAP_SETUID, CAP_SETGID)",
+                                 f"{r.error.step} ({os.strerror(r.error.errno)}):")
+        raise r.error
+    return r
 
 
 # --- probes: one operation per capability ------------------------------------------
@@ -695,17 +532,12 @@ class ProbeReport:
         p.text(self.table())
 
 
-def _probe_target() -> tuple[lab.LabProcess, int]:
+def _probe_target() -> tuple[_launch.Handle, int]:
     """A registered root process with all our capabilities: the ptrace probe's target."""
-    sleeper = lab.spawn(["sleep", "30"], note="ptrace probe target")
-    path = f"/proc/{sleeper.pid}/maps"
-    deadline = time.monotonic() + 2
-    while True:  # wait until it has exec'd sleep (its maps show /usr/bin/sleep)
-        with open(path) as f:
-            first = f.readline()
-        if "sleep" in first or time.monotonic() > deadline:
-            break
-        time.sleep(0.002)
+    sleeper = _launch.start(_launch.Spec(argv=["sleep", "30"], stdout="null", stderr="null",
+                                         note="ptrace probe target"))
+    with open(f"/proc/{sleeper.pid}/maps") as f:  # start() returned after its execve
+        first = f.readline()
     return sleeper, int(first.split("-")[0], 16)  # the ELF header of sleep: b'\x7fELF'
 
 
@@ -749,8 +581,8 @@ def probe(names: Iterable[str] | None = None,
     finally:
         if sleeper is not None:
             sleeper.stop()
-    if res.error is not None:
-        raise res.error
+    if res.exception is not None:
+        raise res.exception
     return ProbeReport(res.value, res.sets)
 
 

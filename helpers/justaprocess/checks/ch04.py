@@ -113,11 +113,11 @@ def check_smallest(smallest):
     names = [n.lower() for n in _cap_names_any_case(smallest, "smallest")]
     r = run_service(names)
     if not r.ok:
-        how = r.errno_name or type(r.error).__name__ if r.error else f"exit {r.returncode}"
+        how = r.errno_name or type(r.exception).__name__ if r.exception else f"exit {r.returncode}"
         line = _failing_line(r)
         return wrong("fails",
                      f"with {sorted(names) or 'nothing'} the service fails ({how}): which call "
-                     "failed? run_service(keep=[...]) and read its .error and .stderr",
+                     "failed? run_service(keep=[...]) and read its .exception and .stderr",
                      f"with {sorted(names) or 'nothing'} the call `{line}` fails with {how}: "
                      "capabilities(7) names the capability that allows it")
     extra = [n for n in names if run_service([x for x in names if x != n]).ok]
@@ -184,7 +184,7 @@ def check_mystery(errno_seen, fix):
     if not fixed.ok:
         return wrong("wrong-cap",
                      f"errno_seen is right; with {fix_name} added it still fails "
-                     f"({fixed.errno_name or fixed.error}): which call does mystery() make?",
+                     f"({fixed.errno_name or fixed.exception}): which call does mystery() make?",
                      f"errno_seen is right; mystery() calls nice(2): its ERRORS section names the "
                      "capability that lets a process raise its priority "
                      "(`python -m justaprocess caps --list` lists them all)")
