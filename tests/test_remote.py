@@ -1,11 +1,10 @@
 """The control API inside a container (justaprocess.remote): real requests over the lab network."""
 import json
 import os
-import select
 import subprocess
-import sys
 
 import pytest
+from conftest import PY, wait_exit
 
 from justaprocess import cgroups, lab, proc, remote
 from justaprocess.errors import BadInput
@@ -118,19 +117,28 @@ os.kill(os.getpid(), signal.SIGKILL)   # a kernel killed mid-notebook: no remove
 
 
 def test_a_killed_owner_leaves_nothing_after_the_stale_cleanup():
-    r = subprocess.run([sys.executable, "-c", KILLED_OWNER], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([PY, "-c", KILLED_OWNER], capture_output=True, text=True, timeout=60)
     assert r.returncode == -9, r.stderr
     left = json.loads(r.stdout)
-    try:
-        pidfd = os.pidfd_open(left["pid"])
-    except ProcessLookupError:
-        pidfd = None
-    if pidfd is not None:   # PR_SET_PDEATHSIG: the container's PID 1 dies with its creator
-        assert select.select([pidfd], [], [], 10)[0], "the service outlived its creator"
-        os.close(pidfd)
+    # PR_SET_PDEATHSIG: the container's PID 1 dies with its creator
+    assert wait_exit(left["pid"]), "the service outlived its creator"
     with pytest.raises(remote.Unreachable):   # the published port went with the process
         remote.request("127.0.0.1", left["port"], "/cgi-bin/env")
     lab.cleanup(stale=True)
     assert not os.path.exists(left["dir"])
     assert not any(os.path.exists(d) for d in left["cgroups"])
     assert not os.path.exists(f"/sys/class/net/{left['veth']}")
+
+
+def test_an_address_reused_at_once_is_reachable(own_objects):
+    """network.attach forgets the host's neighbour entry of a reused address (arp(7)):
+    else the host keeps sending to the MAC of the container that had it a moment ago."""
+    with remote.service() as keep:          # keeps the bridge (and its neighbour cache) alive
+        first = remote.service(debug="public")
+        assert first.api("health").status == 200
+        address = first.address
+        first.remove()
+        with remote.service() as second:
+            assert second.address == address   # the lowest free lease: the same address
+            assert second.api("health").status == 200
+        assert keep.api("health").status == 200

@@ -235,11 +235,27 @@ def attach(lease: Lease, pid: int) -> Attachment:
                     peer={"ifname": lease.ifname, "net_ns_pid": pid})
             idx = _index(ip, lease.host_ifname)
             ip.link("set", index=idx, master=_index(ip, br.name), state="up")
+            forget_neighbour(ip, lease.address, br.name)
         att.entries.append(name_netns(lease.name, pid))
     except BaseException:
         att.remove()
         raise
     return att
+
+
+def forget_neighbour(ip: IPRoute, address: str, ifname: str) -> None:
+    """Drop the host's neighbour-cache entry for ``address`` on ``ifname`` (``ip neigh del``).
+
+    A lease's address may have belonged, a moment ago, to a container that is
+    gone: the host would go on sending to the old MAC address (arp(7): a
+    REACHABLE or STALE entry is used until it is probed again, seconds later),
+    and the new container would look unreachable.
+    """
+    from pyroute2 import NetlinkError
+    try:
+        ip.neigh("del", dst=address, ifindex=_index(ip, ifname))
+    except NetlinkError:
+        pass  # ENOENT: no entry, nothing to forget
 
 
 def name_netns(name: str, pid: int) -> lab.Entry:
