@@ -76,3 +76,15 @@ def test_unknown_capability_is_refused(box):
 def test_a_hanging_attack_is_killed_at_the_timeout(box):
     out = box.run(lambda: time.sleep(30), timeout=0.5)
     assert not out.ok and "within" in out.error
+
+
+def _bounding():
+    return int(dict(ln.split(":", 1) for ln in open("/proc/self/status"))["CapBnd"], 16)
+
+
+def test_drop_takes_any_capability_name(box):
+    out = box.run(_bounding, drop=("cap_sys_module", "CAP_NET_RAW", "sys_time"))
+    assert out.ok
+    for bit in (16, 13, 25):  # capabilities(7) numbers
+        assert not out.value >> bit & 1
+    assert box.run(_bounding).value >> 16 & 1

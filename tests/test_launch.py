@@ -359,3 +359,29 @@ def test_a_dead_pid_is_a_clear_error():
     dead = h.wait(5).host_pid
     with pytest.raises(NoSuchProcess):
         L.start(L.Spec(argv=["true"], join={"net": dead}))
+
+
+# --- the learner's callables of the chapters run bounded (issue: unbounded learner code) ----
+
+@root
+def test_learner_callables_are_bounded_everywhere(own_objects):
+    from justaprocess import capabilities, insecure, namespaces
+    made, refused = namespaces.run(_fork_bomb, kinds="uts").value
+    assert refused == 1 and made < L.BOUNDED_PIDS
+    made, refused = capabilities.run(_fork_bomb).value
+    assert refused == 1 and made < L.BOUNDED_PIDS
+    with insecure.NaiveContainer() as box:
+        made, refused = box.run(_fork_bomb).value
+    assert refused == 1 and made < L.BOUNDED_PIDS
+
+
+def _hog():
+    blocks = [bytearray(64 << 20) for _ in range(8)]  # 512M, over the 256M bound
+    return len(blocks)
+
+
+@root
+def test_a_memory_hog_in_a_learner_callable_is_killed(own_objects):
+    from justaprocess import namespaces
+    r = namespaces.run(_hog, kinds="uts", timeout=60)
+    assert r.signal == signal.SIGKILL and r.value is None

@@ -320,6 +320,7 @@ class Spec:
     target_root: int | None = None
     offsets: dict | None = None
     lo_up: bool = False
+    readonly: Sequence[str] = ()
     note: str = ""
 
 
@@ -359,6 +360,7 @@ class _Plan:
     bounded: Any = None                         # the Cgroup made for cgroup="bounded"
     proc_fd: int | None = None                  # the caller's /proc: after setns(mnt) /proc is theirs
     lo_up: bool = False
+    readonly: tuple[str, ...] = ()
     wire_w: int = -1
 
     @property
@@ -575,6 +577,13 @@ def _prepare(spec: Spec) -> tuple[_Plan, dict]:
                  spec.mount_proc, spec.hostname, spec.cwd,
                  dict(spec.env) if spec.env is not None else None, None, offsets, os.getpid())
     plan.lo_up = spec.lo_up
+    if spec.readonly:
+        if "mnt" not in new:
+            raise BadInput("readonly= paths are remounted in a new mount namespace: add 'mnt' to new")
+        if isinstance(spec.readonly, str) or any(".." in str(p).split("/") for p in spec.readonly):
+            raise BadInput(f"readonly= is a list of absolute paths inside the root, without '..': "
+                           f"{spec.readonly!r}")
+        plan.readonly = tuple(str(p) for p in spec.readonly)
     parent_side: dict[int, int] = {}
     try:
         # Open the target's files first, so it cannot race away between our checks
@@ -810,6 +819,17 @@ def _relay(pid: int) -> None:
     os._exit(os.waitstatus_to_exitcode(status))
 
 
+def _readonly(plan: _Plan, root: str) -> None:
+    """OCI "readonlyPaths" (e.g. /proc/sys): bind each onto itself, then remount the
+    bind read-only - a bind mount takes its own flags only on remount (mount(2))."""
+    for p in plan.readonly:
+        target = os.path.join(root, p.lstrip("/"))
+        _Step.name = f"read-only {p}"
+        _libc.mount(target, target, None, _libc.MS_BIND | _libc.MS_REC)
+        _libc.mount(None, target, None,
+                    _libc.MS_BIND | _libc.MS_REMOUNT | _libc.MS_RDONLY | _libc.MS_REC)
+
+
 def _lo_up() -> None:
     # A new network namespace has only 'lo', and it is down: SIOCSIFFLAGS with
     # IFF_UP (netdevice(7)) makes 127.0.0.1 usable.
@@ -862,6 +882,7 @@ def _target(plan: _Plan, lifeline: int | None, go: int | None) -> None:
                 # (pid_namespaces(7), "/proc and PID namespaces").
                 _Step.name = "mount proc"
                 _libc.mount("proc", os.path.join(root, "proc"), "proc", proc_flags)
+            _readonly(plan, root)
             os.chdir(root)
             if plan.pivot_root:
                 _Step.name = "pivot_root"
@@ -871,9 +892,11 @@ def _target(plan: _Plan, lifeline: int | None, go: int | None) -> None:
                 _Step.name = "chroot"
                 os.chroot(".")
             os.chdir("/")
-        elif plan.mount_proc:
-            _Step.name = "mount proc"
-            _libc.mount("proc", "/proc", "proc", proc_flags)
+        else:
+            if plan.mount_proc:
+                _Step.name = "mount proc"
+                _libc.mount("proc", "/proc", "proc", proc_flags)
+            _readonly(plan, "/")
         if plan.cwd:
             _Step.name = f"chdir {plan.cwd}"
             os.chdir(plan.cwd)

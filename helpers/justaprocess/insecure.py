@@ -25,24 +25,16 @@ from __future__ import annotations
 import errno
 import json
 import os
-import select
 import signal
 import stat
-import time
-import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import _libc, lab, rootfs as _rootfs
+from . import _launch, lab, rootfs as _rootfs
 from ._loop import attach_loop
 from ._loop import (  # noqa: F401 - names this module always had
     LO_FLAGS_AUTOCLEAR, LO_FLAGS_READ_ONLY, LOOP_CONFIGURE, LOOP_CTL_GET_FREE)
 from .errors import BadInput, NeedsPrivilege
-
-# capabilities(7) numbers used by the chapter
-CAP_NUMBERS = {"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_KILL": 5, "CAP_SYS_CHROOT": 18,
-               "CAP_SYS_ADMIN": 21, "CAP_MKNOD": 27}
-
 
 @dataclass
 class Outcome:
@@ -53,16 +45,6 @@ class Outcome:
 
     def __repr__(self) -> str:
         return f"worked: {self.value!r}" if self.ok else f"blocked: {self.error}"
-
-
-def _cap_mask(names) -> int:
-    m = 0
-    for n in names:
-        n = n.upper() if n.upper().startswith("CAP_") else "CAP_" + n.upper()
-        if n not in CAP_NUMBERS:
-            raise BadInput(f"unknown capability {n!r}: one of {', '.join(CAP_NUMBERS)}")
-        m |= 1 << CAP_NUMBERS[n]
-    return m
 
 
 class NaiveContainer:
@@ -109,39 +91,9 @@ class NaiveContainer:
         self.remove()
 
 
-def _enter(root: str, pivot_root: bool, ro_proc_sys: bool, drop_mask: int, hostname: str) -> None:
-    """In the container's process: mounts, the jump into the rootfs, capabilities."""
-    # A private copy of the mount table, so nothing we mount reaches the host
-    # (mount_namespaces(7), "Shared subtrees"; KERNEL-NOTES: make / private first).
-    _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
-    _libc.sethostname(hostname)
-    if pivot_root:
-        # pivot_root(2): the rootfs becomes / and the old root is detached -
-        # there is no longer anything above / to climb to.
-        _libc.mount(root, root, None, _libc.MS_BIND | _libc.MS_REC)
-        os.chdir(root)
-        _libc.pivot_root(".", ".")
-        _libc.umount2(".", _libc.MNT_DETACH)
-        os.chdir("/")
-    else:
-        # The naive jump: chroot(2) only changes how "/" is resolved for this
-        # process; the host's tree is still mounted above it.
-        os.chroot(root)
-        os.chdir("/")
-    _libc.mount("proc", "/proc", "proc", _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC)
-    if ro_proc_sys:
-        # OCI readonlyPaths: bind /proc/sys onto itself, then remount it read-only.
-        _libc.mount("/proc/sys", "/proc/sys", None, _libc.MS_BIND | _libc.MS_REC)
-        _libc.mount(None, "/proc/sys", None,
-                    _libc.MS_BIND | _libc.MS_REMOUNT | _libc.MS_RDONLY | _libc.MS_REC)
-    if drop_mask:
-        # Out of the bounding set (effective after the next execve) and, at once,
-        # out of effective/permitted (capset(2), prctl(2) PR_CAPBSET_DROP).
-        for bit in range(64):
-            if drop_mask >> bit & 1:
-                _libc.prctl(_libc.PR_CAPBSET_DROP, bit)
-        eff, prm, inh = _libc.capget()
-        _libc.capset(eff & ~drop_mask, prm & ~drop_mask, inh & ~drop_mask)
+def _json(value):
+    # What comes back is what JSON can carry (as the attacks' results were always sent).
+    return json.loads(json.dumps(value, default=str))
 
 
 def run(root: str, attack: Callable[[], Any], *, pivot_root: bool = False, pid_ns: bool = False,
@@ -149,70 +101,42 @@ def run(root: str, attack: Callable[[], Any], *, pivot_root: bool = False, pid_n
     """Run ``attack()`` as the process of a naive container rooted at ``root``.
 
     The container always gets new mount, UTS and IPC namespaces (what
-    ``unshare -mui`` gives) and keeps the network namespace of the host; the
-    keywords add the engine steps of the module's table.  The attack's return
-    value (JSON-able) comes back in ``Outcome.value``; an ``OSError`` it raises
-    comes back as ``Outcome.error`` ("EPERM: ...").
+    ``unshare -mui`` gives), a private copy of the mount table, a fresh /proc
+    and keeps the network namespace of the host; the keywords add the engine
+    steps of the module's table (``drop``: any capability names, e.g.
+    ``('cap_sys_module',)``).  The attack runs bounded, in a lab cgroup of its
+    own: at most 256M of memory and 64 processes.  Its return value
+    (JSON-able) comes back in ``Outcome.value``; an ``OSError`` it raises comes
+    back as ``Outcome.error`` ("EPERM: ...").
     """
     if os.geteuid() != 0:
         raise NeedsPrivilege("root", "a container:")
     if not os.path.isdir(os.path.join(root, "proc")):
         raise BadInput(f"{root!r} is not a root filesystem (no /proc folder in it)")
-    drop_mask = _cap_mask(drop)
-    flags = _libc.CLONE_NEWNS | _libc.CLONE_NEWUTS | _libc.CLONE_NEWIPC
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the container's first process
-        os.close(r)
-        code = 0
-        try:
-            _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
-            _libc.unshare(flags | (_libc.CLONE_NEWPID if pid_ns else 0))
-            if pid_ns:
-                # pid_namespaces(7): the caller stays outside; its next child is PID 1.
-                inner = os.fork()
-                if inner:
-                    _, st = os.waitpid(inner, 0)
-                    os._exit(os.waitstatus_to_exitcode(st) & 0xFF)
-            _enter(root, pivot_root, ro_proc_sys, drop_mask, "jap-naive")
-            try:
-                msg = {"ok": True, "value": attack()}
-            except OSError as exc:
-                name = errno.errorcode.get(exc.errno or 0, "E?")
-                msg = {"ok": False, "error": f"{name}: {exc.strerror}"}
-            os.write(w, json.dumps(msg, default=str).encode())
-        except BaseException:  # noqa: BLE001 - report anything to the parent, never return
-            try:
-                os.write(w, json.dumps({"ok": False, "error": "setup failed: "
-                                        + traceback.format_exc(limit=2)}).encode())
-            except OSError:
-                pass
-            code = 1
-        os._exit(code)
-    os.close(w)
-    data = b""
-    deadline = time.monotonic() + timeout
+    if isinstance(drop, str):
+        drop = (drop,)
+    # chroot(2) only changes how "/" is resolved for this process: the host's tree is
+    # still mounted above it.  pivot_root(2) + detaching the old root leaves nothing
+    # above / to climb to (the launcher does either; KERNEL-NOTES: make / private first).
+    spec = _launch.Spec(
+        fn=lambda: _json(attack()), new=("mnt", "uts", "ipc") + (("pid",) if pid_ns else ()),
+        hostname="jap-naive", root=root, pivot_root=pivot_root, mount_proc=True,
+        readonly=("/proc/sys",) if ro_proc_sys else (), drop=tuple(drop),
+        cgroup="bounded", note="naive container (chapter 07)")
     try:
-        while True:
-            left = deadline - time.monotonic()
-            # select(2) with a timeout: an attack that hangs must not hang the kernel.
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                break
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(r)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(pid, 0)
-    try:
-        return Outcome(**json.loads(data))
-    except ValueError:
+        r = _launch.run(spec, timeout=timeout)
+    except _launch.Timeout:
         return Outcome(False, error=f"the container said nothing within {timeout:g} s (killed?)")
+    if r.error is not None:
+        return Outcome(False, error=f"setup failed: {r.error}")
+    if isinstance(r.exception, OSError):
+        name = errno.errorcode.get(r.exception.errno or 0, "E?")
+        return Outcome(False, error=f"{name}: {r.exception.strerror}")
+    if r.exception is not None:
+        return Outcome(False, error=f"{type(r.exception).__name__}: {r.exception}")
+    if r.returncode != 0:
+        return Outcome(False, error=f"the container's process ended with {r.returncode}")
+    return Outcome(True, value=r.value)
 
 
 # --- the attacks: each runs inside the container --------------------------------------
