@@ -2,7 +2,15 @@
 # Start JupyterLab for the course on 127.0.0.1 (PORT, default 8888), opened at
 # the learner copy of the index. Called by `make lab` (and the VM's service).
 # JAP_LAB_IP (default 127.0.0.1): the VM service listens on 0.0.0.0 behind a NAT
-# port forward that the Vagrantfile binds to the host's 127.0.0.1 (vagrant/README.md).
+# port forward that the Vagrantfile binds to the host's 127.0.0.1, and a guest
+# firewall admits the lab's port only through that forward (vagrant/README.md).
+#
+# The token lives in one file (mode 0600, root) and is shown only on the
+# terminal of whoever started the lab (JAP_SHOW_TOKEN=1: on stdout anyway):
+# never on a stdout that is not a terminal (the service's stdout is the
+# journal), never on a command line (every user may read /proc/PID/cmdline,
+# proc(5)). JupyterLab reads it from the file (JUPYTER_TOKEN_FILE) and logs
+# its URLs with the token elided.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 port=${1:-8888}
@@ -15,19 +23,29 @@ fi
   echo "error: the doctor found a problem (above); fix it, then run make lab again" >&2; exit 1; }
 state=${JAP_STATE_DIR:-/var/lib/justaprocess}
 mkdir -p "$state"
+token_file=$state/jupyter-token
 # One token per machine, kept so the URL stays valid across restarts.
-if [ ! -s "$state/jupyter-token" ]; then
-  ( umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_hex(24))' > "$state/jupyter-token" )
+if [ ! -s "$token_file" ]; then
+  ( umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_hex(24), end="")' > "$token_file" )
 fi
-token=$(cat "$state/jupyter-token")
-url="http://127.0.0.1:${port}/lab/tree/learner/index.ipynb?token=${token}"
+chmod 0600 "$token_file"
+token=$(cat "$token_file")
+# Jupyter takes the file's content as it is: no trailing newline (older files had one).
+if [ "$(wc -c < "$token_file")" -ne "${#token}" ]; then ( umask 077; printf '%s' "$token" > "$token_file" ); fi
+url="http://127.0.0.1:${port}/lab/tree/learner/index.ipynb"
 echo
 echo "Just a Process: JupyterLab at"
-echo "    $url"
+if [ -t 1 ] || [ "${JAP_SHOW_TOKEN:-}" = 1 ]; then
+  echo "    $url?token=${token}"
+else
+  echo "    $url"
+  echo "    its token: sudo cat $token_file"
+fi
 echo "(solutions for instructors: notebooks/*.ipynb; stop with Ctrl-C)"
 echo
+unset token
+export JUPYTER_TOKEN_FILE=$token_file
 exec .venv/bin/jupyter lab --allow-root --no-browser \
   --ServerApp.ip="${JAP_LAB_IP:-127.0.0.1}" --ServerApp.port="$port" --ServerApp.port_retries=0 \
   --ServerApp.root_dir="$PWD/notebooks" \
-  --IdentityProvider.token="$token" \
   --LabApp.default_url=/lab/tree/learner/index.ipynb

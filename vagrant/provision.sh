@@ -15,6 +15,10 @@
 #                `ssh -L`; the Vagrantfile sets 0.0.0.0 because a NAT port forward arrives on
 #                the VM's NAT address, and binds the host side to 127.0.0.1 only)
 #   JAP_LAB_PORT port in the VM (default 8888)
+#   JAP_SHOW_TOKEN=1  print the URL with its token even when stdout is not a terminal: the
+#                Vagrantfile sets it, as Vagrant shows this output only on the terminal of
+#                whoever ran `vagrant up`. Otherwise the token is printed only to a terminal,
+#                never into a log (cloud-init's); it is in /var/lib/justaprocess/jupyter-token (0600).
 set -euo pipefail
 
 log() { printf '[provision] %s\n' "$*"; }
@@ -117,24 +121,34 @@ fi
 if [ "$booted" = yes ]; then
   .venv/bin/python -m justaprocess doctor || die "the doctor found a problem (above)"
   # Wait for JupyterLab to answer (a first start compiles its assets: allow a few minutes).
-  token=""
+  # The token goes from its file to the request header: never on a command line.
+  token_file=/var/lib/justaprocess/jupyter-token
+  answered=no
   for _ in $(seq 1 180); do
-    if [ -s /var/lib/justaprocess/jupyter-token ]; then
-      token=$(cat /var/lib/justaprocess/jupyter-token)
-      if .venv/bin/python - "$lab_port" "$token" <<'PY'
+    if [ -s "$token_file" ]; then
+      if .venv/bin/python - "$lab_port" "$token_file" <<'PY'
 import sys, urllib.request
-port, token = sys.argv[1], sys.argv[2]
-urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=5)
+port, token_file = sys.argv[1], sys.argv[2]
+with open(token_file) as f:
+    token = f.read().strip()
+req = urllib.request.Request(f"http://127.0.0.1:{port}/api/status",
+                             headers={"Authorization": f"token {token}"})
+urllib.request.urlopen(req, timeout=5)
 PY
-      then break; fi
+      then answered=yes; break; fi
     fi
     systemctl is-failed --quiet justaprocess-lab.service &&
       { journalctl -u justaprocess-lab.service --no-pager | tail -20 >&2 || true; die "the JupyterLab service failed (above)"; }
     sleep 2
   done
-  [ -n "$token" ] || die "JupyterLab did not start: journalctl -u justaprocess-lab.service"
+  [ "$answered" = yes ] || die "JupyterLab did not start: journalctl -u justaprocess-lab.service"
   log "ready. Open on this machine (Vagrant: the forwarded port; cloud: ssh -L $lab_port:127.0.0.1:$lab_port):"
-  log "    http://127.0.0.1:${lab_port}/lab/tree/learner/index.ipynb?token=${token}"
+  if [ -t 1 ] || [ "${JAP_SHOW_TOKEN:-}" = 1 ]; then
+    log "    http://127.0.0.1:${lab_port}/lab/tree/learner/index.ipynb?token=$(cat "$token_file")"
+  else
+    log "    http://127.0.0.1:${lab_port}/lab/tree/learner/index.ipynb"
+    log "    its token (never written into a log): sudo cat $token_file"
+  fi
 else
   log "not booted (chroot): the service starts JupyterLab at the next boot; its doctor runs then"
 fi
