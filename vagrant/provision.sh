@@ -89,12 +89,20 @@ Environment=JAP_LAB_IP=$lab_ip
 # cgroup v2 lets only leaves hold processes: the server moves into <unit>/server
 # first, so the notebooks' lab cgroups can sit beside it inside the unit
 # (helpers/justaprocess/cgroups.py, enter_leaf; a no-op on v1 and the hybrid).
+# The guest firewall: the lab's port only through the port forward and loopback
+# (vagrant/lab-firewall.nft says why; nft(8)). Loaded again at every start.
+ExecStartPre=/usr/sbin/nft -D port=$lab_port -f $repo/vagrant/lab-firewall.nft
 ExecStart=/bin/bash -c '$repo/.venv/bin/python -m justaprocess cgroup --enter-leaf server && exec /bin/bash $repo/tools/start-lab.sh $lab_port'
 Restart=on-failure
 RestartSec=5
 # The notebooks make their own cgroups below this service's: delegate the
 # subtree so systemd leaves it alone (systemd.resource-control(5), Delegate=).
 Delegate=yes
+# Everything the lab runs (JupyterLab, kernels, every demo's cgroup) sits in this
+# unit: a runaway demo stops here and the VM stays usable - sshd, a shell, the
+# service's restart (systemd.resource-control(5): TasksMax=, MemoryMax=).
+TasksMax=2048
+MemoryMax=75%
 
 [Install]
 WantedBy=multi-user.target

@@ -388,8 +388,25 @@ test_vm() {
     [ -f "$RESULTS/hostcheck.log" ] && cat "$RESULTS/hostcheck.log"
     die "JupyterLab did not answer through the forwarded port 127.0.0.1:$port"
   fi
+  check_surface "$RESULTS/surface.txt"
   [ "$rc" = 0 ] || die "failed in the cgroup-v2 guest (exit $rc): $RESULTS/"
   say "test-vm passed"
+}
+
+# What the guest saw (guest/test-vm.sh, lab_surface): a machine on its network
+# refused on every guest address, the service bounded, the token in no log.
+check_surface() {
+  local f=$1
+  [ -s "$f" ] || die "the guest did not check the lab's surface: $f missing"
+  say "the lab's surface, seen from the guest:"; sed 's/^/    /' "$f"
+  if [ "$(grep -c '^neighbour -> .*: refused$' "$f")" -lt 2 ] || grep -q '^neighbour -> .*: reached$' "$f"; then
+    die "a machine on the guest's network was not refused on every guest address (vagrant/lab-firewall.nft)"
+  fi
+  grep -q '^unit limits: TasksMax=[0-9][0-9]* MemoryMax=[0-9][0-9]*$' "$f" ||
+    die "the lab's service has no TasksMax=/MemoryMax= (vagrant/provision.sh)"
+  if ! grep -q '^token in the journal: 0$' "$f" || ! grep -q '^token in provision.log: 0$' "$f"; then
+    die "the token was written into a log"
+  fi
 }
 
 # From the host, through the forwarded port, as the attendee's browser would:

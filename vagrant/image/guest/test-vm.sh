@@ -6,6 +6,38 @@
 set -u
 # shellcheck source=vagrant/image/guest/common.sh
 . /mnt/results/common.sh
+# A machine on the guest's network (a network namespace joined by a veth pair)
+# tries the lab's port on another guest address and on the NAT address the
+# forward arrives on: the guest firewall (vagrant/lab-firewall.nft) refuses both.
+# Then the service's limits, and the token in no log. vm.sh checks the lines.
+lab_surface() {
+  local nb nat addr port=8888 token
+  local connect='import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close(); print("reached")
+except ConnectionRefusedError:
+    print("refused")
+except OSError as exc:
+    print("error", exc)'
+  nat=$(ip -4 -o route get 192.0.2.200 | sed -n 's/.* src \([0-9.]*\).*/\1/p')
+  unshare --net sleep 300 & nb=$!
+  for _ in $(seq 1 100); do
+    [ "$(readlink "/proc/$nb/ns/net")" != "$(readlink /proc/self/ns/net)" ] && break; sleep 0.05
+  done
+  ip link add vmcheck0 type veth peer name vmcheck1 netns "$nb"
+  ip addr add 192.0.2.1/24 dev vmcheck0 && ip link set vmcheck0 up
+  nsenter -t "$nb" -n sh -c 'ip addr add 192.0.2.2/24 dev vmcheck1 && ip link set vmcheck1 up &&
+    ip link set lo up && ip route add default via 192.0.2.1'
+  for addr in 192.0.2.1 "$nat"; do
+    echo "neighbour -> $addr:$port: $(nsenter -t "$nb" -n python3 -c "$connect" "$addr" "$port")"
+  done
+  kill "$nb"; wait "$nb" 2>/dev/null   # the veth pair goes with its namespace
+  echo "unit limits: TasksMax=$(systemctl show -P TasksMax justaprocess-lab.service)" \
+       "MemoryMax=$(systemctl show -P MemoryMax justaprocess-lab.service)"
+  token=$(cat /var/lib/justaprocess/jupyter-token)
+  echo "token in the journal: $(journalctl -u justaprocess-lab.service --no-pager | grep -cF "$token")"
+  echo "token in provision.log: $(grep -cF "$token" "$R/provision.log")"
+}
 phase "guest facts"
 facts || exit 3
 phase "provision.sh (as Vagrant runs it)"
@@ -23,6 +55,9 @@ grep -E 'system packages:|provision\]' "$R/provision-2.log" | tail -4
 # The host checks JupyterLab through the forwarded port with this token.
 cp /var/lib/justaprocess/jupyter-token "$R/token"
 systemctl --no-pager --lines=0 status justaprocess-lab.service | head -5
+phase "the lab's surface (a neighbour, limits, the token)"
+lab_surface > "$R/surface.txt" 2>&1
+cat "$R/surface.txt"
 phase "make test (whole suite)"
 cd "$REPO" || exit 1
 enter_leaf || exit 4
