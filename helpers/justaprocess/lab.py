@@ -14,11 +14,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import time
 from typing import Iterable
 
-from . import _libc, _loop, _registry, cgroups
+from . import _libc, _loop, _netlink, _registry, cgroups
 from ._registry import (  # noqa: F401 - the registry's API, as lab.X
     KINDS, NETNS_DIR, PREFIX, Entry, cache_dir, entries, in_lab_dirs, is_lab_name,
     is_lab_object, name, new_id, owner_alive, register, run_dir, state_dir, unregister)
@@ -81,8 +80,8 @@ def present(e: Entry) -> bool:
         return _netns_dir_is_ours_and_unused()
     if e.kind == "mount":
         return _mounted(e.name)
-    if e.kind == "link":
-        return os.path.lexists(f"/sys/class/net/{e.name}")  # a symlink into /sys/devices
+    if e.kind == "link":  # asked over netlink: /sys/class/net may show another namespace's
+        return _netlink.link_exists(e.name)
     if e.kind == "netns":
         return os.path.exists(os.path.join(NETNS_DIR, e.name))
     if e.kind == "cgroup" and os.path.basename(e.name) == cgroups.LAB_PARENT:
@@ -112,14 +111,6 @@ def _kill(pid: int, start: int, timeout: float = 3.0) -> None:
     deadline = time.monotonic() + timeout
     while _alive(pid, start) and time.monotonic() < deadline:
         time.sleep(0.005)
-
-
-def _ip(*args: str) -> None:
-    ip = shutil.which("ip")
-    if ip is None:
-        from .errors import MissingTool
-        raise MissingTool("ip", "iproute2")
-    subprocess.run([ip, *args], check=False, capture_output=True)
 
 
 def _remove_dir(path: str) -> None:
@@ -153,9 +144,9 @@ def remove(e: Entry) -> None:
                     break
                 _libc.umount2(e.name, _libc.MNT_DETACH)
         elif e.kind == "link":
-            _ip("link", "del", e.name)
+            _netlink.link_delete(e.name)
         elif e.kind == "netns":
-            _ip("netns", "del", e.name)
+            _netlink.netns_remove(e.name)
             _release_netns_dir()
         elif e.kind == "cgroup":
             cgroups.remove(e.name)
@@ -225,6 +216,12 @@ def _lab_cgroup_roots() -> Iterable[str]:
     return roots
 
 
+def _link_names() -> list[str]:
+    """The interfaces of this network namespace (rtnetlink(7) RTM_GETLINK)."""
+    return sorted(_netlink.call(lambda ip: [link.get_attr("IFLA_IFNAME") for link in ip.get_links()],
+                                "listing the network interfaces"))
+
+
 def _scan() -> list[Entry]:
     """Objects with lab names where the lab puts them, present, and not in the registry."""
     known = {(e.kind, e.name) for e in entries()}
@@ -240,10 +237,9 @@ def _scan() -> list[Entry]:
                 add("netns", n)
     if _netns_dir_is_ours_and_unused():
         found.append(Entry("mount", NETNS_DIR, note="made a mount by the lab's `ip netns add`"))
-    if os.path.isdir("/sys/class/net"):
-        for n in sorted(os.listdir("/sys/class/net")):
-            if is_lab_name(n):
-                add("link", n)
+    for n in _link_names():
+        if is_lab_name(n):
+            add("link", n)
     for root in _lab_cgroup_roots():
         try:
             for n in sorted(os.listdir(root)):

@@ -18,7 +18,8 @@ forward or NAT (net.ipv4.ip_forward untouched), so a container reaches its
 bridge and its neighbours, nothing beyond.
 
 Everything is named from the container id and registered (``link``,
-``netns``) before it is made.  pyroute2 0.8 (pyproject.toml says why not 0.9).
+``netns``) before it is made.  rtnetlink through pyroute2 0.9 (``_netlink``: it
+works inside a Jupyter kernel, and its errors arrive as lab errors).
 """
 from __future__ import annotations
 
@@ -29,9 +30,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from pyroute2 import IPRoute
-
-from . import _libc, lab
+from . import _libc, _netlink, lab
 from .errors import BadInput, NeedsPrivilege, NotSupported
 
 DEFAULT_POOL = "10.213.0.0/16"
@@ -63,8 +62,8 @@ class Route(NamedTuple):
 
 def host_routes() -> list[Route]:
     """The host's IPv4 routes (every table) except default routes, with their device."""
-    out = []
-    with IPRoute() as ip:
+    def read(ip) -> list[Route]:
+        out = []
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ip.get_links()}
         for r in ip.get_routes(family=socket.AF_INET):  # every table: main, local, others
             if r["dst_len"] == 0:
@@ -74,7 +73,8 @@ def host_routes() -> list[Route]:
                 continue
             net = ipaddress.ip_network(f"{dst}/{r['dst_len']}", strict=False)
             out.append(Route(net, names.get(r.get_attr("RTA_OIF"), "?")))
-    return out
+        return out
+    return _netlink.call(read, "reading the host's routes")
 
 
 def choose_subnet(routes: list[Route] | None = None,
@@ -94,11 +94,7 @@ def choose_subnet(routes: list[Route] | None = None,
         "private range, e.g. JAP_SUBNET_POOL=172.31.240.0/20")
 
 
-def _index(ip: IPRoute, ifname: str) -> int:
-    found = ip.link_lookup(ifname=ifname)
-    if not found:
-        raise NotSupported(f"no network interface {ifname!r}")
-    return found[0]
+_index = _netlink.index
 
 
 @dataclass
@@ -116,11 +112,13 @@ class Bridge:
 
     def create(self) -> "Bridge":
         self.entry = lab.register("link", self.name, note=f"lab bridge {self.subnet}")
-        with IPRoute() as ip:
+
+        def make(ip) -> None:
             ip.link("add", ifname=self.name, kind="bridge")
             idx = _index(ip, self.name)
             ip.addr("add", index=idx, address=self.gateway, prefixlen=PREFIXLEN)
             ip.link("set", index=idx, state="up")
+        _netlink.call(make, f"creating the lab bridge {self.name}")
         return self
 
     def lease(self) -> str:
@@ -228,7 +226,8 @@ def attach(lease: Lease, pid: int) -> Attachment:
     att = Attachment(lease, pid, br)  # from here on, att.remove() releases the lease
     try:
         att.entries.append(lab.register("link", lease.host_ifname, note=f"veth of {lease.name}"))
-        with IPRoute() as ip:
+
+        def make(ip) -> None:
             # The peer is created directly in the container's netns (IFLA_NET_NS_PID),
             # so it never appears on the host and may be called eth0 (veth(4)).
             ip.link("add", ifname=lease.host_ifname, kind="veth",
@@ -236,6 +235,7 @@ def attach(lease: Lease, pid: int) -> Attachment:
             idx = _index(ip, lease.host_ifname)
             ip.link("set", index=idx, master=_index(ip, br.name), state="up")
             forget_neighbour(ip, lease.address, br.name)
+        _netlink.call(make, f"creating the veth pair {lease.host_ifname} for {lease.name}")
         att.entries.append(name_netns(lease.name, pid))
     except BaseException:
         att.remove()
@@ -243,7 +243,7 @@ def attach(lease: Lease, pid: int) -> Attachment:
     return att
 
 
-def forget_neighbour(ip: IPRoute, address: str, ifname: str) -> None:
+def forget_neighbour(ip, address: str, ifname: str) -> None:
     """Drop the host's neighbour-cache entry for ``address`` on ``ifname`` (``ip neigh del``).
 
     A lease's address may have belonged, a moment ago, to a container that is
@@ -264,7 +264,7 @@ def name_netns(name: str, pid: int) -> lab.Entry:
     This is what ``ip netns attach NAME PID`` does (ip-netns(8)), minus making
     /run/netns a shared mount of its own: the lab makes no mount it would then
     have to unmount.  ``ip netns exec NAME ...`` works; ``lab.remove`` of the
-    entry runs ``ip netns del``.
+    entry does what ``ip netns del`` does.
     """
     global _made_netns_dir
     entry = lab.register("netns", name, pid=0, note=f"netns of pid {pid}")
@@ -299,12 +299,13 @@ def configure_inside(lease: Lease) -> None:
     The same as ``ip link set lo up; ip addr add A/24 dev eth0; ip link set eth0
     up; ip route add default via GW`` run inside.
     """
-    with IPRoute() as ip:
+    def configure(ip) -> None:
         ip.link("set", index=_index(ip, "lo"), state="up")
         idx = _index(ip, lease.ifname)
         ip.addr("add", index=idx, address=lease.address, prefixlen=lease.prefixlen)
         ip.link("set", index=idx, state="up")
         ip.route("add", dst="0.0.0.0/0", gateway=lease.gateway)
+    _netlink.call(configure, f"configuring {lease.ifname} inside {lease.name}")
 
 
 def reachable(address: str, port: int, timeout: float = 2.0) -> bool:
