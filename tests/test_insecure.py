@@ -9,7 +9,7 @@ import time
 import pytest
 from conftest import wait_for
 
-from justaprocess import insecure as ins
+from justaprocess import insecure as ins, proc
 from justaprocess.errors import BadInput
 
 pytestmark = pytest.mark.root
@@ -56,16 +56,34 @@ def test_mknod_reads_a_lab_disk_unless_cap_mknod_dropped(box):
 
 
 def test_shared_pid_namespace_lets_it_kill_a_host_process(box):
-    victim, needle = ins.start_victim()
+    victim, target = ins.start_victim()
     try:
-        out = box.run(ins.kill_by_cmdline(needle), pid_ns=True)
+        assert (target.pid, target.start) == (victim.pid, proc.start_time(victim.pid))
+        out = box.run(ins.kill_target(target), pid_ns=True)
         assert not out.ok and "ESRCH" in out.error and victim.alive()
-        out = box.run(ins.kill_by_cmdline(needle))
-        assert out.ok
+        out = box.run(ins.kill_target(target))
+        assert out.ok and out.value["killed"] == target.cmdline
         victim.popen.wait(5)
         assert victim.popen.returncode == -9
     finally:
         victim.stop()
+
+
+def test_the_kill_names_a_process_by_pid_and_start_time(box):
+    # Two processes with the very same command line: only the target dies.
+    victim, target = ins.start_victim()
+    twin, _ = ins.start_victim()
+    try:
+        assert open(f"/proc/{twin.pid}/cmdline").read() == open(f"/proc/{victim.pid}/cmdline").read()
+        # A stale target (the PID's start time differs: as if the PID were recycled) kills nothing.
+        stale = target._replace(start=target.start + 1)
+        out = box.run(ins.kill_target(stale))
+        assert not out.ok and "ESRCH" in out.error and victim.alive() and twin.alive()
+        assert box.run(ins.kill_target(target)).ok
+        assert victim.popen.wait(5) == -9 and twin.alive()
+    finally:
+        victim.stop()
+        twin.stop()
 
 
 def test_unknown_capability_is_refused(box):

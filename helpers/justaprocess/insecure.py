@@ -28,7 +28,7 @@ import os
 import signal
 import stat
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from . import _launch, lab, rootfs as _rootfs
 from ._loop import attach_loop
@@ -215,31 +215,56 @@ def mknod_read(major: int, minor: int, nbytes: int = 64) -> Callable[[], str]:
     return attack
 
 
-def kill_by_cmdline(needle: str) -> Callable[[], dict]:
-    """Look through /proc for a process whose command line holds ``needle`` and SIGKILL it."""
+class Target(NamedTuple):
+    """One process to attack, named so that no other can be hit: its PID and its start
+    time (proc(5), /proc/PID/stat field 22, in clock ticks since boot). A PID is
+    recycled once its process is gone; the pair is never."""
+    pid: int
+    start: int
+    cmdline: str
+
+
+def _start_time(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        stat_ = f.read()
+    return int(stat_[stat_.rindex(")") + 2:].split()[19])
+
+
+def kill_target(target: Target) -> Callable[[], dict]:
+    """Find ``target`` in the /proc this process sees and SIGKILL it - that process only.
+
+    pidfd_open(2) pins the process first; then its start time is compared, and
+    pidfd_send_signal(2) kills what the pidfd names: a PID recycled in between
+    can never be hit. In a new PID namespace the host's PID names nothing (or
+    another process, whose start time differs): ESRCH.
+    """
+    pid, start = target.pid, target.start
+
     def attack() -> dict:
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-        for p in pids:
-            try:
-                with open(f"/proc/{p}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            except OSError:
-                continue
-            if needle in cmd:
-                os.kill(p, signal.SIGKILL)
-                return {"processes seen": len(pids), "killed": cmd}
-        raise OSError(errno.ESRCH, f"no process matching {needle!r} among {len(pids)} seen")
+        seen = sum(1 for p in os.listdir("/proc") if p.isdigit())
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            fd = None
+        try:
+            if fd is None or _start_time(pid) != start:
+                raise OSError(errno.ESRCH, f"no process matching PID {pid} started at tick {start} "
+                                           f"among {seen} seen")
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            return {"processes seen": seen, "killed": cmd}
+        finally:
+            if fd is not None:
+                os.close(fd)
     return attack
 
 
-def start_victim(note: str = "chapter 07: the 'host' process") -> tuple["lab.LabProcess", str]:
-    """A registered host process to attack, and the unique command line that finds it.
-
-    ``sleep 3600.<random>``: the random fraction makes the command line the
-    lab's alone, so an attack that searches for it can only hit this process.
-    """
-    needle = f"sleep 3600.{int(lab.new_id(), 16):08d}"
-    return lab.spawn(needle.split(), note=note), needle
+def start_victim(note: str = "chapter 07: the 'host' process") -> tuple["lab.LabProcess", Target]:
+    """A registered host process to attack, and the :class:`Target` that names it alone."""
+    argv = ["sleep", "3600"]
+    victim = lab.spawn(argv, note=note)
+    return victim, Target(victim.pid, victim.entry.start, " ".join(argv))
 
 
 # --- a lab-made "host disk": a read-only loop device ----------------------------------
@@ -294,5 +319,5 @@ def loop_attached(path: str) -> bool:
 
 
 __all__ = ["NaiveContainer", "Outcome", "run", "chroot_escape", "sysctl_write", "read_sysctl",
-           "restore_sysctl", "mknod_read", "kill_by_cmdline", "start_victim", "HostDisk", "loop_attached",
+           "restore_sysctl", "mknod_read", "Target", "kill_target", "start_victim", "HostDisk", "loop_attached",
            "SYSCTL"]

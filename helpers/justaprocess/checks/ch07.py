@@ -26,9 +26,9 @@ def _breakouts(box: insecure.NaiveContainer, steps: dict) -> dict[str, insecure.
         insecure.restore_sysctl(old)
     with insecure.HostDisk(os.path.join(box.dir, "jap-check-disk.img"), "check disk") as d:
         out["mknod a disk"] = box.run(insecure.mknod_read(d.major, d.minor), **steps)
-    victim, needle = insecure.start_victim("chapter 07 check: the 'host' process")
+    victim, target = insecure.start_victim("chapter 07 check: the 'host' process")
     try:
-        out["kill a host process"] = box.run(insecure.kill_by_cmdline(needle), **steps)
+        out["kill a host process"] = box.run(insecure.kill_target(target), **steps)
     finally:
         victim.stop()
     return out
