@@ -105,10 +105,18 @@ def link_exists(ifname: str) -> bool:
 
 def link_delete(ifname: str) -> None:
     """Delete the interface (both ends of a veth pair go); nothing if it is gone."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     def delete(ip) -> None:
         found = ip.link_lookup(ifname=ifname)
         if found:
-            ip.link("del", index=found[0])
+            try:
+                ip.link("del", index=found[0])
+            except NetlinkError as exc:
+                # ENODEV: gone meanwhile - a veth goes with its peer's namespace, which the
+                # kernel tears down asynchronously after the namespace's last process exits.
+                if exc.code != errno.ENODEV:
+                    raise
     call(delete, f"deleting the interface {ifname}")
 
 
