@@ -544,3 +544,71 @@ def add_cli(sub) -> None:
     p.add_argument("target", help="a host PID, a runc container id, or a podman container name")
     p.add_argument("--json", action="store_true", help="machine-readable")
     p.set_defaults(func=_cli_inspect)
+
+
+# --- host tools, made container-aware -------------------------------------------------
+
+def uid_inside(t: Target, host_uid: int) -> int | None:
+    """The uid a host uid is inside the target's user namespace (uid_map, user_namespaces(7)); None if unmapped."""
+    for inside, outside, count in t.uid_map:
+        if outside <= host_uid < outside + count:
+            return inside + host_uid - outside
+    return None
+
+
+def host_pid_of(t: Target, pid_inside: int, procfs: str = PROCFS) -> int:
+    """The host PID of the process that is ``pid_inside`` in the target's PID namespace (NSpid)."""
+    for p in processes(t, procfs):
+        if p.pid_inside == pid_inside:
+            return p.host_pid
+    raise BadInput(f"no process is PID {pid_inside} inside {t.name}: PIDs there are "
+                   + ", ".join(str(p.pid_inside) for p in processes(t, procfs)))
+
+
+def strace(x, trigger: list[str] | None = None, *, syscalls: str = "network",
+           timeout: float = 10.0) -> list[str]:
+    """``strace -f -p PID`` from the host while ``trigger`` (an argv run on the host) runs.
+
+    ptrace(2) works across namespaces for root in the initial user namespace:
+    the tool stays on the host, with the host's view - so strace labels the
+    target's children with *host* PIDs, while clone() returns their PIDs inside.
+    Returns strace's lines; strace is stopped with SIGINT (it detaches, the
+    target runs on).
+    """
+    import signal
+    import time
+    exe = shutil.which("strace")
+    if exe is None:
+        raise MissingTool("strace")
+    own = not isinstance(x, Target)
+    t = x if not own else target(x, allow_host=True)
+    try:
+        t.check()
+        p = lab.spawn([exe, "-f", "-e", f"trace={syscalls}", "-p", str(t.pid)],
+                      stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                      note=f"strace of {t.name}")
+        lines: list[str] = []
+        try:
+            # strace says "Process N attached" once ptrace(PTRACE_SEIZE) is done: the event to wait for.
+            while True:
+                line = p.popen.stderr.readline()
+                if not line:
+                    raise LabError(f"strace could not attach to PID {t.pid}: " + "".join(lines))
+                if "attached" in line:
+                    break
+                lines.append(line)
+            lines = []
+            if trigger:
+                subprocess.run(trigger, capture_output=True, timeout=timeout)
+            # strace prints a call when it returns, asynchronously to the trigger: give the
+            # last ones a moment to reach its output (no event marks "printed"), then SIGINT.
+            time.sleep(0.2)
+            p.popen.send_signal(signal.SIGINT)
+            _, out = p.popen.communicate(timeout=timeout)
+            lines += out.splitlines()
+        finally:
+            p.stop()
+        return [ln for ln in (s.rstrip() for s in lines) if ln and "detached" not in ln]
+    finally:
+        if own:
+            t.close()

@@ -350,7 +350,7 @@ class LoopbackOnly(Scenario):
         return {"port": rng.choice((8000, 8080, 8888, 9000, 5000, 3000))}
 
     def _make(self):
-        self.target = self._container(["httpd", "-f", "-p", f"127.0.0.1:{self.params['port']}"],
+        self.target = self._container(["httpd", "-f", "-p", f"127.0.0.1:{self.params['port']}", "-h", "/var/www"],
                                       network=True, memory="64M", pids=32)
 
     def _truth(self):
