@@ -28,9 +28,11 @@ def test_distroless_has_no_shell_and_verify_escalates_hints():
     with scenarios.start("distroless") as s:
         assert "not found" in s.reproduce()
         assert not os.path.lexists(f"/proc/{s.target.pid}/root/bin/sh")
-        hints = [s.verify(Diagnosis("memory-limit", {})).message for _ in range(4)]
-        assert not any(h.startswith("✔") for h in hints)
-        assert "Hint 1/3" in hints[0] and "Hint 2/3" in hints[1] and "Hint 3/3" in hints[3]
+        vs = [s.verify(Diagnosis("memory-limit", {})) for _ in range(4)]
+        assert not any(v.ok for v in vs) and {v.kind for v in vs} == {"wrong-cause"}
+        assert [v.level for v in vs] == [1, 2, 3, 3] and len({v.message for v in vs}) == 3
+        assert s.judge(Diagnosis("memory-limit", {})).kind == "wrong-cause"  # judging counts nothing
+        assert s.attempts == 4
         assert not s.verify(Diagnosis("no-tools", {"missing": "httpd"})).ok  # it *is* there
         assert s.verify(Diagnosis("no-tools", {"missing": "/bin/sh"})).ok
     assert not _mine()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -565,15 +566,60 @@ def host_pid_of(t: Target, pid_inside: int, procfs: str = PROCFS) -> int:
                    + ", ".join(str(p.pid_inside) for p in processes(t, procfs)))
 
 
+class Call(NamedTuple):
+    """One system call in strace's output: who made it (a *host* PID), which, what it returned."""
+    pid: int
+    name: str
+    result: str      # as strace prints it: "4", "-1 EAGAIN (...)", "?"
+    line: str
+
+
+# "[pid N] " (strace to a terminal) or "N " (strace -o FILE -f) labels the caller.
+_CALL = re.compile(r"^(?:\[pid\s+(?P<a>\d+)\]\s+|(?P<b>\d+)\s+)?"
+                   r"(?:<\.\.\. (?P<resumed>\w+) resumed>|(?P<name>\w+)\()(?P<rest>.*)$")
+
+
+def calls(lines: list[str], pid: int) -> list[Call]:
+    """Parse strace -f lines, joining '<unfinished ...>' with its '<... resumed>' half.
+
+    Each line's caller is its label ("[pid N]", or "N" with -o); unlabelled lines are ``pid``'s.
+    """
+    out, pending = [], {}
+    for line in lines:
+        m = _CALL.match(line.strip())
+        if not m:
+            continue
+        who = int(m.group("a") or m.group("b") or pid)
+        rest = m.group("rest")
+        if m.group("name"):
+            name = m.group("name")
+            if rest.endswith("<unfinished ...>"):
+                pending[who] = name
+                continue
+        else:
+            name = pending.pop(who, m.group("resumed"))
+        res = rest.rsplit(") = ", 1)[1].strip() if ") = " in rest else "?"
+        out.append(Call(who, name, res, line))
+    return out
+
+
+class Trace(NamedTuple):
+    lines: list[str]
+    calls: list[Call]
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+
 def strace(x, trigger: list[str] | None = None, *, syscalls: str = "network",
-           timeout: float = 10.0) -> list[str]:
+           timeout: float = 10.0) -> Trace:
     """``strace -f -p PID`` from the host while ``trigger`` (an argv run on the host) runs.
 
     ptrace(2) works across namespaces for root in the initial user namespace:
     the tool stays on the host, with the host's view - so strace labels the
     target's children with *host* PIDs, while clone() returns their PIDs inside.
-    Returns strace's lines; strace is stopped with SIGINT (it detaches, the
-    target runs on).
+    Returns a :class:`Trace` (its lines and the parsed :class:`Call` s); strace
+    is stopped with SIGINT (it detaches, the target runs on).
     """
     import signal
     import time
@@ -584,31 +630,35 @@ def strace(x, trigger: list[str] | None = None, *, syscalls: str = "network",
     t = x if not own else target(x, allow_host=True)
     try:
         t.check()
-        p = lab.spawn([exe, "-f", "-e", f"trace={syscalls}", "-p", str(t.pid)],
-                      stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                      note=f"strace of {t.name}")
-        lines: list[str] = []
+        # The trace goes to a memfd (strace -o), strace's own messages to a pipe.
+        out = os.memfd_create("jap-strace")
+        p = lab.spawn([exe, "-f", "-o", f"/proc/self/fd/{out}", "-e", f"trace={syscalls}",
+                       "-p", str(t.pid)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                      text=True, pass_fds=(out,), note=f"strace of {t.name}")
         try:
+            said = []
             # strace says "Process N attached" once ptrace(PTRACE_SEIZE) is done: the event to wait for.
             while True:
                 line = p.popen.stderr.readline()
                 if not line:
-                    raise LabError(f"strace could not attach to PID {t.pid}: " + "".join(lines))
+                    raise LabError(f"strace could not attach to PID {t.pid}: " + "".join(said))
                 if "attached" in line:
                     break
-                lines.append(line)
-            lines = []
+                said.append(line)
             if trigger:
                 subprocess.run(trigger, capture_output=True, timeout=timeout)
             # strace prints a call when it returns, asynchronously to the trigger: give the
             # last ones a moment to reach its output (no event marks "printed"), then SIGINT.
             time.sleep(0.2)
             p.popen.send_signal(signal.SIGINT)
-            _, out = p.popen.communicate(timeout=timeout)
-            lines += out.splitlines()
+            p.popen.communicate(timeout=timeout)
+            os.lseek(out, 0, os.SEEK_SET)
+            with os.fdopen(out, "r", closefd=False) as f:
+                lines = [ln.rstrip() for ln in f if ln.strip()]
         finally:
+            os.close(out)
             p.stop()
-        return [ln for ln in (s.rstrip() for s in lines) if ln and "detached" not in ln]
+        return Trace(lines, calls(lines, t.pid))
     finally:
         if own:
             t.close()

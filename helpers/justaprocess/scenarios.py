@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 from . import capabilities, cgroups, container, lab, rootfs
-from .checks import Verdict
+from .checks import NOT_ATTEMPTS, Verdict, describe, right, wrong
 from .errors import BadInput, LabError
 
 # --- causes and diagnoses --------------------------------------------------------
@@ -210,43 +210,55 @@ class Scenario:
         return self.target
 
     # -- checking a diagnosis --
-    def verify(self, diagnosis) -> Verdict:
-        """Right, or a hint: the n-th wrong attempt gets the n-th hint (they escalate)."""
+    def judge(self, diagnosis):
+        """The verdict on a diagnosis without counting attempts: ``checks.right(...)`` or a
+        ``checks.Wrong`` of a named kind whose hints escalate (the checks' decorator, or
+        :meth:`verify`, picks the hint for the attempt).  Type and shape first."""
         self._need()
         if diagnosis is ... or diagnosis is None:
-            return Verdict(False, "fill in `diagnosis` with scenarios.Diagnosis(cause, evidence), "
-                                  "run it, then run this cell again")
+            return wrong("missing", "fill in `diagnosis` with scenarios.Diagnosis(cause, evidence), "
+                                    "run it, then run this cell again")
         if not isinstance(diagnosis, Diagnosis):
-            return Verdict(False, "a diagnosis is scenarios.Diagnosis(cause=..., evidence={...}), "
-                                  f"not {type(diagnosis).__name__}")
-        if diagnosis.cause not in CAUSES:
-            return Verdict(False, f"unknown cause {diagnosis.cause!r}: one of "
-                                  + ", ".join(sorted(CAUSES)))
+            return wrong("type", "a diagnosis is scenarios.Diagnosis(cause=..., evidence={...}); "
+                                 f"it is {describe(diagnosis)}")
+        if not isinstance(diagnosis.cause, str) or diagnosis.cause not in CAUSES:
+            return wrong("unknown-cause", f"unknown cause {diagnosis.cause!r}: one of "
+                                          + ", ".join(sorted(CAUSES)))
         if not isinstance(diagnosis.evidence, dict):
-            return Verdict(False, "evidence is a dict, e.g. {'port': 8080}")
+            return wrong("type", "evidence is a dict of facts, e.g. {'port': 8080}; it is "
+                                 + describe(diagnosis.evidence))
         if diagnosis.cause != self.cause:
-            self.attempts += 1
-            return Verdict(False, self._hint(f"not {diagnosis.cause!r}: "
-                                             f"{CAUSES[diagnosis.cause]} does not explain this "
-                                             "symptom."))
+            head = f"not {diagnosis.cause!r}: {CAUSES[diagnosis.cause]} does not explain this symptom."
+            return wrong("wrong-cause", *[f"{head} Hint: {h}" for h in self.hints or ("look again",)])
+        missing_keys = [k for k in self.evidence_keys if k not in diagnosis.evidence]
+        if missing_keys:
+            return wrong("evidence-missing", "the right cause. Now the evidence: add "
+                         + ", ".join(f"evidence[{k!r}]" for k in missing_keys))
         truth = self._truth()
-        missing = [k for k in self.evidence_keys if k not in diagnosis.evidence]
-        if missing:
-            return Verdict(False, "the right cause. Now the evidence: add "
-                           + ", ".join(f"evidence[{k!r}]" for k in missing))
-        wrong = []
+        bad = []
         for k in self.evidence_keys:
             try:
                 ok = self._match(k, diagnosis.evidence[k], truth[k])
             except (ValueError, TypeError, LabError):
                 ok = False
             if not ok:
-                wrong.append(k)
-        if wrong:
-            self.attempts += 1
-            return Verdict(False, self._hint("the right cause, but the kernel says otherwise about "
-                                             + ", ".join(f"evidence[{k!r}]" for k in wrong) + "."))
-        return Verdict(True, f"{self.title}: {CAUSES[self.cause]}. {self.fix}")
+                bad.append(k)
+        if bad:
+            head = ("the right cause, but the kernel says otherwise about "
+                    + ", ".join(f"evidence[{k!r}]={diagnosis.evidence[k]!r}" for k in bad) + ".")
+            return wrong("evidence-wrong", *[f"{head} Hint: {h}" for h in self.hints[1:] or ("look again",)])
+        return right(f"{self.title}: {CAUSES[self.cause]}. {self.fix}")
+
+    def verify(self, diagnosis) -> Verdict:
+        """Right, or a hint: hints escalate with this scenario's wrong attempts."""
+        r = self.judge(diagnosis)
+        if isinstance(r, Verdict):
+            return r
+        if r.kind in NOT_ATTEMPTS:
+            return Verdict(False, r.hints[0], kind=r.kind)
+        self.attempts += 1
+        level = min(self.attempts, len(r.hints))
+        return Verdict(False, r.hints[level - 1], kind=r.kind, level=level, levels=len(r.hints))
 
     fix: ClassVar[str] = ""
 
@@ -256,11 +268,6 @@ class Scenario:
             return norm(given) in {norm(t) for t in truth}
         return norm(given) == norm(truth)
 
-    def _hint(self, head: str) -> str:
-        if not self.hints:
-            return head
-        return f"{head} Hint {min(self.attempts, len(self.hints))}/{len(self.hints)}: " \
-               + self.hints[min(self.attempts, len(self.hints)) - 1]
 
 
 def _wait_for(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
