@@ -154,3 +154,27 @@ def test_inspect_of_a_gone_process_is_a_lab_error():
     with pytest.raises(LabError):
         debug.inspect(t)
     t.close()
+
+
+def test_strace_from_the_host_names_children_by_host_pid_while_clone_returns_the_inner_one(hand):
+    from justaprocess import rootfs
+    trigger = ["nsenter", "-t", str(hand.pid), "-n", rootfs.busybox_binary(), "wget", "-qO-",
+               "http://127.0.0.1:8080/"]
+    tr = debug.strace(hand, trigger, syscalls="accept,clone,read,write")
+    names = [c.name for c in tr.calls]
+    assert "accept" in names and "clone" in names, str(tr)
+    clone = next(c for c in tr.calls if c.name == "clone")
+    kids = {c.pid for c in tr.calls if c.pid != hand.pid}
+    assert clone.pid == hand.pid and kids and int(clone.result) not in kids
+    assert hand.running()  # strace detached; the app runs on
+
+
+def test_uid_inside_and_host_pid_of():
+    from justaprocess import namespaces
+    with namespaces.spawn(["sleep", "60"], "user,pid,mnt", uid_map="0 100000 65536",
+                          gid_map="0 100000 65536") as p:
+        with debug.target(p.host_pid) as t:
+            assert debug.uid_inside(t, 100000) == 0 and debug.uid_inside(t, 0) is None
+            assert debug.host_pid_of(t, 1) == p.host_pid
+            with pytest.raises(LabError, match="no process is PID 7"):
+                debug.host_pid_of(t, 7)

@@ -647,9 +647,20 @@ def strace(x, trigger: list[str] | None = None, *, syscalls: str = "network",
                 said.append(line)
             if trigger:
                 subprocess.run(trigger, capture_output=True, timeout=timeout)
-            # strace prints a call when it returns, asynchronously to the trigger: give the
-            # last ones a moment to reach its output (no event marks "printed"), then SIGINT.
-            time.sleep(0.2)
+            # strace prints a call when it returns, asynchronously to the trigger. Wait until
+            # every child it followed has exited in its output ("+++ exited"), bounded; with
+            # no child at all, give the last calls a moment (no event marks "printed").
+            deadline = time.monotonic() + (timeout if trigger else 0.2)
+            quiet_until = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                text = os.pread(out, 1 << 20, 0).decode(errors="replace")
+                kids = {int(w.split()[0]) for w in text.splitlines() if w.split()
+                        and w.split()[0].isdigit() and int(w.split()[0]) != t.pid}
+                done = {int(w.split()[0]) for w in text.splitlines()
+                        if "+++ exited" in w or "+++ killed" in w}
+                if kids and kids <= done or not kids and time.monotonic() > quiet_until:
+                    break
+                time.sleep(0.01)
             p.popen.send_signal(signal.SIGINT)
             p.popen.communicate(timeout=timeout)
             os.lseek(out, 0, os.SEEK_SET)
