@@ -178,3 +178,13 @@ def test_uid_inside_and_host_pid_of():
             assert debug.host_pid_of(t, 1) == p.host_pid
             with pytest.raises(LabError, match="no process is PID 7"):
                 debug.host_pid_of(t, 7)
+
+
+def test_strace_lines_are_parsed_across_unfinished_resumed_and_restarted_calls():
+    lines = ["5 restart_syscall(<... resuming interrupted accept ...>) = 4",
+             "5 clone(child_stack=NULL, flags=SIGCHLD) = 2",
+             "[pid 7] read(0,  <unfinished ...>",
+             "[pid 7] <... read resumed>\"GET\", 1024) = 3",
+             "7 +++ exited with 0 +++"]
+    got = [(c.pid, c.name, c.result) for c in debug.calls(lines, 5)]
+    assert got == [(5, "accept", "4"), (5, "clone", "2"), (7, "read", "3")]

@@ -593,6 +593,11 @@ def calls(lines: list[str], pid: int) -> list[Call]:
         rest = m.group("rest")
         if m.group("name"):
             name = m.group("name")
+            # A call that was blocked when strace attached is restarted by the kernel:
+            # "restart_syscall(<... resuming interrupted accept ...>) = 4".
+            r = re.match(r"<\.\.\. resuming interrupted (\w+) \.\.\.>", rest)
+            if name == "restart_syscall" and r:
+                name = r.group(1)
             if rest.endswith("<unfinished ...>"):
                 pending[who] = name
                 continue
