@@ -10,7 +10,7 @@ import tarfile
 import pytest
 
 from justaprocess import rootfs
-from justaprocess.errors import BadInput
+from justaprocess.errors import BadInput, LabError
 
 pytestmark = pytest.mark.root
 
@@ -61,7 +61,7 @@ def test_extract_is_tar_x_into_a_new_folder(image, tmp_path):
     rootfs.extract(image, dest)
     assert os.path.islink(os.path.join(dest, "bin", "sh"))
     assert _chroot(dest, "/bin/true").returncode == 0
-    with pytest.raises(FileExistsError):
+    with pytest.raises(BadInput, match="exists.*new folder"):
         rootfs.extract(image, dest)  # never over an existing tree
 
 
@@ -95,6 +95,33 @@ def test_tools_rootfs_runs_dynamically_linked_strace():
     # strace really traces inside the tools rootfs (ptrace of its own child).
     r = _chroot(tools.path, "/usr/local/bin/strace", "-f", "-e", "trace=execve", "/bin/true")
     assert 'execve("/bin/true"' in r.stderr
+
+
+def test_extract_refuses_bad_input_before_making_anything(image, tmp_path):
+    for dest, match in ((str(tmp_path / ".." / "jap-up"), "'..'"), ("relative/jap-x", "absolute")):
+        with pytest.raises(BadInput, match=match):
+            rootfs.extract(image, dest)
+    with pytest.raises(BadInput, match="rootfs.build"):
+        rootfs.extract(image.tarball, str(tmp_path / "jap-x"))
+    assert not os.path.exists(tmp_path / "jap-x") and not os.path.exists(tmp_path.parent / "jap-up")
+
+
+def test_a_damaged_image_is_a_lab_error_that_says_what_to_do(tmp_path):
+    junk = tmp_path / "junk.tar"
+    junk.write_text("not a tarball\n")
+    broken = rootfs.Rootfs("busybox", str(tmp_path / "none"), str(junk))
+    with pytest.raises(LabError, match="build it again") as exc:
+        rootfs.extract(broken, str(tmp_path / "jap-x"))
+    assert not isinstance(exc.value, OSError) and "\n" not in str(exc.value)
+
+
+def test_a_failed_build_is_a_lab_error_and_leaves_no_half_tree(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAP_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(rootfs, "busybox_binary", lambda: "/bin/true")  # dynamic: cannot run inside
+    with pytest.raises(LabError, match="busybox --install.*build again") as exc:
+        rootfs.build("busybox", force=True)
+    assert not isinstance(exc.value, OSError)
+    assert [n for n in os.listdir(tmp_path / "cache") if n.startswith("rootfs-")] == []
 
 
 def test_unknown_kind_is_refused():

@@ -22,7 +22,7 @@ import subprocess
 from typing import NamedTuple
 
 from . import lab
-from .errors import BadInput, MissingTool, NeedsPrivilege
+from .errors import BadInput, LabError, MissingTool, NeedsPrivilege
 
 KINDS = ("busybox", "tools")
 # Bump when the content changes: a cache built by an older version is rebuilt.
@@ -117,7 +117,9 @@ def _install_busybox(root: str) -> None:
     r = subprocess.run(["chroot", root, "/bin/busybox", "--install", "-s", "/bin"],
                        capture_output=True, text=True)
     if r.returncode != 0:
-        raise OSError(f"busybox --install inside {root} failed: {r.stderr.strip()}")
+        raise LabError(f"busybox --install inside {root} failed: {r.stderr.strip() or r.returncode}: "
+                       "check that busybox-static runs on this machine (`busybox true`), then "
+                       "build again (rootfs.build(force=True))")
 
 
 def _write_etc(root: str) -> None:
@@ -151,8 +153,29 @@ def _marker_stamp(path: str) -> int | None:
 
 
 def _build(kind: str, path: str, tarball: str) -> tuple[str, ...]:
-    before = _marker_stamp(path)
+    """Build into a temporary tree, then swap it in; a failure leaves no half-built tree."""
     tmp = f"{path}.tmp-{os.getpid()}"
+    tar_tmp = f"{tarball}.tmp-{os.getpid()}"
+    try:
+        return _build_into(kind, path, tarball, tmp, tar_tmp)
+    except LabError:
+        raise
+    except (OSError, subprocess.CalledProcessError) as exc:
+        why = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) and exc.stderr \
+            else exc
+        raise LabError(f"building the {kind} rootfs in {os.path.dirname(path)} failed: {why}: "
+                       f"check the free space there (df -h {os.path.dirname(path)}), then build "
+                       "again") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            os.unlink(tar_tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _build_into(kind: str, path: str, tarball: str, tmp: str, tar_tmp: str) -> tuple[str, ...]:
+    before = _marker_stamp(path)
     shutil.rmtree(tmp, ignore_errors=True)
     for d in DIRS:
         os.makedirs(os.path.join(tmp, d), exist_ok=True)
@@ -172,8 +195,7 @@ def _build(kind: str, path: str, tarball: str) -> tuple[str, ...]:
             f.write("\n".join(copied) + "\n")
     # The tarball of the tree, as an image layer is one (tar(1)); made before
     # the marker so the marker says "folder and tarball complete".
-    tar_tmp = f"{tarball}.tmp-{os.getpid()}"
-    subprocess.run(["tar", "-C", tmp, "-cf", tar_tmp, "."], check=True, capture_output=True)
+    subprocess.run(["tar", "-C", tmp, "-cf", tar_tmp, "."], check=True, capture_output=True, text=True)
     with open(os.path.join(tmp, MARKER), "w") as f:
         f.write(f"{VERSION}\n")
     # Swap in: the tarball first, the folder (with its marker) last.  Another
@@ -199,7 +221,7 @@ def build(kind: str = "busybox", *, force: bool = False) -> Rootfs:
     >>> r = build()          # doctest: +SKIP
     >>> os.listdir(r.path)   # bin etc proc ... (busybox and its applet links in bin/)
     """
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise BadInput(f"unknown rootfs kind {kind!r}: one of {', '.join(KINDS)}")
     path, tarball = _cache(kind)
     if force or not _complete(path, tarball):
@@ -220,10 +242,25 @@ def extract(rootfs: Rootfs, dest: str) -> str:
 
     ``dest`` must not exist yet (the caller registered it as a lab ``dir``).
     """
-    os.makedirs(dest)
+    if not isinstance(rootfs, Rootfs):
+        raise BadInput(f"extract() takes what rootfs.build() returns, not {rootfs!r}: "
+                       "e.g. rootfs.extract(rootfs.build('busybox'), dest)")
+    if not isinstance(dest, str) or not os.path.isabs(dest) or ".." in dest.split("/"):
+        raise BadInput(f"the destination must be an absolute path without '..': {dest!r}")
+    if os.path.lexists(dest):
+        raise BadInput(f"{dest} exists: a rootfs is extracted into a new folder, never over a tree "
+                       "(remove it or choose another)")
+    try:
+        os.makedirs(dest)
+    except OSError as exc:
+        raise LabError(f"cannot make {dest}: {exc.strerror}: check that its parent exists and "
+                       "has free space") from exc
     r = subprocess.run(["tar", "-C", dest, "-xf", rootfs.tarball], capture_output=True, text=True)
     if r.returncode != 0:
-        raise OSError(f"tar -x of {rootfs.tarball} into {dest} failed: {r.stderr.strip()}")
+        said = [ln for ln in r.stderr.splitlines() if ln.strip()][:1] or [f"exit {r.returncode}"]
+        raise LabError(f"tar -x of {rootfs.tarball} into {dest} failed ({said[0]}): "
+                       "check the free space there; if the image is damaged, build it again "
+                       f"(rootfs.build({rootfs.kind!r}, force=True))")
     return dest
 
 
