@@ -1,10 +1,12 @@
 """Checks of 01 · A container is just a process."""
 from __future__ import annotations
 
+import contextlib
 import time
 
 from .. import namespaces, proc
-from . import Verdict, missing, verdict
+from ..errors import LabError
+from . import Rows, expect_collection, expect_int, exercise, right, run_first, wrong
 
 _mystery: dict = {}
 
@@ -20,38 +22,123 @@ def mystery() -> int:
             break
         time.sleep(0.01)
     else:
-        raise RuntimeError("the mystery processes did not start")
+        raise LabError("the mystery processes did not start within 5 s: run the cell again")
     target = max(kids, key=lambda p: proc.nspid(p)[-1])
     _mystery["box"], _mystery["pid"] = box, target
     return target
 
 
-def check_inner_pid(inner_pid) -> Verdict:
-    if (m := missing(inner_pid=inner_pid)) is not None:
-        return m
+@exercise(1, title="a mystery process")
+def check_inner_pid(inner_pid):
     pid = _mystery.get("pid")
-    if pid is None:
-        return Verdict(False, "run the cell with ch01.mystery() first")
-    want = proc.nspid(pid)[-1]
-    if inner_pid == pid:
-        return Verdict(False, "that is its host PID; inside its namespace it has another one: "
-                              "the last number of NSpid in /proc/PID/status")
-    return verdict(inner_pid == want,
-                   "the last number of NSpid is the PID the process sees for itself",
-                   "read NSpid in /proc/PID/status: the host PID first, the innermost last")
+    if pid is None or not proc.running(pid):
+        raise run_first("the cell with ch01.mystery()")
+    n = expect_int(inner_pid, "inner_pid", "an int (a PID)")
+    chain = proc.nspid(pid)
+    want = chain[-1]
+    if n == want:
+        return right("the last number of NSpid is the PID the process sees for itself")
+    if n == pid:
+        return wrong("host-pid",
+                     "that is its host PID, the number this notebook sees; inside its own PID "
+                     "namespace it has another one",
+                     "/proc/PID/status has a line NSpid: the host PID first, the PID inside its "
+                     "innermost namespace last")
+    inner = {proc.nspid(p)[-1]: name for _, p, name in proc.tree(_mystery["box"].host_pid)}
+    if n in inner:
+        return wrong("other-process",
+                     f"{n} is a PID inside that namespace, but of another process ({inner[n]}): "
+                     "the mystery PID is the one ch01.mystery() returned",
+                     f"read NSpid in /proc/{pid}/status (that PID's own line): its last number")
+    return wrong("other",
+                 "no process of that namespace has this PID: read NSpid in /proc/PID/status",
+                 f"proc.nspid({pid}) reads NSpid: the host PID first, the innermost last")
 
 
-def check_separate(separate, box_pid: int) -> Verdict:
-    if (m := missing(separate=separate)) is not None:
-        return m
-    if isinstance(separate, str) or not all(isinstance(k, str) for k in separate):
-        return Verdict(False, "give a set of kind names, e.g. {'net', 'uts'}")
-    want = set(namespaces.compare(box_pid, "self").separate)
-    extra, lacking = set(separate) - want, want - set(separate)
+KINDS = "a set of namespace kinds like {'net', 'uts'}"
+
+
+@exercise(2, context=("box_pid",), title="what makes it a container?")
+def check_separate(separate, box_pid):
+    items = expect_collection(separate, "separate", KINDS, str, "a kind name like 'net'")
+    known = set(proc.namespaces("self"))
+    unknown = [k for k in items if k not in known]
+    if unknown:
+        return wrong("unknown-kind",
+                     f"{unknown[0]!r} is not a namespace kind: the kinds are the names of the "
+                     f"links in /proc/PID/ns: {', '.join(sorted(known))}")
+    try:
+        want = set(namespaces.compare(box_pid, "self").separate)
+    except LabError as exc:
+        raise run_first(f"the cell that starts `box` (it is gone: {exc})") from None
+    given = set(items)
+    if given == want:
+        return right("a container is a process in new namespaces of these kinds: "
+                     + ", ".join(sorted(want)))
+    shared = known - want
+    if given and given == shared:
+        return wrong("inverted",
+                     "those are the kinds in which box is in the *same* namespace as the "
+                     "kernel: the exercise asks for the ones where it is not",
+                     "keep the kinds whose numbers in proc.namespaces(box.host_pid) differ "
+                     "from proc.namespaces()")
+    extra, lacking = sorted(given - want), sorted(want - given)
     if extra:
-        return Verdict(False, f"box shares {', '.join(sorted(extra))} with the kernel: compare the "
-                              "numbers in /proc/PID/ns again")
-    return verdict(not lacking,
-                   "a container is a process in new namespaces of these kinds: "
-                   + ", ".join(sorted(want)),
-                   f"{len(lacking)} kind(s) missing: check all eight links of /proc/PID/ns")
+        return wrong("too-many",
+                     f"{len(extra)} of your kinds box shares with the kernel: compare the "
+                     "numbers of the links in /proc/PID/ns again",
+                     f"box is in the kernel's own {', '.join(extra)} namespace(s): the numbers "
+                     "of those links are equal")
+    return wrong("too-few",
+                 f"{len(lacking)} more kind(s) differ: check all {len(known)} links of "
+                 "/proc/PID/ns",
+                 f"compare every kind of proc.namespaces(box.host_pid) - {len(lacking)} "
+                 "differ(s) and are missing from your set")
+
+
+# --- the table of right and wrong answers (tests/test_exercises.py) ---------------------
+
+@contextlib.contextmanager
+def _with_mystery():
+    host_pid = mystery()
+    try:
+        yield {"host_pid": host_pid}
+    finally:
+        _mystery.pop("box").stop()
+        _mystery.pop("pid", None)
+
+
+@contextlib.contextmanager
+def _with_box():
+    with namespaces.spawn(["sleep", "600"], hostname="box") as box:
+        want = set(namespaces.compare(box.host_pid, "self").separate)
+        yield {"box_pid": box.host_pid, "want": want,
+               "shared": set(proc.namespaces("self")) - want}
+
+
+def _others(c) -> int:
+    """The inner PID of another process of the mystery tree."""
+    mine = proc.nspid(c["host_pid"])[-1]
+    return next(proc.nspid(p)[-1] for _, p, _ in proc.tree(_mystery["box"].host_pid)
+                if proc.nspid(p)[-1] != mine)
+
+
+TABLE = {
+    1: Rows(setup=_with_mystery,
+            right=lambda c: dict(inner_pid=proc.nspid(c["host_pid"])[-1]),
+            wrong={
+                "type": lambda c: dict(inner_pid=str(proc.nspid(c["host_pid"])[-1])),
+                "host-pid": lambda c: dict(inner_pid=c["host_pid"]),
+                "other-process": lambda c: dict(inner_pid=_others(c)),
+                "other": lambda c: dict(inner_pid=99),
+            }),
+    2: Rows(setup=_with_box,
+            right=lambda c: dict(separate=c["want"]),
+            wrong={
+                "type": lambda c: dict(separate="net"),
+                "unknown-kind": lambda c: dict(separate=c["want"] | {"network"}),
+                "inverted": lambda c: dict(separate=c["shared"]),
+                "too-many": lambda c: dict(separate=c["want"] | {"user"}),
+                "too-few": lambda c: dict(separate=c["want"] - {"ipc"}),
+            }),
+}

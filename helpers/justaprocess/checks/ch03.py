@@ -6,13 +6,15 @@ the kernel's own cpu.stat.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import sys
 import time
 
 from .. import cgroups
 from ..errors import LabError
-from . import Verdict, missing, verdict
+from . import Rows, describe, expect_int, exercise, right, run_first, wrong
 
 # A program that allocates N MiB of anonymous memory, touching every page
 # (an untouched page costs nothing: the kernel charges on first write).
@@ -27,30 +29,49 @@ def _runs_under(limit: str, mib: int) -> tuple[bool, int]:
         return r.returncode == 0, cg.stats().oom_kills or 0
 
 
-def check_memory_limit(limit) -> Verdict:
+SIZE = "a string like '64M' (a number and K, M or G)"
+
+
+@exercise(1, title="a limit that separates two programs")
+def check_memory_limit(limit):
     """Exercise 1: a limit under which SMALL MiB survives and LARGE MiB is OOM-killed."""
-    if (m := missing(limit=limit)):
-        return m
+    if isinstance(limit, (int, float)) and not isinstance(limit, bool):
+        raise wrong("type", f"`limit` should be {SIZE}; it is {describe(limit)}: a bare number "
+                            f"would be {limit} bytes - write the unit, e.g. '{limit}M'")
+    if not isinstance(limit, str):
+        raise wrong("type", f"`limit` should be {SIZE}; it is {describe(limit)}")
+    if limit.strip() == "max":
+        return wrong("no-limit", "'max' is no limit at all: both programs would survive")
     try:
-        cgroups.parse_size(limit, "limit")
-    except LabError as exc:
-        return Verdict(False, str(exc))
-    if limit in (None, "max"):
-        return Verdict(False, "'max' is no limit at all: both programs would survive")
+        size = cgroups.parse_size(limit, "limit")
+    except LabError:
+        return wrong("unit", f"{limit!r} is not a size the kernel reads: a number with K, M or G "
+                             "(binary units), e.g. '64M'")
+    if size < 8 << 20:
+        return wrong("too-low",
+                     f"{limit} is less than the Python interpreter itself needs: no program could "
+                     "even start under it",
+                     f"go higher than {SMALL} MiB: the limit counts everything the process "
+                     "touches, the interpreter included (about 10 MiB)")
     try:
         small_ok, _ = _runs_under(limit, SMALL)
-        large_ok, kills = _runs_under(limit, LARGE)
-    except LabError as exc:  # e.g. a limit too small for any process
-        return Verdict(False, str(exc))
+        large_ok, kills = _runs_under(limit, LARGE) if small_ok else (False, 0)
+    except LabError as exc:
+        return wrong("too-low", f"with {limit} the programs could not even run ({exc}): go higher")
     if not small_ok:
-        return Verdict(False, f"with {limit} the {SMALL} MiB program was killed too: the limit "
-                              "counts everything the process touches, the Python interpreter "
-                              "included (about 10 MiB): go higher")
-    return verdict(not large_ok and kills >= 1,
-                   f"with {limit}: the {SMALL} MiB program survives, the {LARGE} MiB one is "
-                   "OOM-killed (SIGKILL, oom_kill counted by the cgroup)",
-                   f"with {limit} the {LARGE} MiB program survived as well: the hard limit must be "
-                   f"below {LARGE} MiB (and above {SMALL} MiB plus the interpreter)")
+        return wrong("too-low",
+                     f"with {limit} the {SMALL} MiB program was killed too: a limit counts "
+                     "everything the process touches",
+                     f"with {limit} the {SMALL} MiB program was killed: the Python interpreter "
+                     f"needs about 10 MiB more than its {SMALL} MiB: go higher")
+    if large_ok or kills < 1:
+        return wrong("too-high",
+                     f"with {limit} the {LARGE} MiB program survived as well: the hard limit is "
+                     "too generous",
+                     f"the limit must be below {LARGE} MiB (and above {SMALL} MiB plus the "
+                     "interpreter, about 10 MiB)")
+    return right(f"with {limit}: the {SMALL} MiB program survives, the {LARGE} MiB one is "
+                 "OOM-killed (SIGKILL, oom_kill counted by the cgroup)")
 
 
 # --- exercise 2: which of three children is throttled? -----------------------------
@@ -89,20 +110,64 @@ def stop_three() -> None:
         cg.remove()
 
 
-def check_throttled(throttled_pid) -> Verdict:
-    if (m := missing(throttled_pid=throttled_pid)):
-        return m
+@exercise(2, title="which one is throttled?")
+def check_throttled(throttled_pid):
     procs = _three.get("procs")
     if not procs:
-        return Verdict(False, "run the cell that starts the three children first")
+        raise run_first("the cell that starts the three children (ch03.start_three())")
+    pid = expect_int(throttled_pid, "throttled_pid", "an int (one of the three PIDs)")
     pids = {p.pid: (kind, cg) for kind, cg, p in procs}
-    if throttled_pid not in pids:
-        return Verdict(False, f"{throttled_pid!r} is not one of the three PIDs {sorted(pids)}")
-    kind, cg = pids[throttled_pid]
-    return verdict(kind == "throttled",
-                   "that child ran busy under a 0.1-core quota, so the kernel throttled it "
-                   "(nr_throttled > 0 in its cpu.stat); the busy one without a quota and the "
-                   "sleepy one had no quota to hit",
-                   "not that one: for each PID, find its cpu cgroup in /proc/PID/cgroup and read "
-                   "nr_throttled in that cgroup's cpu.stat (cgroups.places_of(pid) and "
-                   "cgroups.read_stats() do both)")
+    if pid not in pids:
+        return wrong("not-three", f"{pid} is not one of the three PIDs {sorted(pids)}: the cell "
+                                  "above printed them")
+    kind, cg = pids[pid]
+    try:  # what the kernel counted, for the hint
+        counted = f"nr_throttled {cgroups.read_stats(cgroups.places_of(pid)).cpu_throttled or 0}"
+    except (LabError, OSError):
+        counted = "nr_throttled 0"
+    if kind == "free":
+        return wrong("busy-free",
+                     "that one was busy too, but nothing held it back: being busy is not being "
+                     "throttled. What does the kernel count when a quota stops a cgroup?",
+                     f"its cgroup's cpu.stat says {counted} (no quota): read nr_throttled of "
+                     "each child's cgroup (cgroups.places_of(pid), cgroups.read_stats())")
+    if kind == "idle":
+        return wrong("idle",
+                     "that one mostly slept: it used little CPU. Which one did the kernel stop "
+                     "because of a quota?",
+                     f"its cgroup's cpu.stat says {counted}: read nr_throttled of each "
+                     "child's cgroup (cgroups.places_of(pid), cgroups.read_stats())")
+    return right("that child ran busy under a 0.1-core quota, so the kernel throttled it "
+                 "(nr_throttled > 0 in its cpu.stat); the busy one without a quota and the "
+                 "sleepy one had no quota to hit")
+
+
+# --- the table of right and wrong answers (tests/test_exercises.py) ---------------------
+
+@contextlib.contextmanager
+def _with_three():
+    start_three(0.5)
+    try:
+        yield {"by_kind": {kind: p.pid for kind, _, p in _three["procs"]}}
+    finally:
+        stop_three()
+
+
+TABLE = {
+    1: Rows(right=lambda c: dict(limit="80M"),
+            wrong={
+                "type": lambda c: dict(limit=80),
+                "unit": lambda c: dict(limit="80 megabytes"),
+                "no-limit": lambda c: dict(limit="max"),
+                "too-low": lambda c: dict(limit="40M"),
+                "too-high": lambda c: dict(limit="200M"),
+            }),
+    2: Rows(setup=_with_three,
+            right=lambda c: dict(throttled_pid=c["by_kind"]["throttled"]),
+            wrong={
+                "type": lambda c: dict(throttled_pid=str(c["by_kind"]["throttled"])),
+                "not-three": lambda c: dict(throttled_pid=os.getpid()),
+                "busy-free": lambda c: dict(throttled_pid=c["by_kind"]["free"]),
+                "idle": lambda c: dict(throttled_pid=c["by_kind"]["idle"]),
+            }),
+}

@@ -6,10 +6,13 @@ which still work.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
+from .. import capabilities as caps
 from .. import insecure
-from . import Verdict, missing, verdict
+from ..errors import BadInput, LabError
+from . import Rows, describe, expect_bool, expect_str, exercise, right, wrong
 
 STEP_KEYS = ("pivot_root", "pid_ns", "ro_proc_sys", "drop")
 
@@ -34,49 +37,172 @@ def _breakouts(box: insecure.NaiveContainer, steps: dict) -> dict[str, insecure.
     return out
 
 
-def check_steps(steps) -> Verdict:
+# Each breakout that still works: (verdict kind, the idea, closer: the step's keyword).
+OPEN = {
+    "chroot escape": ("chroot",
+                      "the chroot escape still works: a chroot only changes where / points for "
+                      "path lookups. Which step really replaces the root of the mount namespace?",
+                      "the chroot escape: pivot_root=True makes the rootfs the mount namespace's "
+                      "root and detaches the old one (pivot_root(2))"),
+    "write /proc/sys": ("sysctl",
+                        "the container could still write a /proc/sys file: most sysctls are global "
+                        "to the kernel. Which step makes them read-only inside?",
+                        "writing /proc/sys: ro_proc_sys=True remounts /proc/sys read-only"),
+    "mknod a disk": ("mknod",
+                     "the container could still make a device node of a host disk: root inside "
+                     "still holds the capability that allows mknod(2) of devices",
+                     "mknod a disk: drop the capability that allows it - "
+                     "drop=('CAP_MKNOD',), a tuple (mind the comma)"),
+    "kill a host process": ("kill",
+                            "the container could still see and kill a host process: which "
+                            "namespace decides which processes it can see?",
+                            "killing a host process: pid_ns=True gives it its own PID namespace "
+                            "(pid_namespaces(7))"),
+}
+
+
+STEP_OF = {"chroot escape": "pivot_root=True", "write /proc/sys": "ro_proc_sys=True",
+           "mknod a disk": "drop=('CAP_MKNOD',)", "kill a host process": "pid_ns=True"}
+
+
+@exercise(1, title="a safer engine")
+def check_steps(steps):
     """Exercise 1: one set of engine steps that blocks all four breakouts."""
-    if (m := missing(steps=steps)):
-        return m
-    if not isinstance(steps, dict) or set(steps) - set(STEP_KEYS):
-        return Verdict(False, "steps is a dict whose keys are among "
-                       + ", ".join(STEP_KEYS) + ", e.g. dict(pid_ns=True)")
+    if not isinstance(steps, dict):
+        raise wrong("type", f"`steps` should be a dict of the steps' keywords, e.g. "
+                            f"dict(pid_ns=True); it is {describe(steps)}")
+    unknown = [k for k in steps if k not in STEP_KEYS]
+    if unknown:
+        return wrong("unknown-step", f"{unknown[0]!r} is not a step: the keys are the keywords "
+                                     f"of insecure.run: {', '.join(STEP_KEYS)}")
+    for k in ("pivot_root", "pid_ns", "ro_proc_sys"):
+        if k in steps:
+            expect_bool(steps[k], f"steps[{k!r}]")
+    drop = steps.get("drop", ())
+    if isinstance(drop, str):
+        return wrong("drop-string",
+                     f"drop should be a tuple of capability names; it is the string {drop!r}, "
+                     "which Python reads as a sequence of letters: put it in a tuple, "
+                     f"({drop!r},) - the comma makes the tuple")
+    if not isinstance(drop, (list, tuple, set, frozenset)) or \
+            not all(isinstance(c, str) for c in drop):
+        raise wrong("type", f"drop should be a tuple of capability names like ('CAP_MKNOD',); it "
+                            f"is {describe(drop)}")
+    for c in drop:
+        try:
+            caps.cap_number(c)
+        except BadInput:
+            return wrong("unknown-cap", f"{c!r} is not a capability: names look like 'CAP_MKNOD' "
+                                        "(capabilities(7) lists them)")
     try:
         with insecure.NaiveContainer() as box:
-            results = _breakouts(box, steps)
-    except Exception as exc:  # noqa: BLE001 - a verdict, never a traceback
-        return Verdict(False, f"the container did not run with these steps: {exc}")
+            results = _breakouts(box, dict(steps))
+    except LabError as exc:
+        return wrong("lab", f"the container did not run with these steps: {exc}")
     still = [name for name, o in results.items() if o.ok]
-    return verdict(not still,
-                   "all four breakouts are blocked: pivot_root, a PID namespace, a read-only "
-                   "/proc/sys and no CAP_MKNOD - what runc's default config does (and more)",
-                   "these still work: " + ", ".join(still) + ". Which step of the chapter's "
-                   "table blocks each? (drop takes capability names, e.g. drop=('CAP_MKNOD',))")
+    if not still:
+        return right("all four breakouts are blocked: pivot_root, a PID namespace, a read-only "
+                     "/proc/sys and no CAP_MKNOD - what runc's default config does (and more)")
+    if len(still) == 1:
+        kind, idea, closer = OPEN[still[0]]
+        return wrong(kind, idea, closer)
+    more = f" ({len(still) - 1} more still work)" if len(still) > 1 else ""
+    return wrong("several-open",
+                 f"these still work: {', '.join(still)}. Which step of the chapter's table "
+                 "blocks each?",
+                 f"first {OPEN[still[0]][1][0].lower()}{OPEN[still[0]][1][1:]}{more}",
+                 "the steps: " + ", ".join(STEP_OF[n] for n in still))
 
 
-def check_proc_root(path, secret_path: str, text: str) -> Verdict:
+@exercise(2, context=("secret_path", "text"), title="no escape needed")
+def check_proc_root(path, secret_path: str, text: str):
     """Exercise 2: reach a host file through a host process's /proc/PID/root."""
-    if (m := missing(path=path)):
-        return m
-    if not isinstance(path, str) or not path.startswith("/proc/"):
-        return Verdict(False, "path is a string that starts with /proc/<PID>/root")
-    if "/root/" not in path or not path.endswith(secret_path):
-        return Verdict(False, "the path is /proc/<the host process's PID>/root followed by the "
-                       "file's path as the host sees it")
+    p = expect_str(path, "path", "a string: a path that starts with /proc/<PID>/root")
+    if p == secret_path:
+        return wrong("host-path",
+                     "that is the file's path as the host sees it: inside the container, / is "
+                     "the container's own root, so that path leads nowhere",
+                     "go through a host process: /proc/<its PID>/root is *its* root directory "
+                     "(proc(5)), followed by the file's host path")
+    if not p.startswith("/proc/"):
+        return wrong("not-proc",
+                     "the way out is through /proc: every process's /proc/PID/root is a door to "
+                     "its root directory (proc(5))",
+                     "the path is /proc/<the host process's PID>/root followed by the file's "
+                     "host path")
+    if p.startswith(("/proc/self/", "/proc/1/")):
+        who = "/proc/self is the process that opens the path" if p.startswith("/proc/self/") \
+            else "PID 1 inside is the container's first process"
+        return wrong("own-root",
+                     f"{who}: its root is the container's root. Whose root is the host's / ?",
+                     "use the PID of the host process `neighbour` (neighbour.pid, its PID as the "
+                     "host numbers it)")
+    if "/root/" not in p or not p.endswith(secret_path):
+        return wrong("no-file",
+                     "the path is /proc/<the host process's PID>/root followed by the file's path "
+                     "as the host sees it",
+                     f"/proc/<PID>/root + {secret_path}")
 
     def attack() -> str:
-        with open(path) as f:
+        with open(p) as f:
             return f.read().strip()
 
     with insecure.NaiveContainer() as box:
         naive = box.run(attack)
         isolated = box.run(attack, pid_ns=True)
     if not naive.ok or naive.value != text:
-        return Verdict(False, f"from inside the naive container that path gave {naive!r}: is the "
-                       "PID the host process's PID (its PID as the host sees it)?")
-    return verdict(not isolated.ok,
-                   "the host process's /proc/PID/root is the host's /: no chroot escape needed "
-                   "while the PID namespace is shared. With its own PID namespace that PID "
-                   f"does not exist inside ({isolated.error})",
-                   f"the path also worked with a PID namespace ({isolated!r}): unexpected - "
-                   "run the cell again")
+        return wrong("wrong-pid",
+                     f"from inside the naive container that path gave {naive!r}: is the PID "
+                     "the host process's?",
+                     "use neighbour.pid: the PID of the host process, as the host numbers it")
+    if isolated.ok:
+        return wrong("lab", f"the path also worked with a PID namespace ({isolated!r}): "
+                            "unexpected - run the cell again")
+    return right("the host process's /proc/PID/root is the host's /: no chroot escape needed "
+                 "while the PID namespace is shared. With its own PID namespace that PID "
+                 f"does not exist inside ({isolated.error})")
+
+
+# --- the table of right and wrong answers (tests/test_exercises.py) ---------------------
+
+SAFE = dict(pivot_root=True, pid_ns=True, ro_proc_sys=True, drop=("CAP_MKNOD",))
+
+
+def _steps(**change):
+    return lambda c: dict(steps={k: v for k, v in {**SAFE, **change}.items() if v is not None})
+
+
+@contextlib.contextmanager
+def _with_neighbour():
+    with insecure.NaiveContainer() as box:
+        neighbour, _ = insecure.start_victim("chapter 07 table test: a host process")
+        try:
+            secret = box.host_file("jap-secret2.txt", "second secret")
+            yield {"pid": neighbour.pid, "secret_path": secret, "text": "second secret"}
+        finally:
+            neighbour.stop()
+
+
+TABLE = {
+    1: Rows(right=_steps(),
+            wrong={
+                "type": lambda c: dict(steps=["pivot_root", "pid_ns"]),
+                "unknown-step": _steps(user_ns=True),
+                "drop-string": _steps(drop="CAP_MKNOD"),
+                "unknown-cap": _steps(drop=("CAP_MAKENODE",)),
+                "mknod": _steps(drop=None),
+                "chroot": _steps(pivot_root=None),
+                "kill": _steps(pid_ns=False),
+                "several-open": lambda c: dict(steps={}),
+            }),
+    2: Rows(setup=_with_neighbour,
+            right=lambda c: dict(path=f"/proc/{c['pid']}/root{c['secret_path']}"),
+            wrong={
+                "type": lambda c: dict(path=c["pid"]),
+                "host-path": lambda c: dict(path=c["secret_path"]),
+                "not-proc": lambda c: dict(path=f"/{c['pid']}/root{c['secret_path']}"),
+                "own-root": lambda c: dict(path=f"/proc/self/root{c['secret_path']}"),
+                "no-file": lambda c: dict(path=f"/proc/{c['pid']}/root"),
+                "wrong-pid": lambda c: dict(path=f"/proc/{c['pid'] + 100000}/root{c['secret_path']}"),
+            }),
+}
