@@ -59,9 +59,12 @@ def _own_progress(tmp_path, monkeypatch):
     reset_attempts()
 
 
-def test_every_chapter_with_checks_has_a_table_covering_its_exercises():
+def test_every_check_is_an_exercise_with_table_rows():
     for name in CHAPTERS:
         mod = importlib.import_module(f"justaprocess.checks.{name}")
+        plain = [f for f, obj in vars(mod).items() if f.startswith("check_") and callable(obj)
+                 and getattr(obj, "__module__", "") == mod.__name__ and not hasattr(obj, "exercise")]
+        assert not plain, f"{name}: decorate with @exercise(n): {plain}"
         mine = {e.number for e in EXERCISES.values() if e.check.__module__ == mod.__name__}
         table = getattr(mod, "TABLE", {})
         assert mine <= set(table), f"{name}: exercises without table rows: {sorted(mine - set(table))}"
@@ -160,3 +163,24 @@ def test_progress_command_summarises_the_attempts(capsys):
     assert main(["progress"]) == 0
     text = capsys.readouterr().out
     assert "00.1" in text and "solved" in text and "not started" in text
+
+
+def test_a_check_cell_run_before_its_exercise_says_so_in_a_real_kernel(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext justaprocess"),
+                nbformat.v4.new_code_cell("from justaprocess.checks import ch03\n"
+                                          "ch03.check_memory_limit(limit)"),
+                nbformat.v4.new_code_cell("ch05.check_bind_cap(needed_cap)"),
+                nbformat.v4.new_code_cell("print(not_a_check)")]
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True).execute()
+    (ext, early, unimported, other) = nb.cells
+
+    def text(cell):
+        return "\n".join("\n".join(o.get("traceback", [])) + o.get("text", "") for o in cell.outputs)
+
+    assert "`limit` is not defined yet: run the exercise cell above first" in text(early)
+    assert "Traceback" not in text(early) and "line 2" not in text(early)
+    assert "`ch05` is not imported yet" in text(unimported)
+    assert "NameError" in text(other) and "not_a_check" in text(other)  # other cells: as before

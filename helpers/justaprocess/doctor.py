@@ -97,9 +97,11 @@ def checks() -> list[Check]:
         pass
     # CAP_SYS_ADMIN (21) is what namespaces and mounts need: without it nothing runs.
     out.append(Check("capabilities", bool(bnd >> 21 & 1),
-                     "full bounding set" if not absent else
-                     f"bounding set lacks {', '.join(map(str, absent))} (demos read the set, "
-                     "they do not assume it)",
+                     # plain words: chapter 00 shows this line long before chapter 04
+                     # explains the bounding set
+                     "root here may use every privilege" if not absent else
+                     f"root here may not use {', '.join(map(str, absent))} (chapter 04; the "
+                     "demos read what root may do, they do not assume it)",
                      "run as root on a machine that is not itself a locked-down container"))
 
     for tool, pkg in TOOLS.items():
