@@ -39,9 +39,10 @@ LAB_PARENT = "jap-lab"
 IFNAMSIZ = 16  # interface names: at most 15 characters (netdevice(7))
 
 # Kinds in the order cleanup removes them: processes first (they hold the rest
-# busy), host settings they may have changed, then mounts, loop devices (named by
+# busy), podman's objects (justaprocess.podman: containers hold mounts and cgroups),
+# host settings they may have changed, then mounts, loop devices (named by
 # their backing file), network links, network namespaces, cgroups, folders.
-KINDS = ("process", "sysctl", "mount", "loop", "link", "netns", "cgroup", "dir")
+KINDS = ("process", "podman", "sysctl", "mount", "loop", "link", "netns", "cgroup", "dir")
 NETNS_DIR = "/run/netns"
 SYSCTL_DIR = "/proc/sys"
 
@@ -126,7 +127,7 @@ def is_lab_object(kind: str, name: str) -> bool:
         return is_lab_cgroup(name)
     if kind == "mount":
         return in_lab_dirs(name)
-    if kind in ("dir", "loop"):
+    if kind in ("dir", "loop", "podman"):  # podman: a store folder or <store>/<type>/<name>
         return in_lab_dirs(name, netns=False)
     if kind == "sysctl":
         return (name.startswith(SYSCTL_DIR + "/") and os.path.normpath(name) == name)

@@ -95,6 +95,9 @@ def present(e: Entry) -> bool:
     if e.kind == "sysctl":
         now = _read_sysctl(e.name)
         return now is not None and now.split() != e.value.split()
+    if e.kind == "podman":  # a podman store or an object in it: podman knows
+        from . import podman
+        return podman.present(e.name)
     return False
 
 
@@ -154,6 +157,9 @@ def remove(e: Entry) -> None:
             _loop.detach_loops(e.name)
         elif e.kind == "dir":
             _remove_dir(e.name)
+        elif e.kind == "podman":
+            from . import podman
+            podman.remove(e.name)
         if present(e):
             raise StillPresent(f"{e.kind} {e.name} is still there after removing it")
     unregister(e)
@@ -267,7 +273,8 @@ def _scan() -> list[Entry]:
     if os.path.isdir(run_dir()):
         for n in sorted(os.listdir(run_dir())):
             if is_lab_name(n):
-                add("dir", os.path.join(run_dir(), n))
+                d = os.path.join(run_dir(), n)  # a podman store is removed through podman
+                add("podman" if os.path.isfile(os.path.join(d, ".jap-podman-store")) else "dir", d)
     return found
 
 

@@ -1,0 +1,670 @@
+"""A real engine that reads Kubernetes manifests: podman, driven by the lab.
+
+podman (podman(1)) runs containers with the same runtime as chapter 06 (runc;
+crun on a pure cgroup-v2 machine where it is installed) and reads Kubernetes
+YAML with ``podman kube play`` (podman-kube-play(1)): a Pod, or a Deployment
+whose replicas become pods and whose ``resources.limits`` become cgroup limits.
+
+The lab keeps podman away from the machine's own podman state.  Each
+:class:`Store` is one folder ``<run_dir>/jap-<id>-podman`` holding its own
+``containers.conf`` (containers.conf(5)) and ``storage.conf``
+(containers-storage.conf(5)), named to podman with ``CONTAINERS_CONF`` and
+``CONTAINERS_STORAGE_CONF``: images, containers, pods, logs, events and the
+runtime state all live below that folder.  The configuration says:
+
+- ``default_ulimits = []``: podman's default nofile ulimit needs
+  CAP_SYS_RESOURCE to raise the hard limit, and some machines (this course's
+  dev machines) lack it in the bounding set;
+- ``netns = "none"`` and ``kube play --network none``: a pod gets its own
+  network namespace with only ``lo`` in it, shared by its containers - no
+  bridge or firewall rules on the host;
+- ``cgroup_manager = "cgroupfs"``: no systemd needed.  podman then puts pods
+  under ``libpod_parent/<pod id>`` at the top of each cgroup hierarchy; the
+  lab removes the ones its pods made (podman leaves the ``name=systemd`` and
+  hybrid ``unified`` copies behind) and ``libpod_parent`` itself when the lab
+  made it and it is empty.
+
+Images come from ``podman import`` of the lab's busybox root (no registry).
+
+Registry (``lab.register``): the store (kind ``podman``, the folder's path)
+and every pod, container and image in it (kind ``podman``,
+``<store>/<type>/<name>``), each *before* podman makes it.  Removing an object
+is ``podman pod rm -f`` / ``rm -f`` / ``rmi -f`` with the store's
+configuration; removing the store removes everything in it, its cgroups and
+the folder.  So ``cleanup`` works from any process, also after the kernel that
+made them was killed (conmon keeps podman's containers running on their own).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+from . import cgroups, lab, proc
+from .errors import BadInput, LabError, MissingTool, NeedsPrivilege
+
+RUNROOT_BASE = "/run"
+MARK = ".jap-podman-store"          # in a store folder: "remove me with podman, not rm -r"
+TYPES = ("pod", "container", "image")
+IMAGE = "localhost/jap-busybox:latest"
+LIBPOD_PARENT = "libpod_parent"     # podman's cgroupfs parent (libpod/define, CgroupfsDefaultCgroupParent)
+_PARENT_MARK = "libpod-parent-made-by-lab"
+_SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+
+
+class PodmanError(LabError):
+    """podman refused: its own message, and the command that was run."""
+
+
+def binary() -> str:
+    path = shutil.which("podman", path=_SEARCH)
+    if path is None:
+        raise MissingTool("podman", "podman")
+    return path
+
+
+def runtime() -> str:
+    """The OCI runtime podman is told to use: runc, or crun on pure cgroup v2 when present.
+
+    crun 1.8 refuses the v1+v2 hybrid layout ("cgroups in hybrid mode not
+    supported"); runc handles both.
+    """
+    if cgroups.layout() == cgroups.V2 and shutil.which("crun", path=_SEARCH):
+        return "crun"
+    return "runc"
+
+
+def missing() -> str:
+    """Why podman cannot be driven here ("" when it can): the tools pods need."""
+    if shutil.which("podman", path=_SEARCH) is None:
+        return "podman is not installed (apt-get install podman catatonit)"
+    if not any(os.path.exists(p) for p in ("/usr/libexec/podman/catatonit", "/usr/bin/catatonit")):
+        return "catatonit is not installed: podman's pods need it (apt-get install catatonit)"
+    if shutil.which(runtime(), path=_SEARCH) is None:
+        return f"{runtime()} is not installed (apt-get install {runtime()})"
+    return ""
+
+
+# --- the lab's own podman state ---------------------------------------------------
+
+CONTAINERS_CONF = """\
+# The lab's podman configuration (containers.conf(5)); see justaprocess/podman.py.
+[containers]
+# podman's default nofile ulimit needs CAP_SYS_RESOURCE, which some machines lack.
+default_ulimits = []
+# No network but loopback unless asked: nothing of the lab on the host's network.
+netns = "none"
+log_driver = "k8s-file"
+
+[network]
+network_config_dir = "{d}/net"
+
+[engine]
+runtime = "{runtime}"
+# No systemd needed (PID 1 may not be systemd): cgroupfs.
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{d}/events.log"
+tmp_dir = "{d}/tmp"
+static_dir = "{d}/root/libpod"
+volume_path = "{d}/root/volumes"
+"""
+
+STORAGE_CONF = """\
+# The lab's podman storage (containers-storage.conf(5)).
+[storage]
+driver = "overlay"
+graphroot = "{d}/root"
+runroot = "{runroot}"
+"""
+
+
+def _entry_name(store: str, kind: str, name: str) -> str:
+    return f"{store}/{kind}/{name}"
+
+
+def _split(entry_name: str) -> tuple[str, str, str]:
+    """(store, type, name) of a registry name; type and name are '' for a store itself."""
+    parts = entry_name.rstrip("/").rsplit("/", 2)
+    if len(parts) == 3 and parts[1] in TYPES and lab.is_lab_name(os.path.basename(parts[0])):
+        return parts[0], parts[1], parts[2]
+    return entry_name, "", ""
+
+
+def env_for(store: str) -> dict[str, str]:
+    return {**os.environ, "CONTAINERS_CONF": os.path.join(store, "containers.conf"),
+            "CONTAINERS_STORAGE_CONF": os.path.join(store, "storage.conf")}
+
+
+def _cli(store: str, args: list[str], *, timeout: float = 120, input: str | None = None,
+         check: bool = True) -> subprocess.CompletedProcess:
+    """One podman command with the store's configuration, as a registered lab process."""
+    p = lab.spawn([binary(), *args], env=env_for(store), note="podman " + " ".join(args[:2]),
+                  stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.popen.communicate(input=input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.stop()
+        raise PodmanError(f"`podman {' '.join(args)}` took longer than {timeout:.0f} s: stopped it")
+    finally:
+        p.stop()
+    r = subprocess.CompletedProcess([binary(), *args], p.popen.returncode, out, err)
+    if check and r.returncode != 0:
+        raise PodmanError(f"`podman {' '.join(args)}` failed: {err.strip() or out.strip()}")
+    return r
+
+
+class Store:
+    """The lab's podman state: one folder with its configuration, images and containers.
+
+    Nothing happens in the constructor; ``create()`` registers and makes it.
+    ``remove()`` takes away everything podman made in it (safe twice).
+    """
+
+    def __init__(self, ident: str | None = None):
+        self.name = lab.name("podman", ident=ident)
+        self.dir = os.path.join(lab.run_dir(), self.name)
+        # podman refuses a runroot longer than 50 characters ("the specified runroot is
+        # longer than 50 characters"): its runtime state goes to a short path on /run,
+        # named in the store's storage.conf and removed with the store.
+        self.runroot = os.path.join(RUNROOT_BASE, self.name)
+        self.entry: lab.Entry | None = None
+
+    # -- life cycle --
+    def create(self) -> "Store":
+        if os.geteuid() != 0:
+            raise NeedsPrivilege("root", "running podman for the lab:")
+        why = missing()
+        if why:
+            raise MissingTool("podman", "podman catatonit") if "podman is not" in why \
+                else LabError(why)
+        if self.entry is not None:
+            return self
+        self.entry = lab.register("podman", self.dir, note="podman store (config, images, containers)")
+        os.makedirs(os.path.join(self.dir, "net"))
+        with open(os.path.join(self.dir, MARK), "w") as f:
+            f.write("remove with justaprocess.podman.remove_store (python -m justaprocess cleanup)\n")
+        with open(os.path.join(self.dir, "containers.conf"), "w") as f:
+            f.write(CONTAINERS_CONF.format(d=self.dir, runtime=runtime()))
+        with open(os.path.join(self.dir, "storage.conf"), "w") as f:
+            f.write(STORAGE_CONF.format(d=self.dir, runroot=self.runroot))
+        _note_libpod_parent()
+        return self
+
+    def remove(self) -> None:
+        if self.entry is not None:
+            lab.remove(self.entry)
+            self.entry = None
+        elif os.path.isdir(self.dir):
+            remove_store(self.dir)
+
+
+    def __enter__(self) -> "Store":
+        return self.create()
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        return f"<podman.Store {self.dir}{'' if self.entry else ' (not created)'}>"
+
+    # -- podman itself --
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment that points podman at this store (for a shell: `export ...`)."""
+        return {k: v for k, v in env_for(self.dir).items() if k.startswith("CONTAINERS_")}
+
+    def shell_prefix(self) -> str:
+        """``CONTAINERS_CONF=... CONTAINERS_STORAGE_CONF=...`` for `!podman ...` cells."""
+        return " ".join(f"{k}={v}" for k, v in self.env.items())
+
+    def podman(self, *args: str, timeout: float = 120, input: str | None = None,
+               check: bool = True) -> str:
+        """Run ``podman ARGS`` against this store; its stdout (raises with podman's message)."""
+        self._need()
+        return _cli(self.dir, list(args), timeout=timeout, input=input, check=check).stdout
+
+    def _need(self) -> None:
+        if self.entry is None:
+            raise BadInput("the podman store is not created: call create() first")
+
+    def register(self, kind: str, name: str) -> lab.Entry:
+        """Register a pod/container/image of this store *before* podman makes it."""
+        if kind not in TYPES:
+            raise BadInput(f"kind is one of {', '.join(TYPES)}")
+        if kind != "image":
+            check_name(name, kind)
+        return lab.register("podman", _entry_name(self.dir, kind, name), note=f"podman {kind}")
+
+    # -- images --
+    def image(self) -> str:
+        """The busybox root of the lab as a podman image (``podman import``, no registry)."""
+        self._need()
+        if not _cli(self.dir, ["image", "exists", IMAGE], check=False).returncode:
+            return IMAGE
+        from . import rootfs
+        fs = rootfs.build("busybox")
+        self.register("image", IMAGE.replace("/", "%"))
+        self.podman("import", "--change", "ENV PATH=" + rootfs.PATH, "--change", 'CMD ["/bin/sh"]',
+                    fs.tarball, IMAGE)
+        return IMAGE
+
+    # -- pods from Kubernetes YAML --
+    def kube_play(self, manifest, *, start: bool = True) -> list[str]:
+        """``podman kube play`` a manifest (YAML text, a dict or a list of dicts).
+
+        Pods and Deployments are named as in Kubernetes (``web``).  Returns the pod
+        names podman made (a Deployment ``D`` with N replicas: ``D-pod-0`` ...).
+        """
+        self._need()
+        docs = _documents(manifest)
+        pods = planned_pods(docs)
+        self.image()
+        for p in pods:
+            self.register("pod", p)
+        text = "\n---\n".join(json.dumps(d) for d in docs)  # YAML is a superset of JSON
+        args = ["kube", "play", "--network", "none", "--start=" + str(start).lower(), "-"]
+        try:
+            self.podman(*args, input=text)
+        finally:
+            self._remember_ids()
+        return pods
+
+    def run(self, name: str, argv: list[str], *, options: Iterable[str] = (), detach: bool = False,
+            timeout: float = 60) -> str:
+        """``podman run --name NAME [options] IMAGE ARGV``; its output (or the id if detached)."""
+        self._need()
+        image = self.image()
+        self.register("container", name)
+        args = ["run", "--name", name, *(["-d"] if detach else []), *options, image, *argv]
+        try:
+            return self.podman(*args, timeout=timeout)
+        finally:
+            self._remember_ids()
+
+    def debug(self, target: str, argv: list[str], *, name: str | None = None,
+              timeout: float = 60) -> subprocess.CompletedProcess:
+        """A debug container in ``target``'s PID and network namespaces, not its cgroup.
+
+        The equivalent of ``kubectl debug -it POD --image=busybox --target=CONTAINER``:
+        ``podman run --pid container:TARGET`` and the target's network (a container
+        of a pod joins the pod, whose network namespace its containers share;
+        podman refuses ``--net container:`` across a pod's boundary).
+        The container is removed when ``argv`` ends.
+        """
+        self._need()
+        info = self.inspect(target)
+        name = name or f"debug-{lab.new_id()}"
+        opts = ["--rm", "--pid", f"container:{target}"]
+        pod = info.get("Pod") or ""
+        if pod:
+            opts += ["--pod", pod]
+        else:
+            opts += ["--net", f"container:{target}"]
+        image = self.image()
+        e = self.register("container", name)
+        try:
+            return _cli(self.dir, ["run", "--name", name, *opts, image, *argv], timeout=timeout,
+                        check=False)
+        finally:
+            self._remember_ids()
+            lab.remove(e)
+
+    # -- looking at it --
+    def inspect(self, name: str) -> dict:
+        """``podman inspect`` of a container, as a dict."""
+        out = self.podman("inspect", "--type", "container", name)
+        return json.loads(out)[0]
+
+    def containers(self, pod: str | None = None, infra: bool = False) -> list[dict]:
+        """``podman ps -a`` as dicts (Names, Pod, PodName, State, Id ...)."""
+        args = ["ps", "-a", "--format", "json"] + (["--filter", f"pod={pod}"] if pod else [])
+        rows = json.loads(self.podman(*args) or "[]")
+        return [r for r in rows if infra or not r.get("IsInfra")]
+
+    def pods(self) -> list[dict]:
+        return json.loads(self.podman("pod", "ps", "--format", "json") or "[]")
+
+    def logs(self, name: str, tail: int | None = None) -> str:
+        """``podman logs`` (what the container wrote to stdout and stderr)."""
+        args = ["logs"] + (["--tail", str(tail)] if tail is not None else []) + [name]
+        r = _cli(self.dir, args)
+        return r.stdout + r.stderr
+
+    def pid(self, name: str) -> int:
+        pid = int(self.inspect(name)["State"]["Pid"] or 0)
+        if not pid:
+            raise BadInput(f"podman container {name} is not running")
+        return pid
+
+    def stats(self, name: str) -> cgroups.Stats:
+        """The kernel's figures for a running container: its cgroup files, read directly."""
+        return cgroups.read_stats(cgroups.places_of(self.pid(name)))
+
+    def state(self, name: str) -> "State":
+        """Running or exited, exit code, podman's OOMKilled, and the kernel's OOM counter."""
+        info = self.inspect(name)
+        st = info["State"]
+        kills = None
+        if st.get("Pid"):
+            try:
+                kills = cgroups.read_stats(cgroups.places_of(int(st["Pid"]))).oom_kills
+            except (OSError, LabError):
+                kills = None
+        limit = info.get("HostConfig", {}).get("Memory") or None
+        return State(name, st.get("Status", "?"), int(st.get("ExitCode") or 0),
+                     bool(st.get("OOMKilled")), kills, limit, int(info.get("RestartCount") or 0))
+
+    # -- the cgroups podman leaves behind ---
+    def _remember_ids(self) -> None:
+        _remember_ids(self.dir)
+
+
+@dataclass(frozen=True)
+class State:
+    """A container's state as podman and the kernel tell it."""
+    name: str
+    status: str                 # running, exited, created ...
+    exit_code: int              # 137 = 128 + 9: killed by SIGKILL (the OOM killer sends it)
+    oom_killed: bool            # podman's State.OOMKilled (conmon watches the cgroup for it)
+    kernel_oom_kills: int | None  # the cgroup's own counter (memory.events / memory.oom_control)
+    memory_limit: int | None
+    restarts: int
+
+
+def _documents(manifest) -> list[dict]:
+    if isinstance(manifest, dict):
+        docs = [manifest]
+    elif isinstance(manifest, (list, tuple)):
+        docs = list(manifest)
+    elif isinstance(manifest, str):
+        import yaml
+        try:
+            docs = [d for d in yaml.safe_load_all(manifest) if d]
+        except yaml.YAMLError as exc:
+            raise BadInput(f"the manifest is not valid YAML: {exc}") from None
+    else:
+        raise BadInput("a manifest is YAML text, a dict or a list of dicts")
+    if not docs or not all(isinstance(d, dict) for d in docs):
+        raise BadInput("a manifest holds at least one Kubernetes object (a mapping with `kind`)")
+    return docs
+
+
+# A Kubernetes object name (RFC 1123 label): it is also part of a registry entry's path.
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def check_name(name, kind: str = "pod") -> str:
+    """Names inside a lab store need no prefix (the store is the lab's): a DNS label."""
+    if not isinstance(name, str) or not _K8S_NAME.fullmatch(name):
+        raise BadInput(f"a {kind} name is lowercase letters, digits and '-' (a DNS label, "
+                       f"at most 63 characters), like `web`: got {name!r}")
+    return name
+
+
+def planned_pods(docs: list[dict]) -> list[str]:
+    """The pod names ``kube play`` will make: a Pod's name; ``D-pod-i`` per Deployment replica."""
+    out = []
+    for d in docs:
+        kind = d.get("kind")
+        name = (d.get("metadata") or {}).get("name", "")
+        if kind not in ("Pod", "Deployment"):
+            raise BadInput(f"the lab plays Pods and Deployments, not {kind!r}")
+        check_name(name, kind)
+        if kind == "Pod":
+            out.append(name)
+        else:
+            n = int((d.get("spec") or {}).get("replicas", 1))
+            if not 1 <= n <= 10:
+                raise BadInput(f"replicas: 1 to 10 on a shared lab machine (got {n})")
+            out += [f"{name}-pod-{i}" for i in range(n)]
+    return out
+
+
+# --- cgroups podman leaves --------------------------------------------------------
+
+def _ids_file(store: str) -> str:
+    return os.path.join(store, "ids")
+
+
+def _remember_ids(store: str) -> None:
+    """Write down the full ids of the store's pods and containers: they name their cgroups."""
+    ids = set()
+    for args in (["ps", "-a", "-q", "--no-trunc"], ["pod", "ps", "-q", "--no-trunc"]):
+        r = _cli(store, args, check=False)
+        ids |= set(r.stdout.split())
+    if ids:
+        with open(_ids_file(store), "a") as f:
+            f.write("".join(i + "\n" for i in sorted(ids)))
+
+
+def _known_ids(store: str) -> set[str]:
+    try:
+        with open(_ids_file(store)) as f:
+            return {line.strip() for line in f if len(line.strip()) == 64}
+    except OSError:
+        return set()
+
+
+def _hierarchy_mounts() -> list[str]:
+    return sorted({h.mountpoint for h in cgroups.hierarchies()})
+
+
+def _note_libpod_parent() -> None:
+    """Remember that the lab's podman made libpod_parent (so the lab may rmdir it when empty)."""
+    if not any(os.path.isdir(os.path.join(m, LIBPOD_PARENT)) for m in _hierarchy_mounts()):
+        os.makedirs(lab.state_dir(), exist_ok=True)
+        open(os.path.join(lab.state_dir(), _PARENT_MARK), "a").close()
+
+
+def _sweep_cgroups(ids: set[str]) -> list[str]:
+    """rmdir the cgroups named after these pods/containers (empty ones only), deepest first."""
+    left = []
+    for m in _hierarchy_mounts():
+        parent = os.path.join(m, LIBPOD_PARENT)
+        if not os.path.isdir(parent):
+            continue
+        for top in os.listdir(parent):
+            if top.removeprefix("libpod-").removeprefix("conmon-") not in ids:
+                continue
+            for d, _, _ in sorted(os.walk(os.path.join(parent, top)), key=lambda w: -len(w[0])):
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    left.append(d)
+    mark = os.path.join(lab.state_dir(), _PARENT_MARK)
+    if os.path.exists(mark):
+        busy = False
+        for m in _hierarchy_mounts():
+            try:  # conmon's own cgroup (cgroupfs: libpod_parent/conmon), then the parent
+                os.rmdir(os.path.join(m, LIBPOD_PARENT, "conmon"))
+            except OSError:
+                pass
+            try:
+                os.rmdir(os.path.join(m, LIBPOD_PARENT))
+            except FileNotFoundError:
+                pass
+            except OSError:   # another store's pods are still there
+                busy = True
+        if not busy:
+            os.unlink(mark)
+    return left
+
+
+def leftover_cgroups(store: str) -> list[str]:
+    """Cgroup folders of this store's pods and containers that are still there."""
+    ids = _known_ids(store)
+    out = []
+    for m in _hierarchy_mounts():
+        parent = os.path.join(m, LIBPOD_PARENT)
+        if os.path.isdir(parent):
+            out += [os.path.join(parent, t) for t in os.listdir(parent)
+                    if t.removeprefix("libpod-").removeprefix("conmon-") in ids]
+    return out
+
+
+# --- the registry's view: present? remove ---------------------------------------------
+
+def is_store(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, MARK))
+
+
+def present(entry_name: str) -> bool:
+    """Is this registered podman object (or store) still there?"""
+    store, kind, name = _split(entry_name)
+    if not kind:
+        return os.path.isdir(store)
+    if not is_store(store) or shutil.which("podman", path=_SEARCH) is None:
+        return False
+    name = name.replace("%", "/")
+    args = {"pod": ["pod", "exists", name], "container": ["container", "exists", name],
+            "image": ["image", "exists", name]}[kind]
+    return _cli(store, args, check=False, timeout=30).returncode == 0
+
+
+def remove(entry_name: str) -> None:
+    """Remove one registered podman object, or a whole store (what ``lab.remove`` calls)."""
+    store, kind, name = _split(entry_name)
+    if not kind:
+        remove_store(store)
+        return
+    if not is_store(store):
+        return
+    name = name.replace("%", "/")
+    args = {"pod": ["pod", "rm", "-f", "-t", "0", name], "container": ["rm", "-f", "-t", "0", name],
+            "image": ["rmi", "-f", name]}[kind]
+    r = _cli(store, args, check=False, timeout=60)
+    if r.returncode != 0 and present(entry_name):
+        raise OSError(f"podman {' '.join(args)}: {r.stderr.strip()}")
+    _sweep_cgroups(_known_ids(store))
+
+
+def remove_store(store: str) -> None:
+    """Everything podman made in a store: pods, containers, images, cgroups, mounts, the folder."""
+    if not lab.is_lab_object("podman", store):
+        raise BadInput(f"not a lab podman store: {store!r}")
+    if is_store(store) and shutil.which("podman", path=_SEARCH):
+        _remember_ids(store)
+        # One pod at a time takes seconds each (podman waits for a memory-limited cgroup
+        # to empty): remove them side by side, a few at once.
+        pods = _cli(store, ["pod", "ps", "-q"], check=False).stdout.split()
+        if pods:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                list(pool.map(lambda p: _cli(store, ["pod", "rm", "-f", "-t", "0", p], check=False,
+                                             timeout=120), pods))
+        for args in (["pod", "rm", "-a", "-f", "-t", "0"], ["rm", "-a", "-f", "-t", "0"],
+                     ["rmi", "-a", "-f"]):
+            _cli(store, args, check=False, timeout=120)
+        _sweep_cgroups(_known_ids(store))
+    runroot = _runroot(store)
+    # The overlay mounts podman keeps under its root (containers-storage): unmount, then remove.
+    for d in (runroot, store):
+        if d and os.path.isdir(d) and lab.is_lab_name(os.path.basename(d)):
+            lab._remove_dir(d)
+
+
+def _runroot(store: str) -> str | None:
+    try:
+        with open(os.path.join(store, "storage.conf")) as f:
+            for line in f:
+                if line.startswith("runroot"):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return None
+
+
+# --- kubectl: the same questions asked of a cluster ------------------------------------
+
+def kubectl() -> tuple[str | None, str]:
+    """(path of kubectl, "") when it reaches a cluster, else (path or None, why not)."""
+    path = shutil.which("kubectl", path=_SEARCH)
+    if path is None:
+        return None, "kubectl is not installed here: the cells show the command a cluster user types"
+    try:
+        ctx = subprocess.run([path, "config", "current-context"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return path, f"kubectl config current-context failed: {exc}"
+    if ctx.returncode != 0 or not ctx.stdout.strip():
+        return path, "kubectl is installed but no cluster is configured (no current context)"
+    try:
+        r = subprocess.run([path, "get", "--raw", "/readyz", "--request-timeout=5s"],
+                           capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return path, f"the cluster of context {ctx.stdout.strip()} does not answer: {exc}"
+    if r.returncode != 0:
+        return path, f"the cluster of context {ctx.stdout.strip()} does not answer: " \
+                     f"{(r.stderr or r.stdout).strip()[:200]}"
+    return path, ""
+
+
+# --- a default store per process (a notebook's kernel) -----------------------------------
+
+_default: Store | None = None
+
+
+def store() -> Store:
+    """This process's store, made on first use (and removed by the lab's cleanup)."""
+    global _default
+    if _default is None or _default.entry is None or not os.path.isdir(_default.dir):
+        _default = Store().create()
+    return _default
+
+
+def kube_play(manifest, **kw) -> list[str]:
+    return store().kube_play(manifest, **kw)
+
+
+def logs(name: str, tail: int | None = None) -> str:
+    return store().logs(name, tail)
+
+
+def stats(name: str) -> cgroups.Stats:
+    return store().stats(name)
+
+
+def state(name: str) -> State:
+    return store().state(name)
+
+
+def debug(target: str, argv: list[str], **kw) -> subprocess.CompletedProcess:
+    return store().debug(target, argv, **kw)
+
+
+def wait_exited(st: Store, name: str, timeout: float = 30) -> State:
+    """``podman wait NAME`` (the container's exit, as podman sees it), then its state."""
+    st.podman("wait", name, timeout=timeout)
+    return st.state(name)
+
+
+def cgroup_limits(st: Store, name: str) -> dict[str, object]:
+    """What the kernel holds as the container's limits (the files ``resources.limits`` became)."""
+    s = st.stats(name)
+    return {"memory.max": s.memory_max, "cpu quota (cores)": s.cpu_quota, "pids.max": s.pids_max}
+
+
+def wait_pids_gone(pids: Iterable[int], timeout: float = 10) -> bool:
+    """True once none of ``pids`` runs; a pidfd turns readable when its process exits
+    (pidfd_open(2)), so this waits on the kernel's event, not a timer."""
+    import select
+    end = time.monotonic() + timeout
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return False
+        finally:
+            os.close(fd)
+    return True
