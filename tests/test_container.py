@@ -135,7 +135,7 @@ def test_exec_joins_cgroup_and_pid_namespace(box):
 
 def test_run_a_command_and_read_its_logs(image, own_objects):
     r = container.run(["/bin/sh", "-c", "echo out; echo err >&2; exit 3"], rootfs=image)
-    assert r == container.Completed(3, "out\n", "err\n")
+    assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
 
 
 def test_stop_kills_pid1_and_everything_in_it(image, own_objects):

@@ -278,7 +278,7 @@ def test_a_step_refused_with_eperm_names_the_step_and_what_to_do(caller):
 def test_a_missing_command_is_a_step_failure_not_a_traceback(caller):
     r = L.run(L.Spec(argv=["jap-no-such-program"]))
     assert r.returncode == L.EXIT_EXEC and r.error.step == "exec"
-    assert r.error.errno == errno.ENOENT and "full path" in str(r.error)
+    assert r.error.errno == errno.ENOENT and "not found" in str(r.error)
     with pytest.raises(L.StepFailed, match="exec: ENOENT"):
         r.check()
 
@@ -385,3 +385,12 @@ def test_a_memory_hog_in_a_learner_callable_is_killed(own_objects):
     from justaprocess import namespaces
     r = namespaces.run(_hog, kinds="uts", timeout=60)
     assert r.signal == signal.SIGKILL and r.value is None
+
+
+@root
+def test_the_exit_is_relayed_as_it_was(caller):
+    """Through a helper too (a new pid namespace): a code stays a code, a signal a signal."""
+    h = _sleeper(new="pid")
+    os.kill(h.pid, signal.SIGKILL)  # PID 1 of a namespace takes SIGKILL from an ancestor
+    assert h.wait(10).returncode == -signal.SIGKILL
+    assert L.run(L.Spec(argv=["sh", "-c", "exit 137"], new="pid")).returncode == 137

@@ -127,7 +127,7 @@ def idmap_text(m, what: str = "uid_map") -> str | None:
 
 # What to do when a step fails, by (step prefix, errno): the hint of a StepFailed.
 _HINTS = (
-    ("exec", _errno.ENOENT, "no such program: check its name, or give a full path "
+    ("exec", _errno.ENOENT, "program not found: check its name, or give a full path "
                             "(the PATH searched is the one of env=, inside the root)"),
     ("exec", _errno.EACCES, "the file is not executable by the uid it runs as: check its mode"),
     ("setns", _errno.EINVAL, "this namespace cannot be joined from here (setns(2)): is the "
@@ -291,6 +291,15 @@ class Spec:
     {name: errno name}.  ``target_root``: a PID; after the joins, chroot into its root
     (/proc/PID/root, opened before anything is joined), as ``runc exec`` does.
     ``offsets``: {'monotonic'|'boottime': seconds} for a new time namespace.
+    ``lo_up``: bring up lo of a new network namespace.  ``readonly``: paths (inside
+    the root) remounted read-only, OCI's readonlyPaths.  ``prepare``: a callable run
+    in the process after its namespaces, mounts and /proc and before the jump into
+    ``root`` (an engine's extra mounts, network set-up inside).  ``gate``: start()
+    returns once the process is in its namespaces and waits there until
+    ``handle.go()`` (the caller sets up what needs its PID, e.g. a veth end).
+    ``kill_group``: when it exits, kill what it left in its process group (the
+    default); False leaves them (``runc exec`` of ``sleep 5 &``), and the output
+    is what was written until it exited.
     """
     argv: Sequence[str] | None = None
     fn: Callable[[], Any] | None = None
@@ -321,6 +330,9 @@ class Spec:
     offsets: dict | None = None
     lo_up: bool = False
     readonly: Sequence[str] = ()
+    prepare: Callable[[], None] | None = None
+    gate: bool = False
+    kill_group: bool = True
     note: str = ""
 
 
@@ -361,6 +373,9 @@ class _Plan:
     proc_fd: int | None = None                  # the caller's /proc: after setns(mnt) /proc is theirs
     lo_up: bool = False
     readonly: tuple[str, ...] = ()
+    prepare: Callable[[], None] | None = None
+    gate_r: int | None = None
+    kill_group: bool = True
     wire_w: int = -1
 
     @property
@@ -577,6 +592,10 @@ def _prepare(spec: Spec) -> tuple[_Plan, dict]:
                  spec.mount_proc, spec.hostname, spec.cwd,
                  dict(spec.env) if spec.env is not None else None, None, offsets, os.getpid())
     plan.lo_up = spec.lo_up
+    plan.kill_group = spec.kill_group
+    plan.prepare = spec.prepare
+    if spec.prepare is not None and not callable(spec.prepare):
+        raise BadInput(f"prepare= must be callable, not {spec.prepare!r}")
     if spec.readonly:
         if "mnt" not in new:
             raise BadInput("readonly= paths are remounted in a new mount namespace: add 'mnt' to new")
@@ -612,6 +631,9 @@ def _prepare(spec: Spec) -> tuple[_Plan, dict]:
         _stdio(0, spec.stdin, plan, parent_side)
         _stdio(1, spec.stdout, plan, parent_side)
         _stdio(2, spec.stderr, plan, parent_side)
+        if spec.gate:
+            plan.gate_r, parent_side["gate"] = os.pipe2(os.O_CLOEXEC)
+            plan.owned_fds.append(plan.gate_r)
     except BaseException:
         _discard(plan, parent_side)
         raise
@@ -813,10 +835,22 @@ def _relay(pid: int) -> None:
         import resource
         sig = os.WTERMSIG(status)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        signal.signal(sig, signal.SIG_DFL)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those two cannot be caught anyway
+            signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
         os._exit(128 + sig)
     os._exit(os.waitstatus_to_exitcode(status))
+
+
+def _prepare_hook(plan: _Plan) -> None:
+    if plan.prepare is not None:
+        _Step.name = "prepare"  # the callable may name its own steps: _launch.step("...")
+        plan.prepare()
+
+
+def step(name: str) -> None:
+    """Name the step a ``prepare`` callable is in, for the report if it fails."""
+    _Step.name = name
 
 
 def _readonly(plan: _Plan, root: str) -> None:
@@ -859,6 +893,11 @@ def _target(plan: _Plan, lifeline: int | None, go: int | None) -> None:
             _Step.name = "unshare cgroup"
             _libc.unshare(_libc.CLONE_NEWCGROUP)
         _send(plan.wire_w, "ns_pid", os.getpid())
+        if plan.gate_r is not None:
+            _send(plan.wire_w, "gate")
+            if os.read(plan.gate_r, 1) != b"g":
+                os._exit(1)  # the caller gave up (its set-up failed)
+            os.close(plan.gate_r)
         if "mnt" in plan.new:
             # The copied mounts keep the host's propagation: on a systemd host "/" is
             # shared and our mounts would appear there.  Make them private first
@@ -882,6 +921,7 @@ def _target(plan: _Plan, lifeline: int | None, go: int | None) -> None:
                 # (pid_namespaces(7), "/proc and PID namespaces").
                 _Step.name = "mount proc"
                 _libc.mount("proc", os.path.join(root, "proc"), "proc", proc_flags)
+            _prepare_hook(plan)
             _readonly(plan, root)
             os.chdir(root)
             if plan.pivot_root:
@@ -896,6 +936,7 @@ def _target(plan: _Plan, lifeline: int | None, go: int | None) -> None:
             if plan.mount_proc:
                 _Step.name = "mount proc"
                 _libc.mount("proc", "/proc", "proc", proc_flags)
+            _prepare_hook(plan)
             _readonly(plan, "/")
         if plan.cwd:
             _Step.name = f"chdir {plan.cwd}"
@@ -918,7 +959,8 @@ def _target(plan: _Plan, lifeline: int | None, go: int | None) -> None:
 
 def reduce_capabilities(keep: int | None, drop: int = 0, *, bounding: bool = True,
                         uid: int | None = None, gid: int | None = None, groups: Sequence[int] = (),
-                        ambient: int | bool = 0, last_cap: int | None = None) -> int:
+                        ambient: int | bool = 0, last_cap: int | None = None,
+                        now: bool = True) -> int:
     """Reduce the calling thread's capabilities: the lab's one way (capabilities(7)).
 
     Called in the launcher's children, and by ``capabilities.restrict`` (a
@@ -931,6 +973,9 @@ def reduce_capabilities(keep: int | None, drop: int = 0, *, bounding: bool = Tru
     3. capset(2): effective = permitted = kept, at once;
     4. ambient (a mask, or True for all kept): raised so that a non-root program
        keeps them across execve (PR_CAP_AMBIENT_RAISE); the rest cleared.
+
+    ``now=False`` (an engine that still has to pivot_root): effective and permitted
+    stay until the next execve, which takes them down to the bounding set.
     """
     if last_cap is None:
         from . import capabilities
@@ -958,7 +1003,11 @@ def reduce_capabilities(keep: int | None, drop: int = 0, *, bounding: bool = Tru
     _Step.name = "capset"
     bnd = sum(1 << n for n in range(last_cap + 1) if _libc.prctl(_libc.PR_CAPBSET_READ, n) == 1)
     new_inh = (amb | (inh & kept)) & (bnd | inh)
-    _libc.capset(kept, kept, new_inh)
+    if now:
+        _libc.capset(kept, kept, new_inh)
+    else:
+        eff, prm, _ = _libc.capget()
+        _libc.capset(eff, prm, new_inh)
     _Step.name = "ambient"
     _libc.prctl(_libc.PR_CAP_AMBIENT, _libc.PR_CAP_AMBIENT_CLEAR_ALL)
     for n in range(last_cap + 1):
@@ -1115,6 +1164,7 @@ class Handle:
         self.error: StepFailed | None = None
         self.result: Result | None = None
         self._value = self._exception = None
+        self._t_known = False
         self._entries = [lab.register("process", f"pid-{first}", pid=first, note=note[:80])]
         for fd in plan.owned_fds:  # the child's copies: ours are not needed any more
             os.close(fd)
@@ -1148,7 +1198,7 @@ class Handle:
                     # What execve(2) raised, as a callable's exception would come back.
                     no = self.error.errno
                     self._exception = OSError(no, os.strerror(no))  # (the program: error.detail)
-            elif kind == "running":
+            elif kind in ("running", "gate"):
                 running = True
             elif kind == "value":
                 self._value = payload
@@ -1173,7 +1223,8 @@ class Handle:
             self._bufs["wire"] += chunk
             if self._take(self._frames()) or self.error is not None:
                 break
-        if self.pid != self._first:
+        if self.pid != self._first and not self._t_known:
+            self._t_known = True
             try:
                 self.pidfd = os.pidfd_open(self.pid)
             except OSError:
@@ -1183,6 +1234,19 @@ class Handle:
                                                   note=self.note[:80]))
             except (NoSuchProcess, FileNotFoundError, ProcessLookupError):
                 pass  # already exited: nothing of it left to remove
+
+    def go(self, start_timeout: float = 10.0) -> "Handle":
+        """Open the gate (Spec.gate): the process goes on to exec; returns once it has."""
+        fd = self._pipes.pop("gate", None)
+        if fd is None:
+            raise BadInput("go(): this process has no gate (Spec(gate=True)), or it is open")
+        try:
+            os.write(fd, b"g")
+        except BrokenPipeError:
+            pass  # it failed before the gate: its error is on the wire
+        os.close(fd)
+        self._ready(time.monotonic() + start_timeout)
+        return self
 
     # -- running -----------------------------------------------------------------------------
     def alive(self) -> bool:
@@ -1234,18 +1298,22 @@ class Handle:
                 if not exited:
                     raise Timeout(f"{self.label} did not finish within {timeout} s")
                 break  # it exited; something it left behind holds the output open
-            events = poll.poll(None if left is None else max(1, int(left * 1000)))
+            if exited and not self._plan.kill_group:
+                left = 0  # what it left behind keeps running: take what is there, no more
+            events = poll.poll(None if left is None else max(0, int(left * 1000)))
+            if exited and not self._plan.kill_group and not events:
+                break
             for fd, ev in events:
                 what = fds.get(fd)
                 if what == "exit":
                     exited = True
                     poll.unregister(fd)
                     del fds[fd]
-                    # Whatever it left in its process group goes with it.
-                    try:
-                        os.killpg(self._first, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+                    if self._plan.kill_group:  # what it left in its process group goes too
+                        try:
+                            os.killpg(self._first, signal.SIGKILL)
+                        except (ProcessLookupError, PermissionError):
+                            pass
                 elif what == "end":
                     poll.unregister(fd)
                     del fds[fd]
