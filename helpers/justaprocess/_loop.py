@@ -18,7 +18,7 @@ import shutil
 
 from . import _registry
 from ._units import human, parse_size
-from .errors import BadInput, LabError, NeedsPrivilege, NotSupported, StillPresent
+from .errors import BadInput, LabError, NeedsPrivilege, NotSupported, StillPresent, needs
 
 # --- include/uapi/linux/loop.h ---------------------------------------------------------
 LOOP_CLR_FD = 0x4C01
@@ -55,6 +55,7 @@ class NoFreeLoop(LabError, OSError):
     """Every free loop device was taken by someone else before we could configure it."""
 
 
+@needs("CAP_SYS_ADMIN", "attaching a loop device:")
 def attach_loop(path: str, *, read_only: bool = False, tries: int = 20) -> tuple[int, str]:
     """Attach a free loop device to the file ``path``; return ``(fd, "/dev/loopN")``.
 
@@ -125,6 +126,7 @@ def loops_backed_by(path: str, sysfs: str = "/sys/block") -> list[str]:
     return out
 
 
+@needs("CAP_SYS_ADMIN", "detaching a loop device:")
 def detach_loops(path: str) -> None:
     """Detach every loop device backed by ``path`` (lab cleanup calls this)."""
     for dev in loops_backed_by(path):

@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 
 from . import proc
-from .errors import BadInput
+from .errors import BadInput, needs
 
 PREFIX = "jap"
 # The shape lab.name() makes: jap-<6 hex digits>[-<suffix>].  A suffix is short
@@ -172,6 +172,7 @@ class Entry:
 _FIELDS = {f.name for f in fields(Entry)}
 
 
+@needs("root", "registering a lab object (the registry is root's):")
 def register(kind: str, name: str, *, pid: int = 0, note: str = "", value: str = "") -> Entry:
     """Record an object *before* creating it (so a crash in between leaves no orphan)."""
     check(kind, name)

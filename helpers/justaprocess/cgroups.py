@@ -55,7 +55,7 @@ from ._loop import (  # noqa: F401 - names this module always had (the loop devi
     LO_FLAGS_AUTOCLEAR, LOOP_CLR_FD, LOOP_CONFIGURE, LOOP_CTL_GET_FREE, LoopDevice, attach_loop,
     detach_loops, loops_backed_by)
 from ._units import human, parse_size  # noqa: F401 - cgroups.X as always
-from .errors import BadInput, LabError, NeedsPrivilege, NotSupported, StillPresent
+from .errors import BadInput, LabError, NeedsPrivilege, NotSupported, StillPresent, needs
 
 ROOT = "/sys/fs/cgroup"
 MOUNTS = "/proc/self/mounts"
@@ -166,6 +166,7 @@ def _rmdir(path: str) -> None:
     os.rmdir(path)
 
 
+@needs("root", "removing a cgroup:")
 def remove(path: str, timeout: float = 5.0) -> None:
     """Remove a cgroup directory and its descendants, killing what runs inside.
 
@@ -201,8 +202,10 @@ def remove(path: str, timeout: float = 5.0) -> None:
                 break
             except FileNotFoundError:
                 break
-            except OSError:
-                if time.monotonic() > deadline:
+            except OSError as exc:
+                # EBUSY while killed processes are not reaped yet: try again; anything else
+                # (EACCES: not root) will not change by waiting.
+                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
     _rmdir_if_empty(os.path.dirname(path.rstrip("/")))
@@ -315,15 +318,35 @@ CORE = "core"  # the key of the v2 directory in a places dict (cgroup.events, .f
 
 
 def _xattr(path: str, name: str) -> str | None:
+    """An extended attribute's value; None when it is not set (ENODATA) or the filesystem
+    keeps none (EOPNOTSUPP).  A refusal is an error, never "not set" (xattr(7))."""
     try:
         return os.getxattr(path, name).decode()
-    except OSError:
-        return None
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.EOPNOTSUPP):
+            return None
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            raise NeedsPrivilege("CAP_SYS_ADMIN", f"reading the xattr {name} of {path}:") from exc
+        raise
+
+
+_CAP_SYS_ADMIN = 21  # capabilities(7)
 
 
 def delegated(path: str) -> bool:
-    """Did systemd hand this cgroup over (``Delegate=yes``)?  See systemd's CGROUP_DELEGATION.md."""
-    return "1" in (_xattr(path, "trusted.delegate"), _xattr(path, "user.delegate"))
+    """Did systemd hand this cgroup over (``Delegate=yes``)?  See systemd's CGROUP_DELEGATION.md.
+
+    systemd marks a delegated cgroup with ``trusted.delegate=1`` (and, since v251,
+    ``user.delegate=1``).  ``trusted.*`` attributes are invisible without
+    CAP_SYS_ADMIN - the kernel answers "not set" (xattr(7)) - so a caller without it
+    gets an error rather than a False it cannot know.
+    """
+    if _xattr(path, "user.delegate") == "1":
+        return True
+    if not proc.caps("self").effective >> _CAP_SYS_ADMIN & 1:
+        raise NeedsPrivilege("CAP_SYS_ADMIN", f"telling whether {path} was delegated "
+                                              "(systemd's trusted.delegate mark is hidden without it):")
+    return _xattr(path, "trusted.delegate") == "1"
 
 
 def lab_base(hierarchy: Hierarchy, procfs: str = proc.PROCFS) -> str:
@@ -353,6 +376,7 @@ def lab_base(hierarchy: Hierarchy, procfs: str = proc.PROCFS) -> str:
         "without processes")
 
 
+@needs("root", "moving the service into a leaf cgroup:")
 def enter_leaf(name: str = "server", root: str = ROOT, mounts: str = MOUNTS,
                procfs: str = proc.PROCFS) -> str | None:
     """Move every process of the caller's delegated v2 cgroup into a leaf ``name``.
@@ -444,6 +468,7 @@ def _v1_limit(text: str | None) -> int | None:
     return None if n is None or n >= (1 << 62) else n
 
 
+@needs("root", "enabling cgroup controllers:")
 def _enable(place_dir: str, ctrls: list[str]) -> None:
     """Enable controllers for a v2 cgroup's children (cgroup-v2.rst "Enabling and Disabling")."""
     have = set((_read(os.path.join(place_dir, "cgroup.controllers")) or "").split())
@@ -910,6 +935,7 @@ class Cgroup:
             for rule in L.devices:
                 self._set("devices", "devices.allow", rule)
 
+    @needs("root", "removing a cgroup:")
     def remove(self, timeout: float = 5.0) -> None:
         """Kill what runs inside, wait for it to be reaped, remove every directory. Safe twice."""
         if not self._dirs:
@@ -950,6 +976,7 @@ class Cgroup:
         if not self._dirs:
             raise BadInput(f"cgroup {self.name} is not created: call .create() first")
 
+    @needs("root", "moving a process into a cgroup:")
     def add(self, pid: int) -> None:
         """Move a process into this cgroup, in every hierarchy (write to cgroup.procs)."""
         self._require()
@@ -1035,10 +1062,15 @@ class Cgroup:
         (cgroup-v2.rst "cgroup.events"), instead of busy-reading it; v1: read.
         """
         self._require()
+        return self._wait_event("populated", 0, lambda: not self.populated(), timeout)
+
+    def _wait_event(self, key: str, want: int, done, timeout: float) -> bool:
+        """Until cgroup.events says ``key want`` (v2: poll(2) for POLLPRI), else until
+        ``done()`` (v1 has no events: read again); False after ``timeout``."""
         deadline = time.monotonic() + timeout
         core = self.places.get(CORE)
         if core is None:
-            while self.populated():
+            while not done():
                 if time.monotonic() > deadline:
                     return False
                 time.sleep(0.02)
@@ -1049,7 +1081,7 @@ class Cgroup:
             p.register(fd, select.POLLPRI | select.POLLERR)
             while True:
                 os.lseek(fd, 0, os.SEEK_SET)
-                if _keyed(os.read(fd, 4096).decode()).get("populated") == 0:
+                if _keyed(os.read(fd, 4096).decode()).get(key) == want:
                     return True
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -1067,6 +1099,7 @@ class Cgroup:
             time.sleep(interval)
 
     # -- control ------------------------------------------------------------------------
+    @needs("root", "freezing a cgroup:")
     def freeze(self, frozen: bool = True, timeout: float = 2.0) -> None:
         """Stop (or thaw) every process inside: v2 cgroup.freeze, v1 freezer.state."""
         self._require()
@@ -1077,13 +1110,19 @@ class Cgroup:
             _write(self._file("freezer", "freezer.state"), "FROZEN" if frozen else "THAWED")
         else:
             raise NotSupported("no freezer here: neither cgroup.freeze (v2) nor the v1 freezer")
-        deadline = time.monotonic() + timeout  # freezing completes asynchronously
-        while self.stats().frozen != frozen and time.monotonic() < deadline:
-            time.sleep(0.01)
+        # Freezing completes asynchronously: each process stops at its next return to
+        # user space (cgroup-v2.rst "Core Interface Files", cgroup-v1/freezer-subsystem.rst).
+        if not self._wait_event("frozen", int(frozen), lambda: self.stats().frozen == frozen,
+                                timeout):
+            what = "freeze" if frozen else "thaw"
+            raise LabError(f"{self.name} did not {what} within {timeout:g} s: a process in "
+                           "uninterruptible sleep (state D in `ps`) stops only when its I/O ends. "
+                           f"Try .freeze({frozen}) again, or .kill() the cgroup")
 
     def thaw(self) -> None:
         self.freeze(False)
 
+    @needs("root", "killing the processes of a cgroup:")
     def kill(self, timeout: float = 5.0) -> None:
         """SIGKILL every process inside and wait until the cgroup is empty.
 

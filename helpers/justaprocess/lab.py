@@ -22,7 +22,7 @@ from ._registry import (  # noqa: F401 - the registry's API, as lab.X
     KINDS, NETNS_DIR, PREFIX, Entry, cache_dir, entries, in_lab_dirs, is_lab_name,
     is_lab_object, name, new_id, owner_alive, register, run_dir, state_dir, unregister)
 from ._spawn import LabProcess, spawn  # noqa: F401 - lab.spawn, lab.LabProcess
-from .errors import LabError, NeedsPrivilege, StillPresent
+from .errors import LabError, NeedsPrivilege, StillPresent, needs
 
 _alive = _registry.alive
 _mounted = _registry.mounted
@@ -126,6 +126,7 @@ def _remove_dir(path: str) -> None:
     shutil.rmtree(path, ignore_errors=False)
 
 
+@needs("root", "removing a lab object:")
 def remove(e: Entry) -> None:
     """Remove one object if it is still there, check that it is gone, then forget it.
 

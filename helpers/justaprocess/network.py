@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from . import _libc, _netlink, lab
-from .errors import BadInput, NeedsPrivilege, NotSupported
+from .errors import BadInput, NeedsPrivilege, NotSupported, needs
 
 DEFAULT_POOL = "10.213.0.0/16"
 PREFIXLEN = 24
@@ -258,6 +258,7 @@ def forget_neighbour(ip, address: str, ifname: str) -> None:
         pass  # ENOENT: no entry, nothing to forget
 
 
+@needs("CAP_SYS_ADMIN", "naming a network namespace (a bind mount):")
 def name_netns(name: str, pid: int) -> lab.Entry:
     """Give ``pid``'s network namespace a name: bind-mount /proc/PID/ns/net to /run/netns/NAME.
 
