@@ -320,3 +320,21 @@ def seccomp_load(program: bytes) -> None:
     arr = (_SockFilter * n).from_buffer_copy(program)
     fprog = _SockFprog(n, ctypes.cast(arr, ctypes.POINTER(_SockFilter)))
     _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0))
+
+
+# --- inotify(7): wait for a file to change, instead of polling it --------------------------
+IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x2, 0x8, 0x80, 0x100
+_libc.inotify_init1.argtypes = [ctypes.c_int]
+_libc.inotify_init1.restype = ctypes.c_int
+_libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+_libc.inotify_add_watch.restype = ctypes.c_int
+
+
+def inotify_init1(flags: int = os.O_CLOEXEC | os.O_NONBLOCK) -> int:
+    """inotify_init1(2): an inotify instance, as an fd (readable when an event is queued)."""
+    return _check(_libc.inotify_init1(flags))
+
+
+def inotify_add_watch(fd: int, path: str, mask: int) -> int:
+    """inotify_add_watch(2): watch ``path`` for the events in ``mask``; the watch descriptor."""
+    return _check(_libc.inotify_add_watch(fd, _fs(path), mask), path)
