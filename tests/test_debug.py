@@ -188,3 +188,79 @@ def test_strace_lines_are_parsed_across_unfinished_resumed_and_restarted_calls()
              "7 +++ exited with 0 +++"]
     got = [(c.pid, c.name, c.result) for c in debug.calls(lines, 5)]
     assert got == [(5, "accept", "4"), (5, "clone", "2"), (7, "read", "3")]
+
+
+# --- exec_in and sidecar: real effects, read from the host ------------------------------
+
+def _facts(pid):
+    with open(f"/proc/{pid}/status") as f:
+        st = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+    root = os.stat(f"/proc/{pid}/root")
+    return {"ns": proc.namespaces(pid), "cgroup": open(f"/proc/{pid}/cgroup").read(),
+            "root": (root.st_dev, root.st_ino), "CapEff": st["CapEff"].strip(),
+            "NoNewPrivs": st["NoNewPrivs"].strip(), "Seccomp": st["Seccomp"].strip()}
+
+
+@pytest.mark.parametrize("which", ["hand", "oci"])
+def test_exec_in_joins_every_namespace_the_cgroup_the_root_and_the_caps_of_the_target(which, request):
+    from justaprocess import _launch
+    c = request.getfixturevalue(which)
+    with debug.target(c) as t:
+        h = _launch.start(debug.exec_spec(t, ["sleep", "60"]))
+        try:
+            mine, theirs = _facts(h.pid), _facts(c.pid)
+            assert mine == theirs  # namespaces, cgroups, root, CapEff, no_new_privs, seccomp mode
+            assert proc.nspid(h.pid)[-1] > 1  # a new process in the target's PID namespace
+        finally:
+            h.stop()
+
+
+def test_exec_in_output_exit_status_streaming_and_errors(hand):
+    r = debug.exec_in(hand, ["sh", "-c", "hostname; echo oops >&2; exit 3"])
+    assert r.returncode == 3 and r.stdout.strip() == hand.hostname and r.stderr.strip() == "oops"
+    got = []
+    r = debug.exec_in(hand, ["sh", "-c", "echo one; echo two >&2"], stream=lambda w, s: got.append((w, s)))
+    assert r.returncode == 0 and (1, "one\n") in got and (2, "two\n") in got
+    r = debug.exec_in(hand, ["no-such-tool"])
+    assert r.error is not None and r.error.errno_name == "ENOENT"
+    with pytest.raises(LabError, match="argv is a list"):
+        debug.exec_in(hand, "ps")
+
+
+def test_exec_in_a_runc_container_gets_runcs_seccomp_profile(oci):
+    r = debug.exec_in(oci, ["unshare", "--user", "id", "-u"])
+    assert r.returncode != 0 and "Operation not permitted" in r.stderr
+
+
+def test_a_sidecar_sees_the_targets_processes_and_sockets_with_its_own_tools_mounts_and_cgroup(hand):
+    with debug.sidecar(hand) as sc:
+        mine, theirs = proc.namespaces(sc.pid), proc.namespaces(hand.pid)
+        assert all(mine[k] == theirs[k] for k in ("pid", "net", "ipc"))
+        assert mine["mnt"] != theirs["mnt"] and mine["cgroup"] != theirs["cgroup"]
+        assert mine["mnt"] != proc.namespaces("self")["mnt"]
+        assert set(sc.cgroup.paths) & set(open(f"/proc/{sc.pid}/cgroup").read().split(":")[-1:]) \
+            or any(p.endswith(sc.name) for p in debug.target(sc.pid).cgroup_dirs)
+        r = sc.run(["ps", "-o", "pid,comm"])
+        pids = {int(line.split()[0]) for line in r.stdout.splitlines()[1:]}
+        inside = {p.pid_inside for p in debug.processes(debug.target(hand))}
+        assert inside <= pids and len(pids) <= len(inside) + 3  # the app's, plus the sidecar's own
+        r = sc.run(["ss", "-Hltnp"])
+        assert "127.0.0.1:8080" in r.stdout and "pid=1," in r.stdout  # the app, by its PID inside
+        r = sc.run(["sh", "-c", "cat /proc/1/root/etc/hostname; readlink /proc/1/root; which strace"])
+        assert r.returncode == 0 and "/usr/local/bin/strace" in r.stdout, r
+        r = debug.exec_in(hand, ["sh", "-c", "which strace || echo none"])
+        assert "none" in r.stdout  # the app's image has no strace: the sidecar brought it
+        side_dir = sc.dir
+    assert not os.path.exists(side_dir)
+
+
+def test_a_sidecar_of_a_distroless_app_reaches_its_files_and_has_a_shell():
+    from justaprocess import scenarios
+    with scenarios.start("distroless") as s, debug.sidecar(s) as sc:
+        r = sc.run(["sh", "-c", "ls /proc/1/root/bin; ls /proc/1/root/www"])
+        assert r.stdout.split() == ["httpd", "index.html"]
+
+
+def test_a_sidecar_refuses_to_share_mnt_or_cgroup(hand):
+    with pytest.raises(LabError, match="mount and cgroup namespaces are its own"):
+        debug.Sidecar(hand, share=("pid", "mnt"))

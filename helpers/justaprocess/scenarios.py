@@ -270,6 +270,12 @@ class Scenario:
 
 
 
+def _exec(s: "Scenario", argv: list[str], timeout: float = 10.0):
+    """What `docker exec` into the broken container does: debug.exec_in (the one launcher)."""
+    from . import debug
+    return debug.exec_in(s._need(), argv, timeout=timeout)
+
+
 def _wait_for(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
     """Poll a condition the kernel gives no event for (a counter, a log line), bounded."""
     deadline = time.monotonic() + timeout
@@ -326,11 +332,8 @@ class NoTools(Scenario):
                 "not found in $PATH. The app serves pages, but nobody can look inside.")
 
     def reproduce(self) -> str:
-        try:
-            r = self._need().exec(["sh"], timeout=10)
-            return f"exit {r.returncode}: {r.stderr.strip()}"
-        except LabError as exc:
-            return str(exc).split(": ", 1)[-1]
+        r = _exec(self, ["sh"])
+        return f"exit {r.returncode}: {r.error or r.stderr.strip()}"
 
     def explain(self):
         return ("The image holds one static program and its data, as distroless and scratch images "
@@ -429,7 +432,7 @@ class ToolOOM(Scenario):
     def reproduce(self) -> str:
         c = self._need()
         before = cgroups.read_stats(cgroups.places_of(c.pid)).oom_kills
-        r = c.exec(list(self.tool), timeout=30)
+        r = _exec(self, list(self.tool), timeout=30)
         after = cgroups.read_stats(cgroups.places_of(c.pid)).oom_kills
         how = "Killed (SIGKILL)" if r.returncode == -9 else f"exit {r.returncode}"
         return f"{' '.join(self.tool)}: {how}; the cgroup's oom_kill count {before} -> {after}"
@@ -480,11 +483,8 @@ class PidsExhausted(Scenario):
     def reproduce(self) -> str:
         c = self._need()
         before = cgroups.read_stats(cgroups.places_of(c.pid)).pids_max_events
-        try:
-            r = c.exec(["sh", "-c", "echo in"], timeout=10)
-            said = f"exit {r.returncode}: {r.stderr.strip() or r.stdout.strip()}"
-        except LabError as exc:
-            said = str(exc).split(": ", 1)[-1]
+        r = _exec(self, ["sh", "-c", "echo in"])
+        said = f"exit {r.returncode}: {r.error or r.stderr.strip() or r.stdout.strip()}"
         after = cgroups.read_stats(cgroups.places_of(c.pid)).pids_max_events
         return f"{said}; pids.events max {before} -> {after}"
 
@@ -526,7 +526,7 @@ class NetRawDropped(Scenario):
                 "root?) - and `id` says uid=0(root).")
 
     def reproduce(self) -> str:
-        r = self._need().exec(["ping", "-c", "1", "-W", "1", "127.0.0.1"], timeout=10)
+        r = _exec(self, ["ping", "-c", "1", "-W", "1", "127.0.0.1"])
         return f"exit {r.returncode}: {r.stderr.strip()}"
 
     def explain(self):
