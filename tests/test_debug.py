@@ -162,7 +162,7 @@ def test_strace_from_the_host_names_children_by_host_pid_while_clone_returns_the
                "http://127.0.0.1:8080/"]
     tr = debug.strace(hand, trigger, syscalls="accept,clone,read,write")
     names = [c.name for c in tr.calls]
-    assert "accept" in names and "clone" in names, str(tr)
+    assert "clone" in names and "read" in names, str(tr)  # accept may be under way at attach
     clone = next(c for c in tr.calls if c.name == "clone")
     kids = {c.pid for c in tr.calls if c.pid != hand.pid}
     assert clone.pid == hand.pid and kids and int(clone.result) not in kids
