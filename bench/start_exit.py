@@ -27,19 +27,27 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from justaprocess import lab, rootfs, runtimes  # noqa: E402
 
 
-def timed(fn, n: int) -> list[float]:
-    fn()  # warm-up: page cache, Python imports, runc's first exec
-    out = []
+def interleaved(engines: dict, n: int) -> dict[str, list[float]]:
+    """Time each engine's ``once()`` n times, round-robin: every round sees the same load.
+
+    (Timed one engine after the other, a busy neighbour on a shared machine made
+    runc's median swing from 27 to 125 ms between two runs of this script.)
+    """
+    for once in engines.values():
+        once()  # warm-up: page cache, Python imports, runc's first exec
+    out: dict[str, list[float]] = {k: [] for k in engines}
     for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
+        for k, once in engines.items():
+            t = time.perf_counter()
+            once()
+            out[k].append(time.perf_counter() - t)
     return out
 
 
-def bench_runc(root: str, n: int) -> list[float]:
+def runc_once(root: str, cleanup: list):
     c = runtimes.OCIContainer(root, ["/bin/true"], memory="64M", seccomp=False)
     c.prepare()  # writes the bundle, registers the folder and the cgroups
+    cleanup.append(c.remove)
     count = iter(range(10**6))
 
     def once():
@@ -48,14 +56,10 @@ def bench_runc(root: str, n: int) -> list[float]:
                            stdin=subprocess.DEVNULL, capture_output=True)
         if r.returncode != 0:
             raise SystemExit(f"runc run failed: {r.stderr.decode().strip()}")
-
-    try:
-        return timed(once, n)
-    finally:
-        c.remove()
+    return once
 
 
-def bench_unshare(root: str, n: int) -> list[float]:
+def unshare_once(root: str):
     unshare = shutil.which("unshare")
 
     def once():
@@ -63,12 +67,11 @@ def bench_unshare(root: str, n: int) -> list[float]:
                            stdin=subprocess.DEVNULL, capture_output=True)
         if r.returncode != 0:
             raise SystemExit(f"unshare failed: {r.stderr.decode().strip()}")
+    return once
 
-    return timed(once, n)
 
-
-def bench_handbuilt(fs, n: int) -> list[float] | str:
-    """The hand-built engine; a string says why it could not run."""
+def handbuilt_once(fs):
+    """The hand-built engine's once(); a string says why it could not run."""
     try:
         from justaprocess import container
     except ImportError as exc:
@@ -87,8 +90,7 @@ def bench_handbuilt(fs, n: int) -> list[float] | str:
             c.remove()
         if r.returncode != 0:
             raise SystemExit(f"hand-built run failed: {r}")
-
-    return timed(once, n)
+    return once
 
 
 def main(argv=None) -> int:
@@ -100,14 +102,21 @@ def main(argv=None) -> int:
         return 2
     fs = rootfs.build("busybox")
     results: dict[str, list[float] | str] = {}
+    cleanup: list = []
     try:
-        results["runc"] = bench_runc(fs.path, args.n)
-        results["unshare"] = bench_unshare(fs.path, args.n)
-        results["hand-built"] = bench_handbuilt(fs, args.n)
+        engines = {"runc": runc_once(fs.path, cleanup), "unshare": unshare_once(fs.path)}
+        hb = handbuilt_once(fs)
+        if isinstance(hb, str):
+            results["hand-built"] = hb
+        else:
+            engines["hand-built"] = hb
+        results.update(interleaved(engines, args.n))
     finally:
+        for fn in cleanup:
+            fn()
         lab.cleanup(owner=os.getpid())
     base = statistics.median(results["runc"])
-    print(f"start->exit of /bin/true, {args.n} runs each, median (ratio to runc)")
+    print(f"start->exit of /bin/true, {args.n} rounds (engines interleaved), median (ratio to runc)")
     for k, v in results.items():
         if isinstance(v, str):
             print(f"  {k:<11} skipped: {v}")

@@ -1165,7 +1165,11 @@ class Handle:
         self.result: Result | None = None
         self._value = self._exception = None
         self._t_known = False
-        self._entries = [lab.register("process", f"pid-{first}", pid=first, note=note[:80])]
+        # Registered once it runs (end of _ready), not now: it dies with us meanwhile
+        # (PR_SET_PDEATHSIG), and reading its /proc/PID/stat for the registry while it
+        # sets itself up waits on its exec (the kernel's exec_update_lock) and slows it.
+        self._entries: list = []
+        self._first_known = False
         for fd in plan.owned_fds:  # the child's copies: ours are not needed any more
             os.close(fd)
         plan.owned_fds = []
@@ -1223,6 +1227,13 @@ class Handle:
             self._bufs["wire"] += chunk
             if self._take(self._frames()) or self.error is not None:
                 break
+        if not self._first_known:
+            self._first_known = True
+            try:
+                self._entries.append(lab.register("process", f"pid-{self._first}", pid=self._first,
+                                                  note=self.note[:80]))
+            except (NoSuchProcess, FileNotFoundError, ProcessLookupError):
+                pass  # already exited (and a zombie until we reap it): nothing to remove
         if self.pid != self._first and not self._t_known:
             self._t_known = True
             try:
