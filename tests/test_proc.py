@@ -100,3 +100,34 @@ def test_running_is_false_for_exited_and_zombie_processes():
     assert not proc.running(child.pid) and proc.exists(child.pid)
     child.wait()
     assert not proc.running(child.pid)
+
+
+def test_mountinfo_decodes_octal_escapes(tmp_path):
+    """proc(5): a space in a mount point reads \\040 in mountinfo; the parser gives it back."""
+    (tmp_path / "42").mkdir()
+    (tmp_path / "42" / "mountinfo").write_text(
+        "22 1 0:21 / /proc rw,nosuid shared:5 - proc proc rw\n"
+        "97 22 0:50 /sub\\134dir /mnt/jap\\040one\\011two ro,relatime master:3 - tmpfs jap\\040src rw,size=64k\n")
+    mounts = proc.mountinfo(42, procfs=str(tmp_path))
+    assert [m.target for m in mounts] == ["/proc", "/mnt/jap one\ttwo"]
+    m = mounts[1]
+    assert (m.root, m.source, m.fstype) == ("/sub\\dir", "jap src", "tmpfs")
+    assert m.readonly and m.propagation == ("master:3",) and m.super_options == ("rw", "size=64k")
+    assert (m.mount_id, m.parent_id) == (97, 22)
+    assert proc.mount_points(42, procfs=str(tmp_path)) == ["/proc", "/mnt/jap one\ttwo"]
+
+
+def test_mountinfo_of_this_process_has_its_root():
+    assert "/" in proc.mount_points("self")
+
+
+def test_running_checks_the_start_time_too(tmp_path):
+    (tmp_path / "7").mkdir()
+    stat = "7 (jap (odd) name) S 1 7 7 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0\n"
+    (tmp_path / "7" / "stat").write_text(stat.format(start=123))
+    assert proc.running(7, str(tmp_path)) and proc.running(7, str(tmp_path), start=123)
+    assert not proc.running(7, str(tmp_path), start=124)      # a recycled PID
+    (tmp_path / "7" / "stat").write_text(stat.format(start=123).replace(") S ", ") Z "))
+    assert not proc.running(7, str(tmp_path))                   # a zombie
+    assert not proc.running(8, str(tmp_path))                   # gone
+    assert proc.running(os.getpid(), start=proc.start_time(os.getpid()))

@@ -218,17 +218,8 @@ def entries() -> list[Entry]:
 
 
 def alive(pid: int, start: int) -> bool:
-    """Running, and the same process (a recycled PID has another start time).
-
-    A zombie counts as gone: it holds nothing, and only its parent can reap it.
-    """
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    rest = stat[stat.rindex(")") + 2:].split()
-    return rest[0] != "Z" and int(rest[19]) == start
+    """Running, and the same process (a recycled PID has another start time): proc.running."""
+    return proc.running(pid, start=start)
 
 
 def owner_alive(e: Entry) -> bool:
@@ -237,15 +228,12 @@ def owner_alive(e: Entry) -> bool:
 
 # --- the mount table, and the /run/netns mount ---------------------------------------
 
-def _unescape(field_: str) -> str:
-    """Mount paths in /proc/PID/mountinfo escape space, tab, newline and \\ as octal (proc(5))."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field_)
-
-
 def mount_targets(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
-    """The mount points of this process's mount namespace, in mount order."""
-    with open(mountinfo) as f:
-        return [_unescape(line.split()[4]) for line in f if line.strip()]
+    """The mount points of this process's mount namespace, in mount order (proc.mountinfo)."""
+    if mountinfo == "/proc/self/mountinfo":
+        return proc.mount_points("self")
+    pid_dir = os.path.dirname(mountinfo)
+    return proc.mount_points(os.path.basename(pid_dir), os.path.dirname(pid_dir))
 
 
 def mounted(path: str) -> bool:

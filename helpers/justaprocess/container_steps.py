@@ -14,6 +14,7 @@ Chapter 05 takes them one at a time (:mod:`justaprocess.container_stepper`);
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import Iterable, NamedTuple, Sequence
@@ -273,5 +274,5 @@ def resolve(cmd: str, env: dict[str, str]) -> str:
         p = os.path.join(d, cmd)
         if os.access(p, os.X_OK):
             return p
-    raise FileNotFoundError(2, f"{cmd}: not found in the container's PATH", cmd)
+    raise FileNotFoundError(errno.ENOENT, f"{cmd}: not found in the container's PATH", cmd)
 

@@ -6,6 +6,7 @@ functions at a fake tree, as psutil's ``get_procfs_path`` does.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -74,12 +75,19 @@ def exists(pid: int, procfs: str = PROCFS) -> bool:
     return os.path.exists(os.path.join(procfs, str(pid)))
 
 
-def running(pid: int, procfs: str = PROCFS) -> bool:
-    """Alive and not a zombie, read in one go (no race between two reads of /proc)."""
+def running(pid: int, procfs: str = PROCFS, *, start: int | None = None) -> bool:
+    """Alive and not a zombie - and, given ``start`` (:func:`start_time`), the same
+    process: a recycled PID has another start time.  The lab's one liveness check,
+    read in one go from /proc/PID/stat (no race between two reads of /proc).
+    A zombie counts as gone: it holds nothing, and only its parent can reap it.
+    """
     try:
-        return not status(pid, procfs)["State"].startswith("Z")
-    except (NoSuchProcess, FileNotFoundError, ProcessLookupError):
+        stat = _read(pid, "stat", procfs)
+    except (NoSuchProcess, OSError):
         return False
+    # comm (field 2) may hold spaces and parentheses: split after the last ')'.
+    rest = stat[stat.rindex(")") + 2:].split()
+    return rest[0] != "Z" and (start is None or int(rest[19]) == start)
 
 
 def namespaces(pid: int | str = "self", procfs: str = PROCFS) -> dict[str, int]:
@@ -152,6 +160,52 @@ def start_time(pid: int, procfs: str = PROCFS) -> int:
     stat = _read(pid, "stat", procfs)
     # comm (field 2) may hold spaces and parentheses: split after the last ')'.
     return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+class Mount(NamedTuple):
+    """One line of /proc/PID/mountinfo (proc(5)), paths as seen from that process's root."""
+    target: str                  # the mount point
+    fstype: str
+    source: str
+    root: str                    # the part of the source file system mounted there
+    options: tuple[str, ...]     # per-mount options (ro, nosuid ...)
+    super_options: tuple[str, ...] = ()
+    propagation: tuple[str, ...] = ()   # shared:N, master:N, unbindable (mount_namespaces(7))
+    mount_id: int = 0
+    parent_id: int = 0
+
+    @property
+    def readonly(self) -> bool:
+        return "ro" in self.options
+
+
+def unescape(field_: str) -> str:
+    """Paths in mountinfo escape space, tab, newline and backslash as octal (\\040 ...; proc(5))."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field_)
+
+
+def mountinfo(pid: int | str = "self", procfs: str = PROCFS) -> list[Mount]:
+    """The mount table of a process's mount namespace, in mount order: the lab's one parser.
+
+    Each line: ID PARENT MAJ:MIN ROOT TARGET OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+    (proc(5), "/proc/pid/mountinfo"); paths decoded (a space is \\040 there).
+    """
+    out = []
+    for line in _read(pid, "mountinfo", procfs).splitlines():
+        left, _, right = line.partition(" - ")
+        a, b = left.split(), right.split()
+        if len(a) < 6 or not b:
+            continue
+        out.append(Mount(unescape(a[4]), b[0], unescape(b[1]) if len(b) > 1 else "",
+                         unescape(a[3]), tuple(a[5].split(",")),
+                         tuple(b[2].split(",")) if len(b) > 2 else (), tuple(a[6:]),
+                         int(a[0]), int(a[1])))
+    return out
+
+
+def mount_points(pid: int | str = "self", procfs: str = PROCFS) -> list[str]:
+    """Just the mount points of :func:`mountinfo`."""
+    return [m.target for m in mountinfo(pid, procfs)]
 
 
 def facts(pid: int | str = "self", procfs: str = PROCFS) -> ProcessFacts:

@@ -134,22 +134,11 @@ _EPERM = 1
 def engine_caps() -> tuple[str, ...]:
     """The capability names a container engine keeps by default.
 
-    The lab's ``capabilities.ENGINE_DEFAULT`` when that module is present (the
-    same set the hand-built engine keeps, so the comparison is fair), else
-    ``runc spec``'s three.
+    The lab's ``capabilities.ENGINE_DEFAULT`` (the same set the hand-built engine
+    keeps, so the comparison is fair), in runc's spelling (CAP_CHOWN).
     """
-    try:
-        from . import capabilities  # written in another chapter
-        default = capabilities.ENGINE_DEFAULT
-    except (ImportError, AttributeError):
-        return RUNC_SPEC_CAPS
-    names = []
-    for c in default:
-        if isinstance(c, int):
-            c = _cap_name(c)
-        c = str(c).upper()
-        names.append(c if c.startswith("CAP_") else "CAP_" + c)
-    return tuple(names)
+    from . import capabilities
+    return cap_names(capabilities.to_mask(capabilities.ENGINE_DEFAULT))
 
 
 def cgroups_path(ident: str) -> str:
@@ -416,7 +405,7 @@ class OCIContainer:
         if self.pid is None:
             return False
         try:
-            return not proc.status(self.pid)["State"].startswith("Z")
+            return proc.running(self.pid)
         except (OSError, LookupError):
             return False
 
@@ -468,17 +457,8 @@ def run(rootfs: str, argv: list[str], *, runtime: str = "runc", timeout: float =
 
 # --- facts about any container process ------------------------------------------------
 
-class Mount(NamedTuple):
-    """One line of /proc/PID/mountinfo (proc(5)), as seen from that process's root."""
-    target: str
-    fstype: str
-    source: str
-    root: str            # the part of the source file system mounted there
-    options: tuple[str, ...]
-
-    @property
-    def readonly(self) -> bool:
-        return "ro" in self.options
+# One line of /proc/PID/mountinfo: the lab's one parser is proc.mountinfo.
+Mount = proc.Mount
 
 
 @dataclass
@@ -529,34 +509,15 @@ def _human(n: int | None) -> str:
     return str(n)
 
 
-# capabilities(7), include/uapi/linux/capability.h
-CAP_NAMES = ("chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid",
-             "setuid", "setpcap", "linux_immutable", "net_bind_service", "net_broadcast",
-             "net_admin", "net_raw", "ipc_lock", "ipc_owner", "sys_module", "sys_rawio",
-             "sys_chroot", "sys_ptrace", "sys_pacct", "sys_admin", "sys_boot", "sys_nice",
-             "sys_resource", "sys_time", "sys_tty_config", "mknod", "lease", "audit_write",
-             "audit_control", "setfcap", "mac_override", "mac_admin", "syslog", "wake_alarm",
-             "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore")
-
-
-def _cap_name(i: int) -> str:
-    return "CAP_" + (CAP_NAMES[i].upper() if i < len(CAP_NAMES) else str(i))
-
-
 def cap_names(mask: int) -> tuple[str, ...]:
-    return tuple(_cap_name(i) for i in range(64) if mask >> i & 1)
+    """The names of a mask in runc's spelling (CAP_CHOWN), from the lab's one table."""
+    from . import capabilities
+    return tuple("CAP_" + n.upper().removeprefix("CAP_") for n in capabilities.decode(mask))
 
 
 def mounts(pid: int, procfs: str = proc.PROCFS) -> list[Mount]:
     """The mount table of ``pid``'s mount namespace, paths relative to its root (proc(5))."""
-    out = []
-    with open(os.path.join(procfs, str(pid), "mountinfo")) as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            a, b = left.split(), right.split()
-            opts = tuple(a[5].split(","))
-            out.append(Mount(a[4], b[0], b[1] if len(b) > 1 else "", a[3], opts))
-    return out
+    return proc.mountinfo(pid, procfs)
 
 
 def facts_cgroup_dirs(pid: int, procfs: str = proc.PROCFS) -> list[str]:
