@@ -11,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8888
 
-.PHONY: lab test system venv learner learner-reset cleanup leftovers doctor help
+.PHONY: lab test system venv learner learner-reset cleanup leftovers doctor help constraints
 
 help:
 	@sed -n '2,4p' Makefile
@@ -19,10 +19,12 @@ help:
 system:
 	@bash tools/install-system-packages.sh
 
-# The venv is rebuilt only when the dependency list (helpers/pyproject.toml) changes.
-$(VENV)/.installed: helpers/pyproject.toml | system
+# The venv is rebuilt only when the dependency list (helpers/pyproject.toml) or the
+# versions it resolved to (helpers/constraints.txt) change. -c: every seat gets those
+# versions, whichever day it is built.
+$(VENV)/.installed: helpers/pyproject.toml helpers/constraints.txt | system
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e 'helpers[lab,test]'
+	$(PY) -m pip install -q --disable-pip-version-check -c helpers/constraints.txt -e 'helpers[lab,test]'
 	@mkdir -p $(VENV)/etc/jupyter/labconfig && cp tools/page_config.json $(VENV)/etc/jupyter/labconfig/
 	@touch $@
 
@@ -45,6 +47,16 @@ test: venv
 
 doctor: venv
 	@$(PY) -m justaprocess doctor
+
+# After a change of helpers/pyproject.toml (or to take newer releases): resolve the list
+# afresh in a scratch venv, without the old constraints, and write them anew.
+constraints: system
+	@rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --disable-pip-version-check -e 'helpers[lab,test]'
+	@{ sed -n '/^#/p' helpers/constraints.txt; .venv-lock/bin/python -m pip freeze --exclude-editable; } \
+	  > helpers/constraints.txt.new && mv helpers/constraints.txt.new helpers/constraints.txt
+	@rm -rf .venv-lock
+	@echo "helpers/constraints.txt rewritten: review the diff, run make test, commit it"
 
 cleanup: venv
 	@$(PY) -m justaprocess cleanup

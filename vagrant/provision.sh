@@ -60,11 +60,12 @@ fi
 
 # --- 2. the Python environment and the learner copies: what `make lab` does ---
 # `make venv learner` = the `lab` target without starting JupyterLab. The venv
-# is rebuilt only when helpers/pyproject.toml changes (the Makefile's stamp).
+# is rebuilt only when helpers/pyproject.toml or helpers/constraints.txt (the
+# versions every seat installs, `pip install -c`) changes (the Makefile's stamp).
 # The stamp is compared by time: a checkout synced again (Vagrant's rsync, a
 # fresh clone) looks newer than a venv built from the same list. When the list's
 # content is unchanged, say so to make, so that a pre-built box stays offline.
-sum=$(sha256sum helpers/pyproject.toml | cut -d' ' -f1)
+sum=$(cat helpers/pyproject.toml helpers/constraints.txt | sha256sum | cut -d' ' -f1)
 if [ -f .venv/.installed ] && [ "$(cat .venv/.jap-pyproject.sha256 2>/dev/null)" = "$sum" ]; then
   touch .venv/.installed
 fi

@@ -232,7 +232,7 @@ chroot_provision() {
 
 prov_key() {
   { base_key; cat "$repo/vagrant/provision.sh" "$repo/tools/system-packages.txt" \
-      "$repo/tools/install-system-packages.sh" "$repo/helpers/pyproject.toml" "$repo/Makefile"; } |
+      "$repo/tools/install-system-packages.sh" "$repo/helpers/pyproject.toml" "$repo/helpers/constraints.txt" "$repo/Makefile"; } |
     sha256sum | cut -c1-12
 }
 
