@@ -3,7 +3,7 @@
 Real effects: the links in /sys/class/net, the bridge port, the addresses a
 process in the container's netns sees, a TCP connection from the host, and the
 helpers working inside a real Jupyter kernel (the pyroute2 0.9 event-loop trap,
-KERNEL-NOTES).
+docs/kernel-notes.md).
 """
 import ipaddress
 import os

@@ -6,7 +6,7 @@ sock_diag(7): a NETLINK_SOCK_DIAG socket asks the kernel for the sockets of
 network namespace (``python -m justaprocess._sockdiag`` prints JSON): the
 notebook's kernel never moves (COURSE.md), and a fresh interpreter has no
 running event loop, which pyroute2 0.9's synchronous API trips over inside a
-Jupyter kernel (KERNEL-NOTES).
+Jupyter kernel (docs/kernel-notes.md, "Networking").
 
 The one place the lab speaks to pyroute2's diag API: its module moved and its
 ``get_sock_stats`` signature is marked work in progress, so it is wrapped here

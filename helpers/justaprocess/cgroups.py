@@ -172,7 +172,7 @@ def remove(path: str, timeout: float = 5.0) -> None:
 
     rmdir(2) of a cgroup fails with EBUSY while it has processes, and a killed
     process leaves the cgroup only once reaped: so kill, then retry the rmdir
-    (KERNEL-NOTES: pids.current lags behind the kill).
+    (docs/kernel-notes.md, "cgroups": pids.current lags behind the kill).
 
     A lab parent (``jap-lab``) is only removed when empty: its children belong
     to whichever kernel made them, and that kernel removes them.  Removing a
@@ -508,7 +508,7 @@ def places_of(pid: int | str = "self", root: str = ROOT, mounts: str = MOUNTS,
 class Stats:
     """One reading of a cgroup's files (None: that controller is not there).
 
-    v1 and v2 name the same facts differently (KERNEL-NOTES, "v1 -> v2 names");
+    v1 and v2 name the same facts differently (docs/kernel-notes.md, "cgroups", v1 → v2 names);
     this is the fact, whichever file said it.
     """
     time: float                        # time.monotonic() of the reading
@@ -890,7 +890,7 @@ class Cgroup:
             raise
 
     def _apply(self) -> None:
-        """Write the limits, in the files of this cgroup's version (KERNEL-NOTES names)."""
+        """Write the limits, in the files of this cgroup's version (docs/kernel-notes.md, "cgroups")."""
         L = self.limits
         v2 = self.places.get("memory", self.places.get(CORE)).hierarchy.version == 2 \
             if self.places else False
@@ -930,7 +930,7 @@ class Cgroup:
                 self._set("blkio", "blkio.throttle.write_bps_device", f"{lim.device} {lim.wbps}")
         if L.devices is not None:
             # Allow-list mode: deny everything, then allow the rules
-            # (KERNEL-NOTES: devices.list hides deny exceptions otherwise).
+            # (docs/kernel-notes.md, "cgroups": devices.list hides deny exceptions otherwise).
             self._set("devices", "devices.deny", "a")
             for rule in L.devices:
                 self._set("devices", "devices.allow", rule)

@@ -137,7 +137,7 @@ class Target:
 def _host_reference(procfs: str = PROCFS) -> int | str:
     """Whose namespaces count as 'the host's': PID 1's when readable, else the lab's own.
 
-    (On some machines /proc/1/ns answers EACCES: KERNEL-NOTES.)
+    (On some machines /proc/1/ns answers EACCES: docs/kernel-notes.md, "The machines".)
     """
     try:
         proc.namespaces(1, procfs)

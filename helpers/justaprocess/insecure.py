@@ -117,7 +117,8 @@ def run(root: str, attack: Callable[[], Any], *, pivot_root: bool = False, pid_n
         drop = (drop,)
     # chroot(2) only changes how "/" is resolved for this process: the host's tree is
     # still mounted above it.  pivot_root(2) + detaching the old root leaves nothing
-    # above / to climb to (the launcher does either; KERNEL-NOTES: make / private first).
+    # above / to climb to (the launcher does either; make / private first:
+    # docs/kernel-notes.md, "Mounts and pivot_root").
     spec = _launch.Spec(
         fn=lambda: _json(attack()), new=("mnt", "uts", "ipc") + (("pid",) if pid_ns else ()),
         hostname="jap-naive", root=root, pivot_root=pivot_root, mount_proc=True,

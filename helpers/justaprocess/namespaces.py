@@ -209,7 +209,7 @@ def reference_pid(procfs: str = PROCFS) -> int:
     """A process that stands for 'the host': PID 1, or kthreadd (PID 2) when PID 1's links are hidden.
 
     Kernel threads always live in the initial namespaces.  On some machines PID 1's
-    /proc/1/ns links answer EACCES (KERNEL-NOTES); then we use PID 2.
+    /proc/1/ns links answer EACCES (docs/kernel-notes.md, "The machines"); then we use PID 2.
     """
     for pid in (1, 2):
         try:

@@ -113,7 +113,7 @@ def _install_busybox(root: str) -> None:
     shutil.copy2(busybox_binary(), os.path.join(root, "bin", "busybox"))
     # The applet links are made *inside* the new root: run on the host,
     # `busybox --install -s DIR` writes absolute links to the host's busybox
-    # path, which do not resolve inside the rootfs (KERNEL-NOTES).
+    # path, which do not resolve inside the rootfs (docs/kernel-notes.md, "Mounts and pivot_root").
     r = subprocess.run(["chroot", root, "/bin/busybox", "--install", "-s", "/bin"],
                        capture_output=True, text=True)
     if r.returncode != 0:
