@@ -5,7 +5,8 @@ Each chapter module ``justaprocess.checks.chNN`` has ``TABLE = {exercise number:
 the verdict kind its key names (before any ':'), a hint of its own (no two rows the same
 message) and never a traceback (no "check-error" verdict); a repeated wrong answer gets
 the next hint. Rows are computed live from this machine (its layout, PIDs, namespaces),
-so the same table runs on the hybrid dev machine and on the pure v2 VM.
+so the same table runs on the hybrid dev machine and on the pure cgroup v2 VM (`make test-v2`
+runs every test file that names cgroups, this one included).
 """
 import contextlib
 import importlib
