@@ -123,3 +123,64 @@ def as_user(*python_args: str, uid: int = NOBODY, **kw) -> subprocess.CompletedP
             *portable.argv(*python_args)]
     return subprocess.run(argv, capture_output=True, text=True, env=portable.env(kw.pop("env", None)),
                           **kw)
+
+
+# --- a lab of its own, for tests of the *full* cleanup ---------------------------------------
+# `python -m justaprocess cleanup` also removes lab-named objects that no registry entry names,
+# wherever the lab puts them: other runs' live objects on a shared machine too. A test of it
+# runs it in an IsolatedLab: its own state folder, network namespace (with a sysfs and an
+# rtnetlink view of it), mount namespace (with an empty /run, so no one else's /run/netns),
+# and a cgroup of its own in every hierarchy, beneath which the lab's cgroup scan looks.
+
+ISOLATION_PRELUDE = r"""
+import os, subprocess, sys
+def _sh(*a): subprocess.run(a, check=True)
+_state = os.environ["JAP_STATE_DIR"]
+os.makedirs(_state + "/sys")
+_sh("mount", "-t", "sysfs", "sysfs", _state + "/sys")        # this namespace's interfaces
+_sh("mount", "--bind", _state + "/sys/class/net", "/sys/class/net")
+_sh("mount", "-t", "tmpfs", "jap-isolated-run", "/run")        # no one else's /run/netns here
+"""
+
+
+class IsolatedLab:
+    def __init__(self, tmp_path):
+        self.ident = lab.new_id()
+        self.state = str(tmp_path / "isolated-state")
+        self.cgroups: list[str] = []   # this lab's base, one per hierarchy
+
+    def setup(self) -> "IsolatedLab":
+        from justaprocess import cgroups
+        for h in cgroups.hierarchies():
+            try:
+                own = cgroups.own_path(h)
+            except Exception:  # noqa: BLE001 - a hierarchy without controllers (name=systemd)
+                continue
+            d = os.path.join(own, lab.name("iso", self.ident))
+            lab.register("cgroup", d, note="an isolated lab's own cgroup")  # the test's registry
+            os.mkdir(d)
+            if "cpuset" in h.controllers:  # a v1 cpuset takes no task until it has cpus and mems
+                for f in ("cpuset.cpus", "cpuset.mems"):
+                    with open(os.path.join(own, f)) as src, open(os.path.join(d, f), "w") as dst:
+                        dst.write(src.read().strip() or "0")
+            self.cgroups.append(d)
+        return self
+
+    def run(self, code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run Python ``code`` (after the prelude) with ``args`` in the isolated lab."""
+        def enter():
+            for d in self.cgroups:
+                with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                    f.write(str(os.getpid()))
+        return subprocess.run(["unshare", "--mount", "--net", "--propagation", "private", "--",
+                               PY, "-c", ISOLATION_PRELUDE + code, *args],
+                              preexec_fn=enter, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "JAP_STATE_DIR": self.state})
+
+
+@pytest.fixture
+def isolated_lab(tmp_path, own_objects):
+    """An :class:`IsolatedLab` (root only); its cgroups go with the test (own_objects)."""
+    if not IS_ROOT:
+        pytest.skip("needs root: run `make test` as root in the lab VM")
+    return IsolatedLab(tmp_path).setup()

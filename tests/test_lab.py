@@ -123,18 +123,31 @@ def test_cleanup_after_a_killed_kernel():
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
 
 
-def test_cli_cleanup_and_leftovers_after_a_killed_kernel():
-    ident = lab.new_id()
-    k = subprocess.Popen([PY, "-c", CRASHING_KERNEL, ident], stdout=subprocess.PIPE, text=True)
-    k.stdout.readline()
-    k.kill(); k.wait()
-    r = cli("leftovers")
-    assert r.returncode == 1 and f"jap-{ident}-ns" in r.stdout
-    r = cli("cleanup")
+CLI_AFTER_A_KILLED_KERNEL = r"""
+import json
+ident, kernel = sys.argv[1], sys.argv[2]
+k = subprocess.Popen([sys.executable, "-c", kernel, ident], stdout=subprocess.PIPE, text=True)
+k.stdout.readline()
+k.kill(); k.wait()  # SIGKILL: no atexit, no finally
+out = []
+for cmd in ("leftovers", "cleanup", "leftovers"):
+    r = subprocess.run([sys.executable, "-m", "justaprocess", cmd], capture_output=True, text=True)
+    out.append([r.returncode, r.stdout, r.stderr])
+print(json.dumps(out))
+"""
+
+
+def test_cli_cleanup_and_leftovers_after_a_killed_kernel(isolated_lab):
+    """The full CLI cleanup, in a lab of its own (conftest.IsolatedLab): it also removes
+    lab-named objects of other runs, which a shared machine may have."""
+    ident = isolated_lab.ident
+    r = isolated_lab.run(CLI_AFTER_A_KILLED_KERNEL, ident, CRASHING_KERNEL)
     assert r.returncode == 0, r.stderr
-    assert f"jap-{ident}-ns" in r.stdout
-    r = cli("leftovers")
-    assert f"jap-{ident}" not in r.stdout
+    (rc1, before, _), (rc2, cleaned, err), (rc3, after, _) = json.loads(r.stdout.splitlines()[-1])
+    assert rc1 == 1 and f"jap-{ident}-ns" in before
+    assert rc2 == 0 and f"jap-{ident}-ns" in cleaned, err
+    assert "nothing of the lab is left" in cleaned
+    assert rc3 == 0 and after == ""
 
 
 def test_prefixed_objects_lost_from_the_registry_are_still_found():

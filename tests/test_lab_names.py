@@ -72,24 +72,19 @@ def test_cgroups_remove_refuses_near_names(tmp_path):
         assert (tmp_path / n).is_dir()
 
 
-# The child: makes near-names and real lab objects in namespaces of its own, then
-# runs the CLI's leftovers and cleanup there, and reports what is still present.
+# The child, in a lab of its own (conftest.IsolatedLab): makes near-names and real lab
+# objects, runs the CLI's leftovers and cleanup, and reports what is still present.
 CHILD = r"""
-import json, os, subprocess, sys
-state, ident, outside = sys.argv[1], sys.argv[2], sys.argv[3]
-run = os.path.join(state, "run")
-def sh(*a): subprocess.run(a, check=True)
-# This namespace's interfaces in /sys/class/net (a sysfs mounted here shows them).
-os.makedirs(state + "/sys"); sh("mount", "-t", "sysfs", "sysfs", state + "/sys")
-sh("mount", "--bind", state + "/sys/class/net", "/sys/class/net")
-sh("mount", "-t", "tmpfs", "jap-empty-run", "/run")   # no one else's /run/netns here
-sh("ip", "link", "add", "japan0", "type", "veth", "peer", "name", "japan1")
+import json
+ident, outside = sys.argv[1], sys.argv[2]
+run = os.path.join(_state, "run")
+_sh("ip", "link", "add", "japan0", "type", "veth", "peer", "name", "japan1")
 lab_link = f"jap-{ident}-v"
-sh("ip", "link", "add", lab_link, "type", "veth", "peer", "name", f"jap-{ident}-w")
-os.makedirs(outside); sh("mount", "-t", "tmpfs", "jap-x", outside)   # a mount named jap-x
+_sh("ip", "link", "add", lab_link, "type", "veth", "peer", "name", f"jap-{ident}-w")
+os.makedirs(outside); _sh("mount", "-t", "tmpfs", "jap-x", outside)   # a mount named jap-x
 os.makedirs(run + "/japhy")
 lab_mnt = f"{run}/jap-{ident}-m"
-os.makedirs(lab_mnt); sh("mount", "-t", "tmpfs", "tmpfs", lab_mnt)
+os.makedirs(lab_mnt); _sh("mount", "-t", "tmpfs", "tmpfs", lab_mnt)
 cli = [sys.executable, "-m", "justaprocess"]
 before = subprocess.run(cli + ["leftovers"], capture_output=True, text=True)
 clean = subprocess.run(cli + ["cleanup"], capture_output=True, text=True)
@@ -106,59 +101,28 @@ print(json.dumps({
 """
 
 
-def _iso_cgroups(ident: str) -> list[str]:
-    """A cgroup jap-<ident>-iso beneath this process's own, in each hierarchy it is in."""
-    out = []
-    for h in cgroups.hierarchies():
-        try:
-            own = cgroups.own_path(h)
-        except Exception:  # noqa: BLE001 - a hierarchy without controllers (name=systemd)
-            continue
-        d = os.path.join(own, lab.name("iso", ident))
-        lab.register("cgroup", d, note="test_lab_names: the child's own cgroup")
-        os.mkdir(d)
-        if "cpuset" in h.controllers:  # a v1 cpuset takes no task until it has cpus and mems
-            for f in ("cpuset.cpus", "cpuset.mems"):
-                with open(os.path.join(own, f)) as src, open(os.path.join(d, f), "w") as dst:
-                    dst.write(src.read().strip() or "0")
-        out.append(d)
-    return out
-
-
-@pytest.mark.root
-def test_near_lab_names_survive_cleanup_and_are_not_leftovers(tmp_path, own_objects):
-    ident = lab.new_id()
-    state = str(tmp_path / "state")
+def test_near_lab_names_survive_cleanup_and_are_not_leftovers(tmp_path, isolated_lab):
+    iso = isolated_lab
     outside = str(tmp_path / "elsewhere" / "jap-x")
-    isos = _iso_cgroups(ident)
     near = []
-    for iso in isos:  # under the child's lab base: two near-names, one lab cgroup found by name
+    for d in iso.cgroups:  # under the isolated lab's base: two near-names in each hierarchy
         for n in ("japanese", "jap"):
-            os.mkdir(os.path.join(iso, n))
-            near.append(os.path.join(iso, n))
-    lab_cg = os.path.join(isos[0], lab.name("cg", ident))
+            os.mkdir(os.path.join(d, n))
+            near.append(os.path.join(d, n))
+    lab_cg = os.path.join(iso.cgroups[0], lab.name("cg", iso.ident))  # a lab cgroup, unregistered
     os.mkdir(lab_cg)
-
-    def enter():
-        for d in isos:
-            with open(os.path.join(d, "cgroup.procs"), "w") as f:
-                f.write(str(os.getpid()))
-
     try:
-        r = subprocess.run(["unshare", "--mount", "--net", "--propagation", "private", "--",
-                            PY, "-c", CHILD, state, ident, outside],
-                           preexec_fn=enter, capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "JAP_STATE_DIR": state})
+        r = iso.run(CHILD, iso.ident, outside)
         assert r.returncode == 0, r.stderr
         rep = json.loads(r.stdout.splitlines()[-1])
         for n in ("japan0", "japan1", "japanese", "japhy", "jap-x"):
             assert n not in rep["before"] and n not in rep["after"], (n, rep)
-        assert f"jap-{ident}-v" in rep["before"]       # the lab's own strays are found...
+        assert f"jap-{iso.ident}-v" in rep["before"]     # the lab's own strays are found...
         assert rep["cleanup_rc"] == 0 and "nothing of the lab is left" in rep["cleanup"], rep["cleanup"]
         assert not rep["lab_link"] and not rep["lab_mnt"]  # ...and removed
         assert not os.path.exists(lab_cg)
         assert rep["after_rc"] == 0 and rep["after"] == ""
-        assert rep["japan"] == ["japan0", "japan1"]    # the near-names are all still there
+        assert rep["japan"] == ["japan0", "japan1"]      # the near-names are all still there
         assert rep["outside_mounted"] and rep["japhy"]
         assert all(os.path.isdir(d) for d in near)
     finally:
