@@ -264,3 +264,14 @@ def test_a_sidecar_of_a_distroless_app_reaches_its_files_and_has_a_shell():
 def test_a_sidecar_refuses_to_share_mnt_or_cgroup(hand):
     with pytest.raises(LabError, match="mount and cgroup namespaces are its own"):
         debug.Sidecar(hand, share=("pid", "mnt"))
+
+
+def test_inside_cell_streams_and_a_non_zero_exit_is_an_error(hand):
+    import io
+    out, err = io.StringIO(), io.StringIO()
+    assert debug.inside_cell("app", "hostname; echo warn >&2", {"app": hand}, out=out, err=err) == 0
+    assert out.getvalue().strip() == hand.hostname and err.getvalue() == "warn\n"
+    with pytest.raises(debug.InsideFailed, match="exit status 5"):
+        debug.inside_cell(str(hand.pid), "exit 5", {}, out=out, err=err)
+    with pytest.raises(LabError, match="name the container"):
+        debug.inside_cell("  ", "true", {})

@@ -934,3 +934,44 @@ def _device_nodes(dev: str) -> None:
 def sidecar(x, share=SIDECAR_SHARE, *, tools="tools", memory="128M", pids: int = 64) -> Sidecar:
     """Start a :class:`Sidecar` beside the target (anything :func:`target` takes)."""
     return Sidecar(x, share, tools=tools, memory=memory, pids=pids).start()
+
+
+# --- %%inside: a notebook cell run inside a container ----------------------------------------
+
+class InsideFailed(LabError):
+    """The cell's shell exited non-zero inside the container (an error output nbval sees)."""
+
+
+def _resolve_expr(line: str, user_ns: dict):
+    expr = line.strip()
+    if not expr:
+        raise BadInput("%%inside TARGET: name the container - a variable (a Container, a scenario, "
+                       "an OCIContainer, a Target), a host PID or a runc container id")
+    if expr.lstrip("-").isdigit():
+        return int(expr)
+    try:
+        return eval(expr, user_ns)  # noqa: S307 - the learner's own notebook expression
+    except NameError:
+        return expr  # not a variable: a runc/podman container id
+    except Exception as exc:  # noqa: BLE001
+        raise BadInput(f"%%inside {expr}: {type(exc).__name__}: {exc}") from None
+
+
+def inside_cell(line: str, cell: str, user_ns: dict, *, out=None, err=None) -> int:
+    """The body of ``%%inside``: ``sh -c CELL`` through :func:`exec_in`, output streamed to
+    this process's stdout/stderr as it comes; returns 0 or raises :class:`InsideFailed`."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+
+    def stream(which: int, text: str) -> None:
+        (out if which == 1 else err).write(text)
+        (out if which == 1 else err).flush()
+
+    x = _resolve_expr(line, user_ns)
+    r = exec_in(x, ["sh", "-c", cell], stream=stream)
+    if r.error is not None:
+        raise r.error  # a step of exec failed: no shell in the image, pids.max reached ...
+    if r.returncode:
+        how = f"killed by signal {r.signal}" if r.signal else f"exit status {r.returncode}"
+        raise InsideFailed(f"the cell's shell inside {line.strip()} ended with {how}")
+    return 0

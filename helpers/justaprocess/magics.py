@@ -4,7 +4,8 @@ On load it removes what crashed kernels left behind (objects whose creator is
 gone), arranges for this kernel's own objects to be removed when it exits, and
 shows a ``LabError`` as one line - what is wrong and what to do - instead of a
 traceback (and a check cell run before its exercise cell: "run the exercise cell
-above first", not a ``NameError``).  ``%lab_cleanup`` removes this kernel's objects now.
+above first", not a ``NameError``).  ``%lab_cleanup`` removes this kernel's objects now; ``%%inside TARGET`` runs a cell's shell
+inside a container (:func:`justaprocess.debug.inside_cell`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import atexit
 import os
 import sys
 
-from IPython.core.magic import register_line_magic
+from IPython.core.magic import register_cell_magic, register_line_magic
 
 from . import doctor, lab
 from .errors import LabError
@@ -86,6 +87,14 @@ def load_ipython_extension(ipython) -> None:
     def lab_doctor(line):  # noqa: ARG001
         """One line: is the lab ready?  (`python -m justaprocess doctor` for the details.)"""
         print(doctor.summary())
+
+    @register_cell_magic
+    def inside(line, cell):
+        """``%%inside TARGET``: run the cell as a shell script inside a container, as
+        ``docker exec`` does (debug.exec_in), streaming its output; a non-zero exit is an
+        error.  TARGET: a variable (a Container, a scenario, a Target...), a PID or a runc id."""
+        from . import debug
+        debug.inside_cell(line, cell, ipython.user_ns)
 
 
 def unload_ipython_extension(ipython) -> None:
