@@ -271,7 +271,7 @@ def test_inside_cell_streams_and_a_non_zero_exit_is_an_error(hand):
     out, err = io.StringIO(), io.StringIO()
     assert debug.inside_cell("app", "hostname; echo warn >&2", {"app": hand}, out=out, err=err) == 0
     assert out.getvalue().strip() == hand.hostname and err.getvalue() == "warn\n"
-    with pytest.raises(debug.InsideFailed, match="exit status 5"):
+    with pytest.raises(debug.InsideFailed, match="exited with status 5"):
         debug.inside_cell(str(hand.pid), "exit 5", {}, out=out, err=err)
     with pytest.raises(LabError, match="name the container"):
         debug.inside_cell("  ", "true", {})

@@ -972,6 +972,8 @@ def inside_cell(line: str, cell: str, user_ns: dict, *, out=None, err=None) -> i
     if r.error is not None:
         raise r.error  # a step of exec failed: no shell in the image, pids.max reached ...
     if r.returncode:
-        how = f"killed by signal {r.signal}" if r.signal else f"exit status {r.returncode}"
-        raise InsideFailed(f"the cell's shell inside {line.strip()} ended with {how}")
+        import signal as _signal
+        how = (f"was killed by signal {r.signal} ({_signal.Signals(r.signal).name})" if r.signal
+               else f"exited with status {r.returncode}")
+        raise InsideFailed(f"the cell's shell inside {line.strip()} {how}")
     return 0

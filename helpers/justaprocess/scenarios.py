@@ -409,10 +409,14 @@ class ToolOOM(Scenario):
              "debug.inspect(target).stats has memory_max and oom_kills.")
     fix = ("A tool exec'd into a container shares its memory limit with the app. Run it from "
            "outside the cgroup: a sidecar with its own cgroup (09) or the host (10).")
-    tool = ("dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
+    tool = ("dd", "if=/dev/zero", "of=/dev/null", "bs=1G", "count=1")
 
     def _choose(self, rng):
-        return {"memory": rng.choice((16, 20, 24, 32)) << 20}
+        # The OOM killer picks the process with the most resident memory.  The launcher's
+        # helper (a fork of the caller - a Jupyter kernel of 100+ MB resident) waits inside
+        # the cgroup while the tool runs (NEWS, "ask launch"): the limit must let the tool
+        # grow bigger than that helper, or the helper is chosen and the exec dies with it.
+        return {"memory": rng.choice((384, 448, 512)) << 20}
 
     def _make(self):
         self.target = self._container(["httpd", "-f", "-p", "8080"], memory=self.params["memory"],
@@ -426,7 +430,7 @@ class ToolOOM(Scenario):
 
     @property
     def symptom(self):
-        return ("`docker exec app " + " ".join(self.tool) + "` (a diagnosis that needs a 64M "
+        return ("`docker exec app " + " ".join(self.tool) + "` (a diagnosis that needs a 1G "
                 "buffer) dies at once: Killed, exit status 137. It works on the host.")
 
     def reproduce(self) -> str:
@@ -459,17 +463,26 @@ class PidsExhausted(Scenario):
            "fix the leak. A debug container outside the cgroup can still fork.")
 
     def _choose(self, rng):
-        return {"pids": rng.choice((6, 8, 10, 12))}
+        return {"workers": rng.choice((5, 7, 9, 11))}
 
     def _make(self):
-        n = self.params["pids"]
-        # The app forks workers that never exit until the cgroup is full (its shell + n-1 sleeps).
-        script = f"i=1; while [ $i -lt {n} ]; do sleep 100000 & i=$((i+1)); done; wait"
-        c = self._container(["sh", "-c", script], memory="64M", pids=n)
+        k = self.params["workers"]
+        # The app: a shell that forks k workers which never exit.
+        script = f"i=0; while [ $i -lt {k} ]; do sleep 100000 & i=$((i+1)); done; wait"
+        c = self._container(["sh", "-c", script], memory="64M", pids=64)
         self.target = c
-        # Until the app has filled its cgroup (the kernel has no event for pids.current).
-        _wait_for(lambda: (cgroups.read_stats(cgroups.places_of(c.pid)).pids_current or 0) >= n,
-                  f"scenario {self.name}: the app did not reach {n} processes")
+        from . import debug
+        with debug.target(c) as t:
+            # Until all k workers run (the kernel has no event for it; bounded).
+            _wait_for(lambda: len(debug.processes(t)) >= k + 1,
+                      f"scenario {self.name}: the app did not start its {k} workers")
+        # Then the limit is set to what the cgroup holds now: full.  (pids.current also
+        # counts a task that started the container and stays in its cgroup, if any: reading
+        # it, not computing it, keeps the limit exact.)
+        place = cgroups.places_of(c.pid)["pids"]
+        current = cgroups.read_stats({"pids": place}).pids_current
+        cgroups._write(os.path.join(place.path, "pids.max"), str(current))
+        self.params["pids"] = current
 
     def _truth(self):
         st = cgroups.read_stats(cgroups.places_of(self._need().pid))
