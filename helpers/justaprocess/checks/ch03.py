@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import selectors
+import subprocess
 import sys
 import time
 
@@ -78,10 +80,30 @@ def check_memory_limit(limit):
 
 _three: dict = {}
 
-# Each works for a while, then idles (so its PID stays to be looked at) until
-# the check or the cleanup stops it; at most a minute either way.
-BUSY = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < {s}: pass\ntime.sleep(60)"
-SLEEPY = "import time\nfor _ in range(10): time.sleep({s} / 10)\ntime.sleep(60)"
+# Each works for a while, says "done" on its stdout (the event start_three waits
+# for), then idles (so its PID stays to be looked at) until the check or the
+# cleanup stops it; at most a minute either way.
+_DONE = "print('done', flush=True)\ntime.sleep(60)"
+BUSY = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < {s}: pass\n" + _DONE
+SLEEPY = "import time\nfor _ in range(10): time.sleep({s} / 10)\n" + _DONE
+
+
+def _wait_done(procs, timeout: float) -> None:
+    """Until every child has written its line (its work is over: the counters are final)."""
+    waiting = {p.popen.stdout.fileno(): p for _, _, p in procs}
+    with selectors.DefaultSelector() as sel:
+        for fd in waiting:
+            sel.register(fd, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            left = deadline - time.monotonic()
+            ready = sel.select(left) if left > 0 else []
+            if not ready:
+                raise LabError(f"the three children did not finish their work within {timeout:.0f} s "
+                               "(a very busy machine?): run the cell again")
+            for key, _ in ready:
+                sel.unregister(key.fd)
+                waiting.pop(key.fd).popen.stdout.readline()
 
 
 def start_three(seconds: float = 1.0) -> list[int]:
@@ -97,16 +119,17 @@ def start_three(seconds: float = 1.0) -> list[int]:
     procs = []
     for kind, cpu, code in kinds:
         cg = cgroups.Cgroup(cpu=cpu).create()
-        p = cg.spawn([sys.executable, "-c", code.format(s=seconds)])
+        p = cg.spawn([sys.executable, "-c", code.format(s=seconds)], stdout=subprocess.PIPE)
         procs.append((kind, cg, p))
     _three["procs"] = procs
-    time.sleep(seconds + 0.3)
+    _wait_done(procs, seconds + 30)
     return [p.pid for _, _, p in procs]
 
 
 def stop_three() -> None:
     for _, cg, p in _three.pop("procs", []):
         p.stop()
+        p.popen.stdout.close()
         cg.remove()
 
 
