@@ -83,7 +83,7 @@ def name(suffix: str = "", ident: str | None = None) -> str:
     out = f"{PREFIX}-{ident}" + (f"-{suffix}" if suffix else "")
     if not is_lab_name(out):
         raise BadInput(f"{out!r} is not a lab name: the id is 6 hex digits (lab.new_id()), "
-                       "a suffix letters, digits, '.', '_' or '-'")
+                       "a suffix letters, digits, '.', '_' or '-' (e.g. lab.name('web'))")
     return out
 
 

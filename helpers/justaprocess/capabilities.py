@@ -238,8 +238,8 @@ def masks(pid: int | str = "self", procfs: str = PROCFS) -> proc.CapMasks:
 def sets(pid: int | str = "self", procfs: str = PROCFS) -> CapSets:
     """A process's five sets by name, read from /proc/PID/status (NoSuchProcess if gone)."""
     if isinstance(pid, str) and pid != "self":
-        if not pid.isdigit():
-            raise BadInput(f"a PID is a number, not {pid!r}")
+        if not pid.lstrip("-").isdigit():
+            raise BadInput(f"a PID is a number from 1 or 'self', not {pid!r} (`ps -e` lists them)")
         pid = int(pid)
     return from_masks(masks(pid, procfs))
 

@@ -980,12 +980,10 @@ class Cgroup:
     def add(self, pid: int) -> None:
         """Move a process into this cgroup, in every hierarchy (write to cgroup.procs)."""
         self._require()
-        if pid in (0, os.getpid()):
+        if pid == os.getpid():
             raise BadInput("the calling process (a notebook's kernel) never moves into a lab "
                            "cgroup: start a child in it with run() or spawn()")
-        if not proc.exists(pid):
-            from .errors import NoSuchProcess
-            raise NoSuchProcess(pid)
+        pid = proc.check_pid(pid, user_space=True, doing="the kernel keeps it in the root cgroup")
         for d in self._dirs:
             _write(os.path.join(d, "cgroup.procs"), str(pid))
 
@@ -1154,9 +1152,8 @@ class Cgroup:
 def describe(pid: int | str = "self", root: str = ROOT, mounts: str = MOUNTS,
              procfs: str = proc.PROCFS) -> dict:
     """A process's cgroup(s), limits and usage: what ``python -m justaprocess cgroup PID`` shows."""
-    if pid != "self" and not proc.exists(int(pid), procfs):
-        from .errors import NoSuchProcess
-        raise NoSuchProcess(int(pid))
+    if pid != "self":
+        pid = proc.check_pid(pid, procfs)
     places = places_of(pid, root, mounts, procfs)
     return {
         "pid": pid,

@@ -62,7 +62,8 @@ class NoSuchProcess(LabError, ProcessLookupError):
 
     def __init__(self, pid: int):
         self.pid = pid
-        super().__init__(_errno.ESRCH, f"no process with PID {pid}: has it exited?")
+        super().__init__(_errno.ESRCH, f"no process with PID {pid}: has it exited? "
+                                       "(`ps -e` lists the live ones)")
 
     def __str__(self) -> str:
         return self.strerror

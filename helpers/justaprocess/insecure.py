@@ -71,6 +71,9 @@ class NaiveContainer:
 
     def host_file(self, name: str, text: str) -> str:
         """A file on the host, outside the container's root: what an escape reaches."""
+        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+            raise BadInput(f"host_file({name!r}): a file name without '/', e.g. 'jap-secret.txt' "
+                           "(the file goes beside the container's root, in its lab folder)")
         path = os.path.join(self.dir, name)
         with open(path, "w") as f:
             f.write(text)

@@ -370,10 +370,9 @@ def _new_spec(kinds, hostname, uid_map, gid_map, monotonic, boottime, fresh_proc
 
 
 def _enter_spec(pid, kinds, cwd):
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-        raise BadInput(f"{pid!r} is not a valid PID (a number from 1)")
-    if not proc.exists(pid):
-        raise NoSuchProcess(pid)
+    if isinstance(pid, str):  # 'self' or a digit string: enter takes an int PID
+        raise BadInput(f"{pid!r}: enter() takes a PID, a number from 1")
+    pid = proc.check_pid(pid, user_space=True, doing="its namespaces are the host's, nothing to enter")
     if os.geteuid() != 0:
         raise NeedsPrivilege("root", f"entering the namespaces of PID {pid}")
     theirs, mine = of(pid), of("self")

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import psutil
 
-from .errors import NoSuchProcess
+from .errors import BadInput, NoSuchProcess
 
 PROCFS = "/proc"
 
@@ -57,8 +57,53 @@ class ProcessFacts:
     gid_map: list[IdMap] = field(default_factory=list)
 
 
+# include/linux/sched.h: the flag of a kernel thread, in field 9 of /proc/PID/stat.
+PF_KTHREAD = 0x00200000
+
+
+def _valid(pid: int | str) -> int | str:
+    """'self', or a PID: an int from 1 (a digit string is taken too). Anything else: BadInput."""
+    if pid == "self":
+        return pid
+    if isinstance(pid, str) and pid.strip().lstrip("-").isdigit():
+        pid = int(pid)
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        raise BadInput(f"{pid!r} is not a PID: give a process ID, a number from 1 (`ps -e` lists them)")
+    if pid <= 0:
+        raise BadInput(f"{pid} is not a valid PID: PIDs start at 1 (`ps -e` lists them; "
+                       "0 and negative numbers name process groups in kill(2), never a process)")
+    return pid
+
+
+def check_pid(pid: int | str, procfs: str = PROCFS, *, user_space: bool = False,
+              doing: str = "") -> int:
+    """``pid`` as an int when it names a live process, else a lab error that says what to do.
+
+    BadInput for what is not a PID (0, negative, not a number); NoSuchProcess for
+    one that has exited; with ``user_space``, BadInput for a kernel thread
+    (PF_KTHREAD, proc(5) stat field 9): it runs no program, so there is nothing
+    to enter, move or signal (``doing`` says what was asked).
+    """
+    pid = _valid(pid)
+    if pid == "self":
+        pid = os.getpid()
+    try:
+        stat = _read(pid, "stat", procfs)
+    except FileNotFoundError:
+        raise NoSuchProcess(pid) from None
+    comm = stat[stat.index("(") + 1:stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        raise NoSuchProcess(pid)
+    if user_space and int(fields[6]) & PF_KTHREAD:
+        raise BadInput(f"PID {pid} is a kernel thread ({comm}){': ' + doing if doing else ''}: it runs "
+                       "no program of its own - give the PID of a user process (`ps -e` shows kernel "
+                       "threads in [brackets])")
+    return pid
+
+
 def _path(pid: int | str, name: str, procfs: str) -> str:
-    return os.path.join(procfs, str(pid), name)
+    return os.path.join(procfs, str(_valid(pid)), name)
 
 
 def _read(pid: int | str, name: str, procfs: str) -> str:
@@ -83,7 +128,7 @@ def running(pid: int, procfs: str = PROCFS, *, start: int | None = None) -> bool
     """
     try:
         stat = _read(pid, "stat", procfs)
-    except (NoSuchProcess, OSError):
+    except (NoSuchProcess, BadInput, OSError):
         return False
     # comm (field 2) may hold spaces and parentheses: split after the last ')'.
     rest = stat[stat.rindex(")") + 2:].split()

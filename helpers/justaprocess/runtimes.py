@@ -111,6 +111,15 @@ def _require(name: str) -> Runtime:
 
 # --- the OCI configuration ---------------------------------------------------------
 
+def check_options(memory, pids, caps) -> None:
+    """The limits and capabilities of a container, checked as the lab's own cgroups and
+    engine check them (same messages); nothing is made."""
+    cgroups.Cgroup(memory=memory, pids=pids)  # validates only: creates nothing until create()
+    if caps is not None:
+        from . import capabilities
+        capabilities.to_mask(caps)
+
+
 # `runc spec`'s defaults (runc 1.1, libcontainer/specconv/example.go).
 RUNC_SPEC_CAPS = ("CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE")
 MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
@@ -174,10 +183,12 @@ def config(rootfs: str, argv: list[str], *, hostname: str = "runc",
     rootfs = getattr(rootfs, "path", rootfs)  # a rootfs.Rootfs or a folder
     if not argv:
         raise BadInput("argv: the command to run in the container, e.g. ['sleep', '60']")
-    if not os.path.isabs(rootfs) or not os.path.isfile(os.path.join(rootfs, "bin", "sh")) \
+    if not isinstance(rootfs, str) or not os.path.isabs(rootfs) or ".." in rootfs.split("/") \
+            or not os.path.isfile(os.path.join(rootfs, "bin", "sh")) \
             and not os.path.islink(os.path.join(rootfs, "bin", "sh")):
-        raise BadInput(f"{rootfs!r}: not an absolute path to a root filesystem with /bin/sh "
-                       "(build one with justaprocess.rootfs)")
+        raise BadInput(f"{rootfs!r}: not an absolute path (without '..') to a root filesystem with "
+                       "/bin/sh (build one with justaprocess.rootfs)")
+    check_options(memory, pids, caps)
     caps = list(engine_caps() if caps is None else caps)
     environ = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "HOME": "/root", **(env or {})}
@@ -290,6 +301,7 @@ class OCIContainer:
                  memory: int | str | None = "64M", pids: int | None = 64,
                  caps: tuple[str, ...] | None = None, seccomp: bool = True,
                  ident: str | None = None):
+        check_options(memory, pids, caps)  # refused here, before anything exists
         self.runtime = runtime
         self.rt: Runtime | None = None
         self.rootfs = getattr(rootfs, "path", rootfs)  # a rootfs.Rootfs or a folder
