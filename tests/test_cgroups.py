@@ -390,15 +390,18 @@ def test_real_pids_max_stops_a_bounded_fork_bomb(own_objects):
 
 @root
 def test_real_cpu_quota_throttles(own_objects):
-    # The kernel's own accounting, no clock of ours: a busy loop of 0.1 s of CPU
-    # time, granted 20 ms per 100 ms period, is throttled in most periods and
-    # runs at most its quota per period (sched-bwc.rst) - plus slack: the quota
-    # it started with and the per-CPU slices handed out ahead (5 ms each).
-    # Unthrottled, the 0.1 s would fit in one or two periods and fail this.
+    # The kernel's own accounting, no clock of ours: two busy processes of 0.1 s
+    # of CPU time each, granted 20 ms per 100 ms period together - throttled
+    # even when other work leaves each only a share of a core - and never more
+    # than the quota per period (sched-bwc.rst), plus slack: the quota it
+    # started with and the per-CPU slices handed out ahead (5 ms each).
+    # Unthrottled, the 0.2 s would fit in one or two periods and fail this.
+    busy = ("import os, time\nkid = os.fork()\nwhile time.process_time() < 0.1: pass\n"
+            "kid and os.waitpid(kid, 0)")
     with cgroups.Cgroup(cpu=0.2) as cg:
-        r = cg.run([PY, "-c", "import time\nwhile time.process_time() < 0.1: pass"])
+        r = cg.run([PY, "-c", busy])
         s = cg.stats()
-    assert r.returncode == 0
+    assert r.returncode == 0, r.stderr
     assert s.cpu_throttled > 0 and s.cpu_throttled_usec > 0
     assert s.cpu_usage_usec <= (s.cpu_periods + 2) * 20_000
 
