@@ -316,7 +316,7 @@ class NoTools(Scenario):
         root = self._dir("img")
         _image_without_tools(root)
         self.target = self._container(["/bin/httpd", "-f", "-p", "8080", "-h", "/www"], rootfs=root,
-                                      memory="64M", pids=32)
+                                      network=True, memory="64M", pids=32)
 
     def _truth(self):
         root = f"/proc/{self._need().pid}/root"
