@@ -168,9 +168,9 @@ def fake_v2(tmp_path, monkeypatch):
     monkeypatch.setenv("JAP_STATE_DIR", str(tmp_path / "state"))  # a registry of its own
     monkeypatch.delenv("JAP_CGROUP_BASE", raising=False)
     fake = FakeV2(tmp_path)
-    monkeypatch.setattr(cgroups, "_mkdir", fake.mkdir)
-    monkeypatch.setattr(cgroups, "_rmdir", fake.rmdir)
-    monkeypatch.setattr(cgroups, "_write", fake.write)
+    monkeypatch.setattr(cgroups.files, "_mkdir", fake.mkdir)
+    monkeypatch.setattr(cgroups.files, "_rmdir", fake.rmdir)
+    monkeypatch.setattr(cgroups.files, "_write", fake.write)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     return fake
 
@@ -279,7 +279,7 @@ def test_v2_kernel_refusing_a_value_leaves_nothing(fake_v2, monkeypatch):
         if path.endswith("pids.max"):
             raise OSError(errno.EINVAL, "Invalid argument", path)
         real(path, value)
-    monkeypatch.setattr(cgroups, "_write", picky)
+    monkeypatch.setattr(cgroups.files, "_write", picky)
     cg = fake_v2.cgroup(memory="64M", pids=5)
     with pytest.raises(BadInput, match="refused"):
         cg.create()
@@ -292,7 +292,7 @@ def test_v2_lab_parent_in_the_root_cgroup_when_the_lab_runs_there(tmp_path, monk
     monkeypatch.delenv("JAP_CGROUP_BASE", raising=False)
     fake = FakeV2(tmp_path, own="/")
     for name, fn in (("_mkdir", fake.mkdir), ("_rmdir", fake.rmdir), ("_write", fake.write)):
-        monkeypatch.setattr(cgroups, name, fn)
+        monkeypatch.setattr(cgroups.files, name, fn)
     cg = fake.cgroup(cpu=0.5).create()
     assert cg.path == os.path.join(fake.root, cgroups.LAB_PARENT, cg.name)
     assert fake.get(cg.path, "cpu.max").strip() == "50000 100000"
@@ -614,7 +614,7 @@ def fake_v1(tmp_path, monkeypatch):
     monkeypatch.setenv("JAP_STATE_DIR", str(tmp_path / "state"))
     fake = FakeV1(tmp_path)
     for name, fn in (("_mkdir", fake.mkdir), ("_rmdir", fake.rmdir), ("_write", fake.write)):
-        monkeypatch.setattr(cgroups, name, fn)
+        monkeypatch.setattr(cgroups.files, name, fn)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     return fake
 
@@ -676,9 +676,9 @@ def test_systemd_hybrid_unified_in_a_busy_session_cgroup(fake_v1):
             return FakeV2.write(fake_v1, path, value)
         return real_write(path, value)
     fake_v1.write = write
-    cgroups._write = write  # monkeypatched by the fixture, restored after the test
+    cgroups.files._write = write  # monkeypatched by the fixture, restored after the test
     fake_v1.mkdir = lambda p: FakeV2.mkdir(fake_v1, p) if p.startswith(uni + "/") else FakeV1.mkdir(fake_v1, p)
-    cgroups._mkdir = fake_v1.mkdir
+    cgroups.files._mkdir = fake_v1.mkdir
     cg = fake_v1.cgroup(pids=5).create()
     assert cg.places[cgroups.CORE].path == os.path.join(scope, cgroups.LAB_PARENT, cg.name)
     assert len(cg.paths) == 7
@@ -693,7 +693,7 @@ def test_v2_enter_leaf_turns_a_delegated_unit_into_a_lab_base(tmp_path, monkeypa
     monkeypatch.delenv("JAP_CGROUP_BASE", raising=False)
     fake = FakeV2(tmp_path, own="/system.slice/justaprocess-lab.service")  # processes in the unit
     for name, fn in (("_mkdir", fake.mkdir), ("_rmdir", fake.rmdir), ("_write", fake.write)):
-        monkeypatch.setattr(cgroups, name, fn)
+        monkeypatch.setattr(cgroups.files, name, fn)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     unit = os.path.join(fake.root, "system.slice/justaprocess-lab.service")
     with pytest.raises(NotSupported, match="no internal processes"):
@@ -706,7 +706,7 @@ def test_v2_enter_leaf_turns_a_delegated_unit_into_a_lab_base(tmp_path, monkeypa
         fake.write(path, value)
         if path.endswith("server/cgroup.procs"):
             fake.put(unit, "cgroup.procs", "")
-    monkeypatch.setattr(cgroups, "_write", move)
+    monkeypatch.setattr(cgroups.files, "_write", move)
     leaf = cgroups.enter_leaf(root=fake.root, mounts=fake.mounts, procfs=fake.procfs)
     assert leaf == os.path.join(unit, "server") and fake.get(leaf, "cgroup.procs").split() == [str(os.getpid())]
     fake.put(os.path.join(fake.procfs, "self"), "cgroup", "0::/system.slice/justaprocess-lab.service/server\n")

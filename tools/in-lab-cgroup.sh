@@ -25,5 +25,5 @@ if [ -z "${JAP_IN_SCOPE:-}" ] && [ -d /run/systemd/system ] && command -v system
 fi
 echo "error: on cgroup v2 the lab needs a cgroup delegated to it, and $(awk -F: '$1=="0"{print $3}' /proc/self/cgroup) is not." >&2
 echo "       Run it in a systemd unit with Delegate=yes (the VM's service does), or set JAP_CGROUP_BASE" >&2
-echo "       to an empty cgroup of yours (helpers/justaprocess/cgroups.py, lab_base)." >&2
+echo "       to an empty cgroup of yours (helpers/justaprocess/cgroups/tree.py, lab_base)." >&2
 exit 1

@@ -89,7 +89,7 @@ WorkingDirectory=$repo
 Environment=JAP_LAB_IP=$lab_ip
 # cgroup v2 lets only leaves hold processes: the server moves into <unit>/server
 # first, so the notebooks' lab cgroups can sit beside it inside the unit
-# (helpers/justaprocess/cgroups.py, enter_leaf; a no-op on v1 and the hybrid).
+# (helpers/justaprocess/cgroups/tree.py, enter_leaf; a no-op on v1 and the hybrid).
 # The guest firewall: the lab's port only through the port forward and loopback
 # (vagrant/lab-firewall.nft says why; nft(8)). Loaded again at every start.
 ExecStartPre=/usr/sbin/nft -D port=$lab_port -f $repo/vagrant/lab-firewall.nft

@@ -34,7 +34,7 @@ PREFIX = "jap"
 # The shape lab.name() makes: jap-<6 hex digits>[-<suffix>].  A suffix is short
 # and plain (it ends up in interface names, hostnames, cgroup and folder names).
 _NAME = re.compile(r"jap-[0-9a-f]{6}(-[A-Za-z0-9._-]+)?")
-# The shared parent of the lab's cgroups in each hierarchy (cgroups.py).
+# The shared parent of the lab's cgroups in each hierarchy (cgroups.tree).
 LAB_PARENT = "jap-lab"
 IFNAMSIZ = 16  # interface names: at most 15 characters (netdevice(7))
 

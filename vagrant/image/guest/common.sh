@@ -19,7 +19,7 @@ facts() {  # the guest's kernel and cgroup facts; fail unless pure cgroup v2
 pytest_rc() { local rc=$1; [ "$rc" = 5 ] && echo "error: pytest collected no test"; return "$rc"; }
 # cgroup v2: only leaves hold processes. Like the lab's service, the job (a
 # delegated unit) moves its processes into a leaf first, so the lab's cgroups
-# can go beside it (helpers/justaprocess/cgroups.py, enter_leaf).
+# can go beside it (helpers/justaprocess/cgroups/tree.py, enter_leaf).
 enter_leaf() { "$REPO/.venv/bin/python" -m justaprocess cgroup --enter-leaf job && cat /proc/self/cgroup; }
 # Software emulation (TCG) runs ~10-20x slower than the attendee's VM: the
 # first matplotlib figure alone took over 120 s here. pytest.ini's cell timeout

@@ -1,0 +1,84 @@
+"""``python -m justaprocess cgroup PID``: a process's cgroups, limits and usage, for the terminal."""
+from __future__ import annotations
+
+import json
+
+from .. import proc
+from .._units import human
+from ..errors import BadInput
+from .tree import MOUNTS, ROOT, enter_leaf, layout, places_of
+from .stats import read_stats
+
+
+# --- a process's cgroups, for the terminal -------------------------------------------
+
+def describe(pid: int | str = "self", root: str = ROOT, mounts: str = MOUNTS,
+             procfs: str = proc.PROCFS) -> dict:
+    """A process's cgroup(s), limits and usage: what ``python -m justaprocess cgroup PID`` shows."""
+    if pid != "self":
+        pid = proc.check_pid(pid, procfs)
+    places = places_of(pid, root, mounts, procfs)
+    return {
+        "pid": pid,
+        "layout": layout(root, mounts),
+        "cgroups": {k: {"path": p.path, "version": p.hierarchy.version} for k, p in sorted(places.items())},
+        "stats": read_stats(places).asdict(),
+    }
+
+
+_LABELS = (
+    ("memory", "memory_current", "memory_peak", "memory_max", "memory_high", "oom_kills"),
+    ("cpu", "cpu_usage_usec", "cpu_quota", "cpu_periods", "cpu_throttled", "cpu_throttled_usec"),
+    ("pids", "pids_current", "pids_max", "pids_max_events"),
+    ("io", "io_read_bytes", "io_write_bytes"),
+    ("state", "populated", "frozen"),
+)
+
+
+def format_description(d: dict) -> str:
+    lines = [f"process {d['pid']} - cgroup layout {d['layout']}"]
+    for k, p in d["cgroups"].items():
+        lines.append(f"  {k:<9} v{p['version']} {p['path']}")
+    s = d["stats"]
+    for group, *keys in _LABELS:
+        parts = []
+        for k in keys:
+            v = s.get(k)
+            if v is None and k not in ("memory_max", "memory_high", "cpu_quota", "pids_max"):
+                continue
+            short = k.split("_", 1)[1] if k.startswith(group) else k
+            if k in ("memory_current", "memory_peak", "memory_max", "memory_high",
+                     "io_read_bytes", "io_write_bytes"):
+                v = human(v)
+            elif k == "cpu_quota":
+                v = "max" if v is None else f"{v:g} cores"
+            elif k == "pids_max" and v is None:
+                v = "max"
+            parts.append(f"{short}={v}")
+        if parts:
+            lines.append(f"  {group:<7} " + "  ".join(parts))
+    return "\n".join(lines)
+
+
+def _cli(args) -> int:
+    if args.enter_leaf:
+        leaf = enter_leaf(args.enter_leaf)
+        print(f"moved this service's processes into {leaf}" if leaf else
+              "nothing to move (not pure v2, the root cgroup, or already in the leaf)")
+        return 0
+    if args.pid is None:
+        raise BadInput("give a PID (python -m justaprocess cgroup PID), or --enter-leaf")
+    d = describe(args.pid)
+    print(json.dumps(d, indent=2) if args.json else format_description(d))
+    return 0
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("cgroup", help="a process's cgroup(s), limits and current usage")
+    p.add_argument("pid", type=int, nargs="?", help="the process (e.g. a container's PID as seen from the host)")
+    p.add_argument("--json", action="store_true", help="machine-readable")
+    p.add_argument("--enter-leaf", metavar="NAME", nargs="?", const="server", default=None,
+                   help="for a service's start script on cgroup v2 (Delegate=yes): move the "
+                        "service's processes into the leaf NAME (default: server), so the lab's "
+                        "cgroups can go beside it")
+    p.set_defaults(func=_cli)
