@@ -13,8 +13,8 @@ So the lab hands such a process what it needs, under a path anyone may read:
 - :func:`python` - the interpreter itself (the venv's base, e.g.
   /usr/bin/python3.11), not the venv's link to it;
 - :func:`path` - a read-only copy of the ``justaprocess`` package and the
-  packages it imports (psutil, pyroute2) under the lab's cache folder, for
-  ``PYTHONPATH``; :func:`env` sets it.
+  packages of its dependencies (psutil, pyroute2, ...: :func:`packages`) under
+  the lab's cache folder, for ``PYTHONPATH``; :func:`env` sets it.
 
 Only the unprivileged part of a demo uses these; root keeps the venv.
 """
@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import re
 import shutil
 import stat
 import sys
@@ -30,8 +31,33 @@ import time
 
 from .errors import NotSupported
 
-# What `import justaprocess` and `python -m justaprocess` load (pyproject.toml's dependencies).
-PACKAGES = ("justaprocess", "psutil", "pyroute2")
+
+def packages() -> list[str]:
+    """The import names to copy: justaprocess and the packages of its dependencies
+    (pyproject.toml's ``dependencies``, not the extras), with their own, as installed."""
+    from importlib import metadata
+    tops = metadata.packages_distributions()  # import name -> distributions
+    by_dist: dict[str, list[str]] = {}
+    for top, dists in tops.items():
+        for d in dists:
+            by_dist.setdefault(d.lower().replace("_", "-"), []).append(top)
+    names, todo, seen = ["justaprocess"], ["justaprocess"], set()
+    while todo:
+        dist = todo.pop()
+        if dist in seen:
+            continue
+        seen.add(dist)
+        try:
+            reqs = metadata.requires(dist) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for r in reqs:
+            if "extra ==" in r:
+                continue
+            dep = re.split(r"[ ;<>=!~\[(]", r, maxsplit=1)[0].lower().replace("_", "-")
+            todo.append(dep)
+            names += [t for t in by_dist.get(dep, []) if not t.startswith("_") and t not in names]
+    return names
 
 
 def python() -> str:
@@ -42,11 +68,12 @@ def python() -> str:
 
 
 def _sources() -> list[tuple[str, str]]:
-    """(name, folder) of each package to copy."""
+    """(name, folder of a package or file of a module) of each import name to copy."""
     out = []
-    for name in PACKAGES:
+    for name in packages():
         mod = importlib.import_module(name)
-        out.append((name, os.path.dirname(os.path.abspath(mod.__file__))))
+        path = os.path.abspath(mod.__file__)
+        out.append((name, os.path.dirname(path) if getattr(mod, "__path__", None) else path))
     return out
 
 
@@ -54,6 +81,9 @@ def _digest(sources: list[tuple[str, str]]) -> str:
     """Changes whenever a file of the packages changes (a developer's edit included)."""
     h = hashlib.sha256(sys.version.encode())
     for name, src in sources:
+        if os.path.isfile(src):
+            st = os.stat(src)
+            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
         for d, dirs, files in os.walk(src):
             dirs[:] = sorted(x for x in dirs if x != "__pycache__")
             for f in sorted(files):
@@ -114,6 +144,9 @@ def path() -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         os.mkdir(tmp)
         for name, src in sources:
+            if os.path.isfile(src):  # a single-file module
+                shutil.copy2(src, os.path.join(tmp, os.path.basename(src)))
+                continue
             shutil.copytree(src, os.path.join(tmp, name),
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         for d, dirs, files in os.walk(tmp):  # root's umask may be 077: others read it all
