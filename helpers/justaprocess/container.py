@@ -80,7 +80,8 @@ class Container:
         self.id = lab.new_id()
         self.name = name or lab.name(ident=self.id)
         if not lab.is_lab_name(self.name):
-            raise BadInput(f"container names start with {lab.PREFIX}-: {self.name!r}")
+            raise BadInput(f"container name {self.name!r}: lab names are jap-<id>[-suffix]; "
+                           "make one with lab.name()")
         self.argv = list(argv)
         self.image = rootfs
         self.hostname = hostname or self.name

@@ -202,7 +202,8 @@ def release(lease: Lease) -> None:
 def plan(name: str) -> Lease:
     """Pick the container's address (in the caller, before the fork)."""
     if not lab.is_lab_name(name):
-        raise BadInput(f"network names start with {lab.PREFIX}-: {name!r}")
+        raise BadInput(f"{name!r} is not a lab name: a container network is named "
+                       "jap-<id>[-suffix] (lab.name())")
     br = bridge()
     with _lock:
         address = br.lease()
