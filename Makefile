@@ -1,6 +1,7 @@
 # Just a Process: the two commands.
 #   make lab    install what is missing, then start JupyterLab on 127.0.0.1:8888
 #   make test   install what is missing, then run every test (unit tests + nbval)
+#   make test-ui  the chapters with widgets in JupyterLab in a real browser (chromium)
 # Both are idempotent: a second run installs nothing.
 
 SHELL := /bin/bash
@@ -11,10 +12,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8888
 
-.PHONY: lab test system venv learner learner-reset cleanup leftovers doctor help constraints
+.PHONY: lab test test-ui system venv learner learner-reset cleanup leftovers doctor help constraints
 
 help:
-	@sed -n '2,4p' Makefile
+	@sed -n '2,5p' Makefile
 
 system:
 	@bash tools/install-system-packages.sh
@@ -45,6 +46,18 @@ lab: venv learner
 test: venv
 	@bash tools/in-lab-cgroup.sh $(PY) -m pytest
 
+# The browser test: Debian's chromium (the @test-ui group of the system list) and
+# Playwright (the `ui` extra) are installed only here, not on the workshop VMs.
+# Screenshots: build/ui-screenshots/.
+$(VENV)/.installed-ui: helpers/pyproject.toml helpers/constraints.txt | $(VENV)/.installed
+	$(PY) -m pip install -q --disable-pip-version-check -c helpers/constraints.txt -e 'helpers[lab,test,ui]'
+	@touch $@
+
+test-ui: venv learner
+	@bash tools/install-system-packages.sh test-ui
+	@$(MAKE) --no-print-directory $(VENV)/.installed-ui
+	@bash tools/in-lab-cgroup.sh $(PY) -m pytest tests/ui
+
 doctor: venv
 	@$(PY) -m justaprocess doctor
 
@@ -52,7 +65,7 @@ doctor: venv
 # afresh in a scratch venv, without the old constraints, and write them anew.
 constraints: system
 	@rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/python -m pip install -q --disable-pip-version-check -e 'helpers[lab,test]'
+	.venv-lock/bin/python -m pip install -q --disable-pip-version-check -e 'helpers[lab,test,ui]'
 	@{ sed -n '/^#/p' helpers/constraints.txt; .venv-lock/bin/python -m pip freeze --exclude-editable; } \
 	  > helpers/constraints.txt.new && mv helpers/constraints.txt.new helpers/constraints.txt
 	@rm -rf .venv-lock

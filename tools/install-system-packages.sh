@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian/Ubuntu packages of tools/system-packages.txt that are missing.
+#   install-system-packages.sh [GROUP...]   the packages without a group, plus those
+#                                           marked @GROUP (e.g. test-ui: the browser)
 # Idempotent: when all are present it installs nothing and says so.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-mapfile -t wanted < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/system-packages.txt" | awk '{print $1}')
+groups=" $* "
+mapfile -t wanted < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/system-packages.txt" |
+  awk -v groups="$groups" '$2 == "" || index(groups, " " substr($2, 2) " ") { print $1 }')
 
 missing=()
 for pkg in "${wanted[@]}"; do

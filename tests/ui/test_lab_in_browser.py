@@ -1,0 +1,397 @@
+"""The course as a learner meets it: JupyterLab in a real browser (`make test-ui`).
+
+Starts the lab as `make lab` does (tools/start-lab.sh, on a free port), opens
+the index from the URL it prints, in Debian's chromium driven by Playwright,
+and runs, cell by cell, the learner copy of every chapter whose cells show a
+widget (found in the stored chapters' outputs, so a new chapter with a widget
+is covered without editing this file). It asserts that
+
+* every widget renders as a widget: not "Error displaying widget", not the
+  model's text (what the lab shows when the widget extension is missing);
+* a cgroup monitor updates while the cell that follows it runs (``.follow(``);
+* in the capability widget, ticking a box changes the probe result;
+* the browser console shows no widget errors.
+
+Screenshots of every widget and of each notebook go to build/ui-screenshots/
+(JAP_UI_SHOTS), with the console log, for a person to look at. The lab server
+is stopped by its PID; what its kernels registered must be gone after it.
+Autosave is off (the lab's settings live in a temporary folder here), and the
+learner copies are compared byte for byte afterwards: a learner's work is theirs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+
+import nbformat
+import psutil
+import pytest
+
+from justaprocess import lab
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NB_DIR = os.path.join(ROOT, "notebooks")
+LEARNER = os.path.join(NB_DIR, "learner")
+SHOTS = os.environ.get("JAP_UI_SHOTS", os.path.join(ROOT, "build", "ui-screenshots"))
+CHROMIUM = os.environ.get("JAP_CHROMIUM", "/usr/bin/chromium")  # Debian's (system-packages.txt)
+WIDGET = "application/vnd.jupyter.widget-view+json"
+# Debian's chromium as root, on a machine without a network: no sandbox (root),
+# no GPU, and none of the background connections it would try at start.
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CELL_TIMEOUT_MS = 120_000   # nbval's per-cell budget (pytest.ini)
+# Console messages that name the widget machinery.
+WIDGET_ERROR = re.compile(r"widget|comm|jupyter-widgets|model", re.I)
+
+pytestmark = pytest.mark.root
+
+
+def widget_chapters() -> list[tuple[str, dict[int, int], set[int], int]]:
+    """(chapter, {cell index: number of widget outputs}, cells that follow a live plot,
+    number of capability widgets: cells calling ``caps.widget(``).
+
+    Read from the stored chapters (they are run with outputs, CONTRIBUTING.md):
+    the learner copies have the same cells in the same order.
+    """
+    found = []
+    for name in sorted(os.listdir(NB_DIR)):
+        if not re.match(r"\d\d-.*\.ipynb$", name):
+            continue
+        nb = nbformat.read(os.path.join(NB_DIR, name), as_version=4)
+        cells = {i: sum(WIDGET in o.get("data", {}) for o in c.get("outputs", []))
+                 for i, c in enumerate(nb.cells) if c.cell_type == "code"}
+        cells = {i: n for i, n in cells.items() if n}
+        live = {i for i in cells if ".follow(" in nb.cells[i].source}
+        probes = sum(len(re.findall(r"\b(?:caps|capabilities)\.widget\(", nb.cells[i].source))
+                     for i in cells)
+        if cells:
+            found.append((name, cells, live, probes))
+    return found
+
+
+CHAPTERS = widget_chapters()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Lab:
+    """tools/start-lab.sh as `make lab` runs it, on a port of its own; stopped by PID."""
+
+    def __init__(self, settings: str):
+        self.port = free_port()
+        env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=os.path.join(settings, "settings"),
+                   JUPYTERLAB_WORKSPACES_DIR=os.path.join(settings, "workspaces"))
+        self.proc = subprocess.Popen(["bash", "tools/start-lab.sh", str(self.port)], cwd=ROOT,
+                                     env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        for stream in (self.proc.stdout, self.proc.stderr):
+            threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+        self.kernels: set[tuple[int, float]] = set()
+
+    def _read(self, stream):
+        for line in stream:
+            self.log.append(line)
+            self.lines.put(line)
+        self.lines.put("")  # end of one stream
+
+    def url(self, timeout: float = 180) -> str:
+        """The URL start-lab.sh prints, once the server says it is running."""
+        url, ended = None, 0
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError("the lab did not start:\n" + "".join(self.log)) from None
+            if line == "":
+                ended += 1
+                if ended == 2:
+                    raise AssertionError("the lab exited:\n" + "".join(self.log))
+                continue
+            m = re.search(r"(http://127\.0\.0\.1:\d+/\S*)", line)
+            if m and url is None:
+                url = m.group(1)
+            if url and "is running at" in line:
+                break
+        assert f":{self.port}/" in url, url
+        if "token=" not in url:  # the printed URL may leave the token out: it is in the state folder
+            token = open(os.path.join(lab.state_dir(), "jupyter-token")).read().strip()
+            url += ("&" if "?" in url else "?") + "token=" + token
+        return url
+
+    def note_kernels(self):
+        for c in psutil.Process(self.proc.pid).children(recursive=True):
+            self.kernels.add((c.pid, c.create_time()))
+
+    def stop(self):
+        """SIGTERM to the server's PID: Jupyter shuts its kernels down, then exits."""
+        if self.proc.poll() is None:
+            self.note_kernels()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        for pid, created in self.kernels:  # a kernel that outlived its server, by PID
+            try:
+                p = psutil.Process(pid)
+                if p.create_time() == created:
+                    p.kill()
+                    p.wait(10)
+            except psutil.NoSuchProcess:
+                pass
+
+
+@pytest.fixture(scope="module")
+def shots():
+    shutil.rmtree(SHOTS, ignore_errors=True)
+    os.makedirs(SHOTS)
+    return SHOTS
+
+
+@pytest.fixture(scope="module")
+def browser_lab(shots):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="run `make test-ui` (installs it)")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"no browser at {CHROMIUM}: run `make test-ui` (installs Debian's chromium)")
+    subprocess.run([sys.executable, "tools/notebooks.py", "learner"], cwd=ROOT, check=True)
+    before = {n: open(os.path.join(LEARNER, n), "rb").read()
+              for n in os.listdir(LEARNER) if n.endswith(".ipynb")}
+    settings = tempfile.mkdtemp(prefix="jap-test-ui-")
+    # No autosave; every cell in the page (the default windowing attaches cells lazily,
+    # and the test finds cells by their index in the notebook).
+    for plugin, values in (("@jupyterlab/docmanager-extension/plugin", {"autosave": False}),
+                           ("@jupyterlab/notebook-extension/tracker", {"windowingMode": "none"})):
+        path = os.path.join(settings, "settings", plugin + ".jupyterlab-settings")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(values, f)
+    server = Lab(settings)
+    console: list[str] = []
+    try:
+        url = server.url()
+        with sync_api.sync_playwright() as pw:
+            # Debian's chromium, started in a network namespace of its own (chromium_netns.py)
+            browser = pw.chromium.launch(
+                executable_path=os.path.join(os.path.dirname(os.path.abspath(__file__)), "chromium_netns.py"),
+                headless=True, args=FLAGS,
+                env=dict(os.environ, JAP_UI_PORT=str(server.port), JAP_CHROMIUM=CHROMIUM))
+            page = browser.new_page(viewport={"width": 1366, "height": 1000})
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            page.goto(url)
+            yield page, server, console
+            browser.close()
+    finally:
+        server.stop()
+        with open(os.path.join(shots, "console.log"), "w") as f:
+            f.write("\n".join(console) + "\n")
+        with open(os.path.join(shots, "lab.log"), "w") as f:
+            f.write("".join(server.log))
+        shutil.rmtree(settings, ignore_errors=True)
+        changed = [n for n, data in before.items()
+                   if open(os.path.join(LEARNER, n), "rb").read() != data]
+        for n in changed:
+            with open(os.path.join(LEARNER, n), "wb") as f:
+                f.write(before[n])
+        shutil.rmtree(os.path.join(LEARNER, ".ipynb_checkpoints"), ignore_errors=True)
+        left = [e for pid, _ in server.kernels for e in lab.cleanup(owner=pid)]
+        assert not changed, f"the lab saved over learner copies (restored): {changed}"
+        assert not left, f"the kernels left lab objects behind (now removed): {left}"
+
+
+def panel(page):
+    """The notebook in the front tab."""
+    return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+
+
+def prompt(cell) -> str:
+    return cell.locator(".jp-InputArea-prompt").inner_text().strip()
+
+
+# A MutationObserver counts, per cell, the changes to a monitor's plot made while
+# that cell is still running ("[*]"): the live view updating, seen by the browser.
+WATCH_PLOTS = """() => {
+  window.japLive = {};
+  const obs = new MutationObserver(muts => {
+    for (const m of muts) {
+      const el = m.target.nodeType === 1 ? m.target : m.target.parentElement;
+      const plot = el && el.closest && (el.closest('.jap-plot') || el.querySelector('.jap-plot'));
+      const cell = el && el.closest && el.closest('.jp-CodeCell');
+      if (!plot || !cell) continue;
+      const p = cell.querySelector('.jp-InputArea-prompt');
+      if (!p || !p.textContent.includes('*')) continue;
+      const cells = [...cell.parentElement.children].filter(c => c.classList.contains('jp-Cell'));
+      const i = cells.indexOf(cell);
+      window.japLive[i] = (window.japLive[i] || 0) + 1;
+    }
+  });
+  obs.observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def open_chapter(page, name: str):
+    """From the index (open in the lab), follow its link to the learner copy of ``name``."""
+    page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=CELL_TIMEOUT_MS)
+    tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="index.ipynb")
+    if "lm-mod-current" not in (tab.get_attribute("class") or ""):
+        tab.click()
+    panel(page).locator(f'a[href*="{name}"]').first.click()
+    page.locator(".lm-TabBar-tab.lm-mod-current", has_text=name).wait_for()
+    nb = panel(page)
+    nb.locator(".jp-Cell").first.wait_for()
+    return nb
+
+
+def run_cell_by_cell(page, nb, chapter: str, shots: str) -> None:
+    """Run each code cell with Shift+Enter and wait for it (an error does not stop the rest)."""
+    cells_in_file = nbformat.read(os.path.join(LEARNER, chapter), as_version=4).cells
+    cells = nb.locator(".jp-Notebook .jp-Cell")
+    cells.nth(len(cells_in_file) - 1).wait_for(state="attached")
+    assert cells.count() == len(cells_in_file), \
+        f"{chapter}: {cells.count()} cells in the page, {len(cells_in_file)} in the file"
+    # A cell run before the kernel is connected is silently not run: wait for "Idle"
+    # in the status bar (it shows the kernel of the notebook in front).
+    page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"\| Idle")).first.wait_for(
+        timeout=CELL_TIMEOUT_MS)
+    for i, source in enumerate(cells_in_file):
+        if source.cell_type != "code":
+            continue
+        cell = cells.nth(i)
+        cell.locator(".jp-InputArea-prompt").click()  # selects this cell, command mode
+        page.keyboard.press("Shift+Enter")
+        try:
+            cell.locator(".jp-InputArea-prompt", has_text=re.compile(r"\[\d+\]")).wait_for(
+                timeout=CELL_TIMEOUT_MS)
+        except Exception:
+            page.screenshot(path=os.path.join(shots, f"{chapter[:-6]}-stuck-cell{i}.png"))
+            raise AssertionError(f"{chapter} cell {i} did not finish ({prompt(cell)!r}): "
+                                 f"{source.source[:80]!r}") from None
+    nb.screenshot(path=os.path.join(shots, f"{chapter[:-6]}-notebook.png"))
+
+
+def check_widgets(page, nb, chapter: str, expected: dict[int, int], shots: str) -> list[str]:
+    cells = nb.locator(".jp-Notebook .jp-Cell")
+    problems = []
+    for i, n in expected.items():
+        cell = cells.nth(i)
+        area = cell.locator(".jp-Cell-outputArea")  # the cell's own, not a widget's Output inside
+        outputs = area.locator("> .jp-OutputArea-child > .jp-OutputArea-output")
+        # The widget manager's renderer puts the widget's view (.jupyter-widgets) straight in
+        # the output; without it the lab shows the model's text/plain in a jp-RenderedText.
+        heights = outputs.evaluate_all(
+            "els => els.filter(e => [...e.children].some(c => c.classList.contains('jupyter-widgets')))"
+            ".map(e => e.getBoundingClientRect().height)")
+        text = area.inner_text()
+        cell.scroll_into_view_if_needed()
+        area.screenshot(path=os.path.join(shots, f"{chapter[:-6]}-cell{i}.png"))
+        if "Error displaying widget" in text:
+            problems.append(f"{chapter} cell {i}: 'Error displaying widget'")
+        if len(heights) != n:
+            problems.append(f"{chapter} cell {i}: {len(heights)} widget views of {n}; "
+                            f"outputs: {outputs.evaluate_all(DESCRIBE)}, text: {text[:120]!r}")
+        model_text = re.search(r"^(VBox|HBox|GridBox|Box|HTML|Image|Output)\(", text, re.M)
+        if model_text:
+            problems.append(f"{chapter} cell {i}: the model's text instead of a widget: {text[:120]!r}")
+        if any(h < 10 for h in heights):
+            problems.append(f"{chapter} cell {i}: a widget without a size (heights {heights})")
+    return problems
+
+
+DESCRIBE = "els => els.map(e => e.className + ' ' + JSON.stringify(e.dataset) + ' > ' + [...e.children].map(c => c.className + ' > ' + [...c.children].map(d => d.className).join(',')).join(' ; '))"
+
+
+def probe_line(out_text: str, probe: str) -> str:
+    for line in out_text.splitlines():
+        if line.startswith(probe):
+            return line
+    raise AssertionError(f"no {probe} line in the probe report:\n{out_text}")
+
+
+def toggle_changes_probe(page, nb, chapter: str, expected: int, shots: str) -> list[str]:
+    """In each capability widget: engine default -> sethostname EPERM; tick cap_sys_admin -> ok."""
+    problems = []
+    widgets = nb.locator(".jupyter-widgets.widget-vbox", has=page.locator("button", has_text="run probes"))
+    if widgets.count() != expected:
+        return [f"{chapter}: {widgets.count()} capability widgets with a 'run probes' button, "
+                f"{expected} expected"]
+    for k in range(widgets.count()):
+        w = widgets.nth(k)
+        w.scroll_into_view_if_needed()
+        out = w.locator(".widget-output")
+
+        def run() -> str:
+            before = out.inner_text()
+            w.locator("button", has_text="run probes").click()
+            page.wait_for_function(
+                "([el, before]) => el.innerText !== before && el.innerText.includes('sethostname')",
+                arg=[out.element_handle(), before], timeout=60_000)
+            return out.inner_text()
+
+        w.locator("button", has_text="engine default").click()
+        box = w.locator("label", has_text="cap_sys_admin").locator("input[type=checkbox]")
+        page.wait_for_function("el => !el.checked", arg=box.element_handle())
+        without = probe_line(run(), "sethostname")
+        box.check()  # the toggle click
+        with_it = probe_line(run(), "sethostname")
+        w.screenshot(path=os.path.join(shots, f"{chapter[:-6]}-capability-widget-{k}.png"))
+        if not ("EPERM" in without and " ok" in with_it):
+            problems.append(f"ticking cap_sys_admin did not change sethostname: "
+                            f"{without!r} -> {with_it!r}")
+    return problems
+
+
+@pytest.mark.skipif(not CHAPTERS, reason="no chapter shows a widget")
+def test_widgets_render_and_respond_in_the_browser(browser_lab, shots):
+    page, server, console = browser_lab
+    page.evaluate(WATCH_PLOTS)
+    problems, seen = [], []
+    for chapter, expected, live, probes in CHAPTERS:
+        nb = open_chapter(page, chapter)
+        server.note_kernels()
+        run_cell_by_cell(page, nb, chapter, shots)
+        server.note_kernels()
+        problems += check_widgets(page, nb, chapter, expected, shots)
+        counts = page.evaluate("() => window.japLive")
+        for i in live:
+            # follow() redraws every 0.5 s while it samples: several updates, seen while "[*]"
+            if counts.get(str(i), 0) < 2:
+                problems.append(f"{chapter} cell {i}: the live plot changed {counts.get(str(i), 0)} "
+                                f"times while its cell ran")
+        if probes:
+            problems += toggle_changes_probe(page, nb, chapter, probes, shots)
+        dialogs = page.locator(".jp-Dialog")
+        if dialogs.count():  # an error dialog in the learner's way
+            page.screenshot(path=os.path.join(shots, f"{chapter[:-6]}-dialog.png"))
+            problems.append(f"{chapter}: a dialog is open: {dialogs.first.inner_text()[:200]!r}")
+        seen.append(f"{chapter}: widget cells {sorted(expected)}, live {sorted(live)}, "
+                    f"capability widgets {probes}")
+        page.evaluate("() => { window.japLive = {}; }")
+        page.keyboard.press("Control+Home")
+    errors = [m for m in console if (m.startswith("error") or m.startswith("pageerror"))
+              and WIDGET_ERROR.search(m)]
+    problems += [f"browser console: {m}" for m in errors]
+    assert not problems, "\n".join(problems + ["checked: " + "; ".join(seen)])
+    print("checked:", *seen, sep="\n  ")
+
+
+def test_the_chapters_with_widgets_are_found():
+    """The list is read from the chapters: 03's monitors (one live) and 04's capability widget."""
+    found = {ch[:2]: (sorted(cells), sorted(live), probes) for ch, cells, live, probes in CHAPTERS}
+    assert found["03"][1] and set(found["03"][1]) <= set(found["03"][0])
+    assert found["04"][2] == 1
