@@ -139,7 +139,7 @@ _COLOURS = {"blue": "#1f77b4", "orange": "#ff7f0e", "green": "#2ca02c", "red": "
 # One panel's natural size, in CSS pixels: the SVG is drawn at this size (a
 # viewBox) and shown at most this wide, so text keeps its size on a wide output.
 PANEL_W, PANEL_H = 320, 196
-_PLOT = (46, 22, 266, 140)  # x, y, width, height of the plotting area inside a panel
+_PLOT = (46, 22, 258, 140)  # x, y, width, height of the plotting area inside a panel
 
 
 def _nice_ticks(top: float, n: int = 4) -> list[float]:
