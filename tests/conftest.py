@@ -159,7 +159,8 @@ class IsolatedLab:
             d = os.path.join(own, lab.name("iso", self.ident))
             lab.register("cgroup", d, note="an isolated lab's own cgroup")  # the test's registry
             os.mkdir(d)
-            if "cpuset" in h.controllers:  # a v1 cpuset takes no task until it has cpus and mems
+            # A v1 cpuset takes no task until it has cpus and mems (v2 fills them in itself).
+            if h.version == 1 and "cpuset" in h.controllers:
                 for f in ("cpuset.cpus", "cpuset.mems"):
                     with open(os.path.join(own, f)) as src, open(os.path.join(d, f), "w") as dst:
                         dst.write(src.read().strip() or "0")
