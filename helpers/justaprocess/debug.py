@@ -730,7 +730,7 @@ def exec_spec(x, argv, *, env: dict[str, str] | None = None, cwd: str = "/", std
     st = proc.status(t.pid)
     uid, gid = int(st["Uid"].split()[1]), int(st["Gid"].split()[1])
     user_ns = "user" in t.differs
-    return _launch.Spec(
+    spec = _launch.Spec(
         argv=list(argv),
         join={k: _launch.Fd(fd) for k, fd in t.ns_fds.items() if k in t.differs},
         cgroup=_all_cgroup_dirs(t.pid), target_root=t.pid,
@@ -739,6 +739,8 @@ def exec_spec(x, argv, *, env: dict[str, str] | None = None, cwd: str = "/", std
         uid=None if user_ns or uid == 0 else uid, gid=None if user_ns or gid == 0 else gid,
         env={**_environ(t), **(env or {})}, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
         note=note or f"exec in {t.name}: {' '.join(argv)[:40]}")
+    spec.target = t  # the spec joins through t's open fds: they live as long as the spec
+    return spec
 
 
 def exec_in(x, argv, *, input: bytes | str | None = None, timeout: float = 30.0,

@@ -67,7 +67,7 @@ def check_oom_file(oom_file, scenario):
                      "counts someone else's kills",
                      f"read /proc/{c.pid}/cgroup: the memory line (v1) or the 0:: line (v2) is the "
                      "app's cgroup path")
-    return right(f"{name}'s oom_kill line: the kernel counts every OOM kill of the cgroup there - "
+    return right("its oom_kill line is where the kernel counts every OOM kill of the cgroup - "
                  "the tool's, and the app's on a worse day")
 
 
