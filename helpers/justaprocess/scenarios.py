@@ -481,7 +481,7 @@ class PidsExhausted(Scenario):
         # it, not computing it, keeps the limit exact.)
         place = cgroups.places_of(c.pid)["pids"]
         current = cgroups.read_stats({"pids": place}).pids_current
-        cgroups._write(os.path.join(place.path, "pids.max"), str(current))
+        cgroups.files._write(os.path.join(place.path, "pids.max"), str(current))
         self.params["pids"] = current
 
     def _truth(self):
