@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import cli
 
 from justaprocess import container, debug, proc, rootfs, runtimes
 from justaprocess.errors import LabError
@@ -133,16 +134,14 @@ def test_inspect_finds_a_loopback_only_listener_the_host_does_not_have(hand):
 
 
 def test_inspect_cli_text_and_json(hand):
-    r = subprocess.run([PY, "-m", "justaprocess", "inspect", str(hand.pid), "--json"],
-                       capture_output=True, text=True)
+    r = cli("inspect", str(hand.pid), "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["pid"] == hand.pid and d["nspid"][-1] == 1
     assert any(s["port"] == 8080 and s["loopback_only"] for s in d["sockets"])
-    r = subprocess.run([PY, "-m", "justaprocess", "inspect", str(hand.pid)], capture_output=True,
-                       text=True)
+    r = cli("inspect", str(hand.pid))
     assert "loopback only" in r.stdout and "NSpid" in r.stdout
-    r = subprocess.run([PY, "-m", "justaprocess", "inspect", "0"], capture_output=True, text=True)
+    r = cli("inspect", "0")
     assert r.returncode == 2 and "not a valid process ID" in r.stderr and "Traceback" not in r.stderr
 
 
