@@ -95,7 +95,7 @@ def test_at_memory_max_the_tool_is_killed_inside_and_works_in_the_debug_containe
         tool = list(scenarios.get("tool-oom").tool)
         r = c.exec(tool)
         assert r.returncode == -9
-        with D.debug_container(c) as dc:
+        with D.debug_container(c, memory="1536M") as dc:   # above the tool's buffer
             r = dc.run(tool)
             assert r.returncode == 0, r.stderr
         assert c.running()
