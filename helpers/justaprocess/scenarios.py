@@ -421,6 +421,13 @@ class ToolOOM(Scenario):
     def _make(self):
         self.target = self._container(["httpd", "-f", "-p", "8080"], memory=self.params["memory"],
                                       pids=32)
+        # No swap beyond the limit: on a machine with swap (many VMs) the tool would be
+        # swapped out instead of killed (cgroup-v2.rst memory.swap.max; v1 memory.memsw.*).
+        place = cgroups.places_of(self.target.pid)["memory"]
+        name, value = (("memory.swap.max", "0") if place.hierarchy.version == 2
+                       else ("memory.memsw.limit_in_bytes", str(self.params["memory"])))
+        if os.path.exists(os.path.join(place.path, name)):
+            cgroups.files._write(os.path.join(place.path, name), value)
 
     def _truth(self):
         from . import debug
