@@ -341,3 +341,11 @@ def test_two_step_start_from_a_multithreaded_caller(image, own_objects):
         c.start()
         assert c.pid == c._a                         # cloned straight into its namespaces
         assert c.wait(10) == 7 and c.logs() == "1\n"
+
+
+def test_exec_past_its_timeout_is_killed_and_says_so(box):
+    from justaprocess._launch import Timeout
+    with pytest.raises(Timeout, match="timeout=") as info:
+        box.exec(["/bin/sh", "-c", "echo started; exec sleep 30"], timeout=0.5)
+    assert info.value.result.signal == 9 and info.value.result.stdout == "started\n"
+    assert box.cgroup.pids() == [box.pid]   # nothing of it is left in the container

@@ -394,3 +394,13 @@ def test_the_exit_is_relayed_as_it_was(caller):
     os.kill(h.pid, signal.SIGKILL)  # PID 1 of a namespace takes SIGKILL from an ancestor
     assert h.wait(10).returncode == -signal.SIGKILL
     assert L.run(L.Spec(argv=["sh", "-c", "exit 137"], new="pid")).returncode == 137
+
+
+@root
+def test_lab_cleanup_of_its_owner_kills_what_it_launched(own_objects):
+    h = _sleeper(new="pid")
+    pid = h.pid
+    assert any(e.pid == pid for e in lab.entries() if e.kind == "process")
+    lab.cleanup(owner=os.getpid())   # what %lab_cleanup does for a kernel
+    assert _pidfd_gone(pid)
+    assert h.wait(5).signal == signal.SIGKILL

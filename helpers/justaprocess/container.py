@@ -311,7 +311,7 @@ class Container:
         away), its cgroup joined while the host's paths still resolve, then
         setns(2) into each namespace that differs from ours, a chroot into
         /proc/PID/root, and a fork: the pid namespace applies to children only.
-        Past ``timeout`` the command is killed (returncode -9).
+        Past ``timeout`` the command is killed and ``_launch.Timeout`` (a LabError) raised.
         """
         pid = self._need_pid()
         own, theirs = proc.namespaces("self"), proc.namespaces(pid)
@@ -323,7 +323,10 @@ class Container:
         try:
             r = _launch.run(spec, timeout=timeout)
         except _launch.Timeout as exc:
-            return exc.result
+            err = _launch.Timeout(f"exec in {self.name}: {argv[0]} did not finish within {timeout} s "
+                                  "- it was killed; pass a larger timeout=")
+            err.result = exc.result
+            raise err from None
         if r.error is not None:
             raise ContainerError(f"exec in {self.name}: {r.error}")
         return r
