@@ -348,4 +348,5 @@ def test_exec_past_its_timeout_is_killed_and_says_so(box):
     with pytest.raises(Timeout, match="timeout=") as info:
         box.exec(["/bin/sh", "-c", "echo started; exec sleep 30"], timeout=0.5)
     assert info.value.result.signal == 9 and info.value.result.stdout == "started\n"
-    assert box.cgroup.pids() == [box.pid]   # nothing of it is left in the container
+    assert box.cgroup.pids() == [box.pid]   # nothing of it is left in the container,
+    assert container.children_of(box.pid) == []  # not even a zombie for PID 1 to adopt

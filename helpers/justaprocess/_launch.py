@@ -847,13 +847,22 @@ class Handle:
         return self.result is None and not select.select([self._wait_fd], [], [], 0)[0]
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the process (through its pidfd: never a recycled PID) and its helper."""
-        for fd in {self.pidfd, self._wait_fd}:
-            if fd is not None and self.result is None:
-                try:
-                    signal.pidfd_send_signal(fd, sig)
-                except ProcessLookupError:
-                    pass
+        """Signal the process through its pidfd (never a recycled PID).
+
+        When a helper made it, the helper is left to reap it and end the same way
+        (killing both at once would leave it a zombie for whoever adopts it: in a
+        joined pid namespace, that namespace's PID 1).  The helper itself is
+        signalled only while there is no process of its own yet, or none left.
+        """
+        if self.result is not None:
+            return
+        t = self.pidfd if self.pidfd is not None and self.pidfd != self._wait_fd else None
+        targets = [t] if t is not None and not select.select([t], [], [], 0)[0] else [self._wait_fd]
+        for fd in targets:
+            try:
+                signal.pidfd_send_signal(fd, sig)
+            except ProcessLookupError:
+                pass
 
     def check(self) -> "Handle":
         if self.error is not None:
@@ -896,6 +905,10 @@ class Handle:
                 left = 0  # what it left behind keeps running: take what is there, no more
             events = poll.poll(None if left is None else max(0, int(left * 1000)))
             if exited and not self._plan.kill_group and not events:
+                end = [fd for fd, w in fds.items() if w == "end"]
+                if end:  # T itself (killed with its helper) is on its way out: wait for that
+                    select.select(end, [], [], None if deadline is None
+                                  else max(0.0, deadline - time.monotonic()))
                 break
             for fd, ev in events:
                 what = fds.get(fd)
