@@ -36,7 +36,7 @@ def caller(request, own_objects):
     if t is not None:
         t.join()
     # (the shared lab parent cgroup stays while another run's cgroups are in it)
-    mine = [e for e in lab.leftovers() if e.owner == os.getpid()
+    mine = [e for e in lab.entries() if e.owner == os.getpid() and lab.present(e)
             and os.path.basename(e.name) != cgroups.LAB_PARENT]
     assert mine == [], f"left behind: {mine}"
 
