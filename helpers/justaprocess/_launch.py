@@ -221,9 +221,9 @@ class Result:
     @property
     def sets(self):
         """Its five capability sets by name (capabilities.CapSets), or None."""
-        from . import capabilities
+        from . import _captable
         m = self.caps
-        return capabilities.from_masks(m) if m is not None else None
+        return _captable.from_masks(m) if m is not None else None
 
     @property
     def uid(self) -> int | None:
@@ -563,11 +563,11 @@ def _prepare(spec: Spec) -> tuple[_Plan, dict]:
         v = getattr(spec, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
             raise BadInput(f"{name}={v!r}: a number >= 0")
-    from . import capabilities
-    keep = capabilities.to_mask(spec.caps) if spec.caps is not None else None
-    drop = capabilities.to_mask(spec.drop) if spec.drop else 0
+    from . import _captable
+    keep = _captable.to_mask(spec.caps) if spec.caps is not None else None
+    drop = _captable.to_mask(spec.drop) if spec.drop else 0
     amb = spec.ambient if isinstance(spec.ambient, bool) else \
-        (capabilities.to_mask(spec.ambient) if spec.ambient else 0)
+        (_captable.to_mask(spec.ambient) if spec.ambient else 0)
     um = idmap_text(spec.uid_map, "uid_map")
     gm = idmap_text(spec.gid_map, "gid_map") if spec.gid_map is not None else um
     offsets = None
@@ -583,7 +583,7 @@ def _prepare(spec: Spec) -> tuple[_Plan, dict]:
     plan = _Plan(argv, spec.fn, label, new, [], [], um, gm,
                  "deny" if (gm and os.geteuid() != 0) else None,
                  spec.uid, spec.gid, list(spec.groups), keep, drop, amb, spec.bounding,
-                 capabilities.last_cap(), spec.no_new_privs, seccomp, spec.root, spec.pivot_root,
+                 _captable.last_cap(), spec.no_new_privs, seccomp, spec.root, spec.pivot_root,
                  spec.mount_proc, spec.hostname, spec.cwd,
                  dict(spec.env) if spec.env is not None else None, None, offsets, os.getpid())
     plan.lo_up = spec.lo_up

@@ -352,8 +352,8 @@ def reduce_capabilities(keep: int | None, drop: int = 0, *, bounding: bool = Tru
     stay until the next execve, which takes them down to the bounding set.
     """
     if last_cap is None:
-        from . import capabilities
-        last_cap = capabilities.last_cap()
+        from . import _captable
+        last_cap = _captable.last_cap()
     _Step.name = "capget"
     _, have, inh = _libc.capget()
     kept = have if keep is None else have & keep
