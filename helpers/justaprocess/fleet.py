@@ -30,6 +30,7 @@ busy loop, a worker that is killed as soon as it crosses its limit.
 """
 from __future__ import annotations
 
+import os
 import random
 import re
 import threading
@@ -54,7 +55,9 @@ SCRIPTS = {
                  'sh -c "while :; do :; done" & ' + _LOG,
     "oom": f'echo "$HOSTNAME starting"; {_WEB.format(listen=PORT)}; '
            'while :; do echo "$(date +%T) $HOSTNAME GET / 200"; '
-           'dd if=/dev/zero of=/dev/null bs=32M count=1 2>/dev/null '
+           # oom_score_adj 1000 (proc(5)): the OOM killer takes the worker, not PID 1
+           # (Kubernetes sets it per QoS class the same way)
+           '(echo 1000 > /proc/self/oom_score_adj; exec dd if=/dev/zero of=/dev/null bs=32M count=1) 2>/dev/null '
            '|| echo "$(date +%T) $HOSTNAME worker exited with status $?"; sleep 3; done',
     "unreachable": f'echo "$HOSTNAME starting"; {_WEB.format(listen="127.0.0.1:" + str(PORT))}; {_LOG}',
 }
@@ -76,6 +79,37 @@ class Member:
     @property
     def address(self) -> str | None:
         return self.container.address
+
+
+def _helper_out_of_cgroup(pid: int) -> None:
+    """Move the launcher's helper of PID 1 (its parent) back to the caller's cgroups.
+
+    From a notebook's kernel the launcher forks a helper that joins the container's
+    cgroup, clones PID 1 there and waits for it.  The helper is a fork of the kernel,
+    so its resident set is large: the OOM killer would pick it (cgroup-v2.rst, "OOM")
+    instead of the worker that crossed the limit, and PID 1 would die with it.  A
+    process may move between cgroups at any time (cgroups(7)); nothing else changes.
+    """
+    try:
+        ppid = int(proc.status(pid)["PPid"])
+    except (OSError, KeyError, ValueError):
+        return
+    if ppid in (0, 1, os.getpid()):
+        return
+    theirs, helper, mine = (cgroups.places_of(p) for p in (pid, ppid, "self"))
+    done = set()
+    for key, place in helper.items():
+        if key not in theirs or place.path != theirs[key].path or key not in mine:
+            continue
+        dest = mine[key].path
+        if dest in done:
+            continue
+        try:
+            with open(os.path.join(dest, "cgroup.procs"), "w") as f:
+                f.write(str(ppid))
+            done.add(dest)
+        except OSError:
+            continue  # gone already, or a v2 inner node refused it: leave it where it is
 
 
 class Row(NamedTuple):
@@ -151,6 +185,7 @@ class Fleet:
                 self.members.append(Member(name, c, fault))
                 c.create()
                 c.start()
+                _helper_out_of_cgroup(c.pid)
         except BaseException:
             self.remove()
             raise
@@ -223,13 +258,20 @@ class Fleet:
             raise BadInput(f"not a regular expression: {pattern!r} ({exc})") from None
         return [(n, line) for n, lines in self.logs().items() for line in lines if rx.search(line)]
 
-    def probe(self, port: int = PORT, timeout: float = 1.0) -> dict[str, bool]:
-        """Can the host open a TCP connection to each container's ``port`` over the bridge?"""
+    def probe(self, port: int = PORT, timeout: float = 1.0, tries: int = 3) -> dict[str, bool]:
+        """Can the host open a TCP connection to each container's ``port`` over the bridge?
+
+        A container counts as unreachable only when all ``tries`` fail: one lost
+        first packet (a neighbour entry still being resolved) is not a fault.
+        """
         self._need()
+
+        def one(m: Member) -> bool:
+            return bool(m.address) and any(network.reachable(m.address, port, timeout)
+                                           for _ in range(tries))
+
         with ThreadPoolExecutor(max_workers=4) as pool:
-            ok = pool.map(lambda m: bool(m.address) and network.reachable(m.address, port, timeout),
-                          self.members)
-            return dict(zip(self.names, ok))
+            return dict(zip(self.names, pool.map(one, self.members)))
 
     # -- one command everywhere --
     def exec(self, name: str, argv: list[str], timeout: float = 10) -> FanResult:

@@ -144,7 +144,11 @@ def env_for(store: str) -> dict[str, str]:
 def _cli(store: str, args: list[str], *, timeout: float = 120, input: str | None = None,
          check: bool = True) -> subprocess.CompletedProcess:
     """One podman command with the store's configuration, as a registered lab process."""
-    p = lab.spawn([binary(), *args], env=env_for(store), note="podman " + " ".join(args[:2]),
+    # cwd: the store.  conmon (podman's monitor) writes its OOM marker file "oom" into
+    # the working directory it inherits; podman 4.3 looks for it in the container's
+    # bundle instead, so that file must not land in the caller's folder.
+    p = lab.spawn([binary(), *args], env=env_for(store), cwd=store if os.path.isdir(store) else "/",
+                  note="podman " + " ".join(args[:2]),
                   stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
