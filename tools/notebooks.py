@@ -155,6 +155,13 @@ def learner_source(src: str) -> str:
     return "\n".join(out)
 
 
+def language_info() -> dict:
+    """The language_info this machine's Python kernel sends (ipykernel, the course's kernel)."""
+    from ipykernel.ipkernel import IPythonKernel
+
+    return copy.deepcopy(IPythonKernel.language_info)
+
+
 def learner(force: bool = False) -> list[str]:
     os.makedirs(LEARNER_DIR, exist_ok=True)
     written = []
@@ -170,6 +177,9 @@ def learner(force: bool = False) -> list[str]:
             if BEGIN in cell.source:
                 cell.source = learner_source(cell.source)
             cell.outputs, cell.execution_count = [], None
+        # What the kernel will report (kernel_info): without it the lab fills it in on
+        # opening and marks the copy modified before the learner did anything.
+        nb.metadata["language_info"] = language_info()
         nbformat.write(nb, dest)
         written.append(name)
     return written

@@ -32,6 +32,17 @@ chmod 0600 "$token_file"
 token=$(cat "$token_file")
 # Jupyter takes the file's content as it is: no trailing newline (older files had one).
 if [ "$(wc -c < "$token_file")" -ne "${#token}" ]; then ( umask 077; printf '%s' "$token" > "$token_file" ); fi
+# Say it before printing a URL that would lead to whatever else holds the port.
+if ! .venv/bin/python -c 'import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+s.bind((sys.argv[1], int(sys.argv[2])))' "${JAP_LAB_IP:-127.0.0.1}" "$port" 2>/dev/null; then
+  echo "error: port $port is taken (another JupyterLab? \`ss -ltnp 'sport = :$port'\` names it)." >&2
+  echo "       Stop that one, or start the lab on another port: make lab PORT=$((port + 1))" >&2
+  exit 1
+fi
+# The plain /lab URL restores the default workspace: make it open the index, not the Launcher.
+.venv/bin/python tools/lab_workspace.py
 url="http://127.0.0.1:${port}/lab/tree/learner/index.ipynb"
 echo
 echo "Just a Process: JupyterLab at"
@@ -45,7 +56,11 @@ echo "(solutions for instructors: notebooks/*.ipynb; stop with Ctrl-C)"
 echo
 unset token
 export JUPYTER_TOKEN_FILE=$token_file
+# Kernels over IPC (unix(7) sockets in Jupyter's runtime folder), not TCP ports: no race
+# for ports when several notebooks reopen at once (ZMQError: Address already in use),
+# and no kernel port on the network.
 exec .venv/bin/jupyter lab --allow-root --no-browser \
   --ServerApp.ip="${JAP_LAB_IP:-127.0.0.1}" --ServerApp.port="$port" --ServerApp.port_retries=0 \
   --ServerApp.root_dir="$PWD/notebooks" \
+  --KernelManager.transport=ipc \
   --LabApp.default_url=/lab/tree/learner/index.ipynb

@@ -194,7 +194,20 @@ def browser_lab(shots):
             page = browser.new_page(viewport={"width": 1366, "height": 1000})
             page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
             page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-            page.goto(url)
+            # The plain /lab URL (what people type) opens the course index, not the Launcher.
+            plain = browser.new_page(viewport={"width": 1366, "height": 1000})
+            plain.goto(re.sub(r"/lab/tree/[^?]*", "/lab", url))
+            plain.locator("#jupyterlab-splash").wait_for(state="detached", timeout=CELL_TIMEOUT_MS)
+            plain.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current",
+                          has_text="index.ipynb").wait_for()
+            idle(plain)
+            panel(plain).locator(".jp-RenderedMarkdown").first.wait_for()
+            plain.screenshot(path=os.path.join(shots, "lab-plain-url.png"))
+            assert not plain.locator(".jp-Launcher:visible").count(), "the plain /lab URL shows the Launcher"
+            plain.close()
+            page.goto(url)  # what make lab prints
+            page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=CELL_TIMEOUT_MS)
+            idle(page)  # the index's kernel: the lab has finished opening
             yield page, server, console
             browser.close()
     finally:
@@ -213,6 +226,12 @@ def browser_lab(shots):
         left = [e for pid, _ in server.kernels for e in lab.cleanup(owner=pid)]
         assert not changed, f"the lab saved over learner copies (restored): {changed}"
         assert not left, f"the kernels left lab objects behind (now removed): {left}"
+
+
+def idle(page):
+    """Wait for "Idle" in the status bar (the kernel of the notebook in front)."""
+    page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"\| Idle")).first.wait_for(
+        timeout=CELL_TIMEOUT_MS)
 
 
 def panel(page):
@@ -265,10 +284,10 @@ def run_cell_by_cell(page, nb, chapter: str, shots: str) -> None:
     cells.nth(len(cells_in_file) - 1).wait_for(state="attached")
     assert cells.count() == len(cells_in_file), \
         f"{chapter}: {cells.count()} cells in the page, {len(cells_in_file)} in the file"
-    # A cell run before the kernel is connected is silently not run: wait for "Idle"
-    # in the status bar (it shows the kernel of the notebook in front).
-    page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"\| Idle")).first.wait_for(
-        timeout=CELL_TIMEOUT_MS)
+    # A cell run before the kernel is connected is silently not run.
+    idle(page)
+    current = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")
+    assert chapter in current.inner_text(), f"{current.inner_text()!r} is in front, not {chapter}"
     for i, source in enumerate(cells_in_file):
         if source.cell_type != "code":
             continue
@@ -383,6 +402,20 @@ def test_widgets_render_and_respond_in_the_browser(browser_lab, shots):
                     f"capability widgets {probes}")
         page.evaluate("() => { window.japLive = {}; }")
         page.keyboard.press("Control+Home")
+    # Opening the index must not mark it modified (its language_info is already the kernel's).
+    index_tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="index.ipynb")
+    if "jp-mod-dirty" in (index_tab.get_attribute("class") or ""):
+        problems.append("learner/index.ipynb is marked modified, though nobody changed it")
+    # Kernels talk over IPC sockets (tools/start-lab.sh), not TCP ports.
+    for pid, _ in server.kernels:
+        try:
+            argv = psutil.Process(pid).cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if "-f" in argv:
+            info = json.load(open(argv[argv.index("-f") + 1]))
+            if info.get("transport") != "ipc":
+                problems.append(f"kernel {pid} uses transport {info.get('transport')!r}, not ipc")
     errors = [m for m in console if (m.startswith("error") or m.startswith("pageerror"))
               and WIDGET_ERROR.search(m)]
     problems += [f"browser console: {m}" for m in errors]
