@@ -24,10 +24,11 @@ import json
 import os
 import re
 import secrets
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 
-from . import proc
+from . import _libc, proc
 from .errors import BadInput, needs
 
 PREFIX = "jap"
@@ -250,3 +251,15 @@ def note_netns_dir() -> None:
     if not mounted(NETNS_DIR):
         os.makedirs(state_dir(), exist_ok=True)
         open(os.path.join(state_dir(), NETNS_MARK), "a").close()
+
+
+def remove_dir(path: str) -> None:
+    """Remove a lab folder, unmounting whatever is mounted at or below it first.
+
+    rmtree would otherwise descend into a bind mount and delete the *source*'s files.
+    """
+    below = mount_targets()
+    for target in sorted((t for t in below if t == path or t.startswith(path + "/")),
+                         key=len, reverse=True):
+        _libc.umount2(target, _libc.MNT_DETACH)
+    shutil.rmtree(path, ignore_errors=False)

@@ -17,7 +17,7 @@ import signal
 import time
 from typing import Iterable
 
-from . import _libc, _loop, _netlink, _registry, cgroups
+from . import _libc, _loop, _netlink, _podman_store, _registry, cgroups
 from ._registry import (  # noqa: F401 - the registry's API, as lab.X
     KINDS, NETNS_DIR, PREFIX, Entry, cache_dir, entries, in_lab_dirs, is_lab_name,
     is_lab_object, name, new_id, owner_alive, register, run_dir, state_dir, unregister)
@@ -96,8 +96,7 @@ def present(e: Entry) -> bool:
         now = _read_sysctl(e.name)
         return now is not None and now.split() != e.value.split()
     if e.kind == "podman":  # a podman store or an object in it: podman knows
-        from . import podman
-        return podman.present(e.name)
+        return _podman_store.present(e.name)
     return False
 
 
@@ -116,14 +115,7 @@ def _kill(pid: int, start: int, timeout: float = 3.0) -> None:
         time.sleep(0.005)
 
 
-def _remove_dir(path: str) -> None:
-    # Unmount anything still mounted beneath it first: rmtree would otherwise
-    # descend into a bind mount and delete the *source*'s files.
-    below = _registry.mount_targets()
-    for target in sorted((t for t in below if t == path or t.startswith(path + "/")),
-                         key=len, reverse=True):
-        _libc.umount2(target, _libc.MNT_DETACH)
-    shutil.rmtree(path, ignore_errors=False)
+_remove_dir = _registry.remove_dir
 
 
 @needs("root", "removing a lab object:")
@@ -159,8 +151,7 @@ def remove(e: Entry) -> None:
         elif e.kind == "dir":
             _remove_dir(e.name)
         elif e.kind == "podman":
-            from . import podman
-            podman.remove(e.name)
+            _podman_store.remove(e.name)
         if present(e):
             raise StillPresent(f"{e.kind} {e.name} is still there after removing it")
     unregister(e)
