@@ -16,7 +16,8 @@ from .errors import LabError
 # Modules that may add subcommands; missing ones are skipped, so a chapter's
 # module adds its command by defining add_cli() - no edit here needed.
 CLI_MODULES = ("cli_lab", "namespaces", "cgroups", "capabilities", "network",
-               "container", "runtimes", "debug", "debugcontainer", "checks.progress")
+               "container", "runtimes", "debug", "debugcontainer", "checks.progress",
+               "workshop")
 
 
 def parser() -> argparse.ArgumentParser:

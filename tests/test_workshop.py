@@ -1,0 +1,94 @@
+"""The instructor's kit (justaprocess.workshop): the seat list, the roster, login cards,
+the readiness run - against this machine as the seat `local` (SSH itself is not run here)."""
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from justaprocess import workshop
+from justaprocess.errors import BadInput
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "justaprocess", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=dict(os.environ, **(env or {})), timeout=120)
+
+
+def test_the_seat_list(tmp_path):
+    f = tmp_path / "seats.txt"
+    f.write_text("# the workshop\n10.0.0.5 alice\n\nseat-2.example.org   # a name is optional\nlocal host\n")
+    assert workshop.read_seats(str(f)) == [("10.0.0.5", "alice"), ("seat-2.example.org", "seat-2.example.org"),
+                                           ("local", "host")]
+    f.write_text("a b c\n")
+    with pytest.raises(BadInput, match="one seat a line, ADDRESS"):
+        workshop.read_seats(str(f))
+    f.write_text("# nobody\n")
+    with pytest.raises(BadInput, match="lists no seat"):
+        workshop.read_seats(str(f))
+    r = cli("roster", str(tmp_path / "missing.txt"))
+    assert r.returncode == 2 and "cannot read the seat list" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.root
+def test_roster_reads_a_seats_real_progress(tmp_path):
+    progress = tmp_path / "progress.jsonl"
+    attempts = [{"time": "2026-11-29T10:00:00Z", "chapter": "03", "exercise": 1, "ok": False},
+                {"time": "2026-11-29T10:05:00Z", "chapter": "03", "exercise": 1, "ok": True},
+                {"time": "2026-11-29T10:09:00Z", "chapter": "04", "exercise": 2, "ok": False}]
+    progress.write_text("".join(json.dumps(a) + "\n" for a in attempts))
+    (tmp_path / "seats.txt").write_text("local host\n")
+    # the seat runs its own `python -m justaprocess progress --json` (here: this checkout's)
+    r = cli("roster", str(tmp_path / "seats.txt"), "--json", env={"JAP_PROGRESS": str(progress)})
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)
+    assert row["seat"] == "host" and row["chapter"] == "04" and row["solved"] == 1
+    assert row["exercises"] >= 3 and row["last"] == "2026-11-29T10:09:00Z" and not row["problem"]
+    table = cli("roster", str(tmp_path / "seats.txt"), env={"JAP_PROGRESS": str(progress)}).stdout
+    assert "host" in table and f"1/{row['exercises']}" in table
+
+
+def test_a_seat_that_does_not_answer_is_a_row_that_says_why():
+    seat = workshop.Seat("203.0.113.9", "seat-9")
+    row = workshop.roster_row(workshop.Answer(seat, 255, "", "ssh: connect to host 203.0.113.9 port 22: timed out"))
+    assert row.problem.endswith("timed out")
+    assert "no answer: ssh: connect" in workshop.roster_table([row])
+    row = workshop.roster_row(workshop.Answer(seat, 0, "not json", ""))
+    assert row.problem == "progress --json printed no JSON"
+
+
+@pytest.mark.root
+def test_login_cards_carry_the_seats_token_and_are_private(tmp_path):
+    token_file = "/var/lib/justaprocess/jupyter-token"
+    if not os.path.exists(token_file):
+        pytest.skip("no lab token on this machine yet (make lab makes it)")
+    (tmp_path / "seats.txt").write_text("local host\n")
+    out = tmp_path / "cards.html"
+    r = cli("cards", str(tmp_path / "seats.txt"), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    page = out.read_text()
+    token = open(token_file).read().strip()
+    assert f"/lab?token={token}" in page and "seat host" in page and "port 8888" in page
+
+
+def test_cards_say_which_seats_are_not_ready():
+    seat = workshop.Seat("198.51.100.7", "bob")
+    page = workshop.card_html([(seat, None, "ssh: no route")])
+    assert "not ready:</b> ssh: no route" in page and "token=" not in page
+    page = workshop.card_html([(seat, "ab12", "")])
+    assert "ssh -N -L 8888:127.0.0.1:8888 jap@198.51.100.7" in page and "/lab?token=ab12" in page
+
+
+@pytest.mark.root
+def test_ready_runs_each_seats_make_test_and_summarises(tmp_path):
+    (tmp_path / "Makefile").write_text("test:\n\t@echo '3 passed in 0.10s'\n")
+    seats = [workshop.Seat("local", "host")]
+    assert workshop.ready(seats, repo=str(tmp_path)) == [(seats[0], True, "3 passed in 0.10s")]
+    (tmp_path / "Makefile").write_text("test:\n\t@echo '1 failed, 2 passed in 0.10s'; exit 1\n")
+    (seat, ok, last), = workshop.ready(seats, repo=str(tmp_path))
+    assert not ok and last == "1 failed, 2 passed in 0.10s"
