@@ -2,7 +2,8 @@
 # Guest job of `make test-v2`: the image was provisioned in a chroot by
 # vagrant/provision.sh; here, booted on cgroup v2, run the helpers' unit tests
 # and the notebooks that touch cgroups (03 control groups, 05 container by
-# hand, 06 runtimes: whichever exist).
+# hand, 06 runtimes) and every troubleshooting chapter (08-15: they exec into,
+# limit and inspect containers, which differs between cgroup v1 and v2).
 set -u
 # shellcheck source=vagrant/image/guest/common.sh
 . /mnt/results/common.sh
@@ -24,7 +25,7 @@ else
   done
 fi
 nbs=()
-for f in notebooks/03-*.ipynb notebooks/05-*.ipynb notebooks/06-*.ipynb; do [ -e "$f" ] && nbs+=("$f"); done
+for f in notebooks/03-*.ipynb notebooks/05-*.ipynb notebooks/06-*.ipynb notebooks/0[89]-*.ipynb notebooks/1[0-5]-*.ipynb; do [ -e "$f" ] && nbs+=("$f"); done
 echo "unit tests: ${units[*]}"
 echo "notebooks: ${nbs[*]:-(none yet)}"
 rc=0
