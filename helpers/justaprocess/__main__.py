@@ -17,7 +17,7 @@ from .errors import LabError
 # module adds its command by defining add_cli() - no edit here needed.
 CLI_MODULES = ("cli_lab", "namespaces", "cgroups", "capabilities", "network",
                "container", "runtimes", "debug", "debugcontainer", "checks.progress",
-               "workshop")
+               "workshop", "incidents")
 
 
 def parser() -> argparse.ArgumentParser:
