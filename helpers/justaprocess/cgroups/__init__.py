@@ -27,7 +27,7 @@ from .files import (  # noqa: F401
     _int, _keyed, _v1_limit)
 from .tree import (  # noqa: F401
     CORE, HYBRID, Hierarchy, LAB_PARENT, MOUNTS, Place, ROOT, V1, V1_CONTROLLERS, V2,
-    V2_CONTROLLERS, _CAP_SYS_ADMIN, _V1_OPTIONS, _enable, _mount_table, _rmdir_if_empty,
+    V2_CONTROLLERS, _V1_OPTIONS, _enable, _mount_table, _rmdir_if_empty,
     _xattr, controllers, delegated, enter_leaf, hierarchies, lab_base, layout, own_path,
     pids_in, places_of, remove)
 from .limits import (  # noqa: F401

@@ -45,7 +45,7 @@ import signal
 import time
 from typing import NamedTuple
 
-from .. import _registry, proc
+from .. import _captable, _registry, proc
 from ..errors import BadInput, LabError, NeedsPrivilege, NotSupported, needs
 from . import files
 
@@ -235,9 +235,6 @@ def _xattr(path: str, name: str) -> str | None:
         raise
 
 
-_CAP_SYS_ADMIN = 21  # capabilities(7)
-
-
 def delegated(path: str) -> bool:
     """Did systemd hand this cgroup over (``Delegate=yes``)?  See systemd's CGROUP_DELEGATION.md.
 
@@ -248,7 +245,7 @@ def delegated(path: str) -> bool:
     """
     if _xattr(path, "user.delegate") == "1":
         return True
-    if not proc.caps("self").effective >> _CAP_SYS_ADMIN & 1:
+    if not proc.caps("self").effective & _captable.to_mask(["cap_sys_admin"]):
         raise NeedsPrivilege("CAP_SYS_ADMIN", f"telling whether {path} was delegated "
                                               "(systemd's trusted.delegate mark is hidden without it):")
     return _xattr(path, "trusted.delegate") == "1"
