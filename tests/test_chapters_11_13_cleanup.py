@@ -64,7 +64,7 @@ def test_a_kernel_killed_mid_chapter_leaves_nothing_after_stale_cleanup():
         kc.stop_channels()
         km.cleanup_resources()
     assert _mine(kernel), "the killed kernel's objects should still be registered before cleanup"
-    lab.cleanup(stale=True)  # what the next notebook's setup cell does
+    lab.cleanup(owner=kernel)  # what the next setup cell (stale cleanup) does for this dead kernel
     assert not _mine(kernel)
     for p, start in starts.items():
         assert not lab._alive(p, start), f"process {p} survived"

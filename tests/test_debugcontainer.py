@@ -1,11 +1,13 @@
 """Debug containers (justaprocess.debugcontainer): real processes in a target's namespaces."""
+import fcntl
 import os
 import pty
 import select
 import subprocess
+import termios
 
 import pytest
-from conftest import PY, cli, wait_exit
+from conftest import PY, cli, wait_exit, wait_for
 
 from justaprocess import cgroups, lab, proc, rootfs, runtimes, scenarios
 from justaprocess import debugcontainer as D
@@ -147,6 +149,59 @@ def _drive(target: str, commands: bytes, timeout: float = 30.0) -> tuple[int, st
     return p.wait(timeout), out.decode(errors="replace"), p.pid
 
 
+def _descendants(pid: int) -> list[str]:
+    """The names of a process's descendants (proc(5) task/*/children)."""
+    from justaprocess.container import children_of
+    names, todo = [], [pid]
+    while todo:
+        try:
+            kids = children_of(todo.pop())
+        except FileNotFoundError:
+            continue
+        todo += kids
+        for k in kids:
+            try:
+                names.append(proc.status(k)["Name"])
+            except LabError:
+                pass
+    return names
+
+
+def _controlling_tty():
+    # After start_new_session's setsid: make the pty our controlling terminal, as a
+    # login shell's terminal is, so that ^C typed on it sends SIGINT (termios(3)).
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def test_cli_ctrl_c_interrupts_the_command_in_the_debug_shell_not_the_shell(app):
+    master, slave = pty.openpty()
+    p = subprocess.Popen([PY, "-m", "justaprocess", "debug", str(app.pid)], stdin=slave, stdout=slave,
+                         stderr=slave, start_new_session=True, preexec_fn=_controlling_tty)
+    os.close(slave)
+    out = b""
+
+    def until(text: bytes, after: int = 0) -> None:
+        nonlocal out
+        while text not in out[after:]:
+            assert select.select([master], [], [], 30)[0], out.decode(errors="replace")
+            out += os.read(master, 4096)
+
+    try:
+        until(b"# ")
+        os.write(master, b"sleep 1000\n")
+        until(b"sleep 1000\r\n")           # echoed: the shell has read the line ...
+        wait_for(lambda: "sleep" in _descendants(p.pid), what="the sleep in the debug shell")
+        mark = len(out)                   # ... and runs it, the terminal back in cooked mode
+        os.write(master, b"\x03")          # ^C: the terminal sends SIGINT to its foreground group
+        until(b"# ", after=mark)          # a new prompt (typing earlier: ^C flushes the input)
+        os.write(master, b"echo status=$?; exit 7\n")
+        until(b"status=130")              # 128 + SIGINT: the sleep was interrupted ...
+        assert p.wait(30) == 7            # ... and the shell carried on to its exit
+    finally:
+        os.close(master)
+    _gone(p.pid)
+
+
 def _gone(cli_pid: int) -> None:
     assert not [e for e in lab.entries() if e.owner == cli_pid], "the CLI left registered objects"
 
@@ -207,7 +262,7 @@ def test_a_killed_cli_leaves_nothing_after_the_stale_cleanup(app):
     shells = [e.pid for e in left if e.kind == "process"]
     for pid in shells:   # PR_SET_PDEATHSIG: the shell dies with the CLI
         assert wait_exit(pid)
-    lab.cleanup(stale=True)
+    lab.cleanup(owner=p.pid)   # what a stale cleanup does for this dead owner (others may run theirs now)
     assert not [e for e in lab.entries() if e.owner == p.pid]
     assert not any(os.path.exists(e.name) for e in left if e.kind in ("dir", "cgroup"))
     assert app.running()

@@ -110,7 +110,7 @@ import json, os, signal, sys
 from justaprocess import remote
 s = remote.service(debug="public")
 pub = remote.publish(s.address, remote.DEBUG_PORT)
-print(json.dumps({"pid": s.pid, "dir": s.container.dir, "cgroups": s.container.cgroups,
+print(json.dumps({"owner": os.getpid(), "pid": s.pid, "dir": s.container.dir, "cgroups": s.container.cgroups,
                   "veth": s.container.net.lease.host_ifname, "port": pub.port}), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)   # a kernel killed mid-notebook: no remove(), no atexit
 """
@@ -124,7 +124,7 @@ def test_a_killed_owner_leaves_nothing_after_the_stale_cleanup():
     assert wait_exit(left["pid"]), "the service outlived its creator"
     with pytest.raises(remote.Unreachable):   # the published port went with the process
         remote.request("127.0.0.1", left["port"], "/cgi-bin/env")
-    lab.cleanup(stale=True)
+    lab.cleanup(owner=left["owner"])   # what a stale cleanup does for this dead owner
     assert not os.path.exists(left["dir"])
     assert not any(os.path.exists(d) for d in left["cgroups"])
     assert not os.path.exists(f"/sys/class/net/{left['veth']}")

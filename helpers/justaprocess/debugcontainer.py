@@ -335,6 +335,21 @@ def shell(target, *, share=None, tools: str | None = None, argv: Sequence[str] =
               f"  the target is PID {inside} here: its files are at /proc/{inside}/root\n"
               "  exit (or ^D) removes the debug container", file=out, flush=True)
         h = dc.start(argv, stdin="inherit", stdout="inherit", stderr="inherit")
+        def forward(signum, frame):  # noqa: ARG001
+            # The shell runs in a session of its own (the launcher's setsid), so the
+            # terminal's ^C reaches us: pass it on to the shell and what it runs (job
+            # control is off: it has no tty of its own) - not to the launcher's helper,
+            # which relays the shell's exit and would die of it.
+            from .container import children_of
+            todo = [h.pid]
+            while todo:
+                pid = todo.pop()
+                try:
+                    todo += children_of(pid)
+                    os.kill(pid, signum)
+                except (ProcessLookupError, FileNotFoundError):
+                    pass
+        signal.signal(signal.SIGINT, forward)
         r = h.wait()
         return r.returncode if r.returncode >= 0 else 128 - r.returncode
     finally:
