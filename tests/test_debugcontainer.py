@@ -120,11 +120,11 @@ def test_the_sharing_table_is_read_from_live_processes(app):
 
 # --- the command line, driven through a pseudo-terminal -------------------------------------
 
-def _drive(target: str, commands: bytes, timeout: float = 30.0) -> tuple[int, str, int]:
+def _drive(target: str, commands: bytes, timeout: float = 30.0, env=None) -> tuple[int, str, int]:
     """Run `python -m justaprocess debug TARGET` on a pty, type ``commands``; (exit, output, pid)."""
     master, slave = pty.openpty()
     p = subprocess.Popen([PY, "-m", "justaprocess", "debug", target], stdin=slave, stdout=slave,
-                         stderr=slave, start_new_session=True)
+                         stderr=slave, start_new_session=True, env=env)
     os.close(slave)
     out = b""
     typed = False
@@ -266,3 +266,22 @@ def test_a_killed_cli_leaves_nothing_after_the_stale_cleanup(app):
     assert not [e for e in lab.entries() if e.owner == p.pid]
     assert not any(os.path.exists(e.name) for e in left if e.kind in ("dir", "cgroup"))
     assert app.running()
+
+
+def test_cli_debug_shell_on_a_podman_container(own_objects):
+    from justaprocess import podman
+    why = podman.missing()
+    if why:
+        pytest.skip(why)
+    with podman.Store().create() as st:
+        name = lab.name("web")
+        st.run(name, ["sh", "-c", "echo podman-app > /tmp/mark; exec httpd -f -p 8080"], detach=True)
+        pid = st.pid(name)
+        # By name: podman finds the lab store's container through its configuration (st.env).
+        env = {**os.environ, **st.env}
+        for target in (name, str(pid)):
+            code, out, cli_pid = _drive(target, b"cat /proc/1/root/tmp/mark; netstat -ltn | grep -c :8080; exit\n",
+                                        env=env)
+            assert code == 0, out
+            assert "podman-app" in out and "\r\n1\r\n" in out, out
+            _gone(cli_pid)
