@@ -240,3 +240,32 @@ def test_the_run_netns_mount_made_by_ip_netns_add_goes_with_the_last_lab_namespa
     lab.remove(entries[1])
     assert not lab._mounted(lab.NETNS_DIR)
     assert not [e for e in lab.leftovers() if e.name == lab.NETNS_DIR]
+
+
+def test_two_cleanups_emptying_one_folder_at_once_both_succeed(tmp_path):
+    """Two stale cleanups (two test runs, two setup cells) may remove the same folder at
+    once; each finds files the other already unlinked. Seen: CleanupIncomplete with
+    "No such file or directory" for a folder that was gone."""
+    import threading
+
+    from justaprocess import _registry
+
+    for _ in range(5):
+        base = tmp_path / "jap-0a1b2c"
+        for i in range(300):
+            (base / f"d{i % 20}").mkdir(parents=True, exist_ok=True)
+            (base / f"d{i % 20}" / f"f{i}").touch()
+        errors = []
+
+        def remove():
+            try:
+                _registry.remove_dir(str(base))
+            except OSError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=remove) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and not base.exists()
