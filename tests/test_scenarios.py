@@ -76,7 +76,7 @@ def test_tool_oom_kills_the_tool_and_counts_it_in_the_cgroup():
         before = cgroups.read_stats(cgroups.places_of(s.target.pid)).oom_kills
         said = s.reproduce()
         assert "Killed (SIGKILL)" in said
-        assert cgroups.read_stats(cgroups.places_of(s.target.pid)).oom_kills == before + 1
+        assert cgroups.read_stats(cgroups.places_of(s.target.pid)).oom_kills >= before + 1  # a v1 memcg may kill twice
         assert s.target.running()  # the app survived; the tool did not
         assert s.verify(Diagnosis("memory-limit", {"limit": "memory", "max": s.params["memory"]})).ok
         assert s.verify(Diagnosis("memory-limit", {"limit": "Memory",
