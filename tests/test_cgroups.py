@@ -72,7 +72,7 @@ FILES = {  # what a v2 cgroup directory holds, per controller (cgroup-v2.rst)
            "cgroup.kill": "", "cgroup.subtree_control": "", "cgroup.type": "domain\n",
            "cpu.stat": "usage_usec 0\nuser_usec 0\nsystem_usec 0\n"},
     "memory": {"memory.current": "0\n", "memory.peak": "0\n", "memory.max": "max\n",
-               "memory.high": "max\n", "memory.low": "0\n", "memory.swap.max": "max\n",
+               "memory.high": "max\n", "memory.low": "0\n", "memory.min": "0\n", "memory.swap.max": "max\n",
                "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n"},
     "cpu": {"cpu.max": "max 100000\n", "cpu.weight": "100\n",
             "cpu.stat": "usage_usec 0\nuser_usec 0\nsystem_usec 0\nnr_periods 0\n"
@@ -202,7 +202,8 @@ def test_v2_refuses_to_climb_out_of_an_undelegated_cgroup(fake_v2):
 def test_v2_lab_parent_beside_the_server_leaf_in_a_delegated_unit(fake_v2):
     unit = os.path.join(fake_v2.root, "system.slice/jupyter.service")
     _delegate(fake_v2, unit)
-    cg = fake_v2.cgroup(memory="64M", memory_high="32M", swap=0, cpu=0.2, pids=20).create()
+    cg = fake_v2.cgroup(memory="64M", memory_high="32M", memory_low="16M", memory_min="8M",
+                        swap=0, cpu=0.2, pids=20).create()
     parent = os.path.join(unit, cgroups.LAB_PARENT)
     assert cg.path == os.path.join(parent, cg.name) and cg.paths == [cg.path]
     # Controllers handed down: unit -> lab parent -> the cgroup gets the files.
@@ -210,12 +211,16 @@ def test_v2_lab_parent_beside_the_server_leaf_in_a_delegated_unit(fake_v2):
     assert set(fake_v2.get(parent, "cgroup.subtree_control").split()) >= {"memory", "cpu", "pids", "io"}
     assert fake_v2.get(cg.path, "memory.max").strip() == str(64 << 20)
     assert fake_v2.get(cg.path, "memory.high").strip() == str(32 << 20)
+    # the soft limit (Docker's --memory-reservation, runc's MemoryReservation) is memory.low
+    assert fake_v2.get(cg.path, "memory.low").strip() == str(16 << 20)
+    assert fake_v2.get(cg.path, "memory.min").strip() == str(8 << 20)
     assert fake_v2.get(cg.path, "memory.swap.max").strip() == "0"
     assert fake_v2.get(cg.path, "cpu.max").strip() == "20000 100000"
     assert fake_v2.get(cg.path, "pids.max").strip() == "20"
     assert registered() == {parent, cg.path}
     s = cg.stats()
     assert (s.memory_max, s.memory_high, s.cpu_quota, s.pids_max) == (64 << 20, 32 << 20, 0.2, 20)
+    assert (s.memory_low, s.memory_min) == (16 << 20, 8 << 20)
     assert s.populated is False and s.oom_kills == 0 and s.cpu_throttled == 0
     cg.remove()
     assert not os.path.exists(parent) and not cg.created and registered() == set()
@@ -619,9 +624,18 @@ def fake_v1(tmp_path, monkeypatch):
     return fake
 
 
+def test_v1_refuses_the_v2_only_memory_files(fake_v1):
+    # v1 has no memory.high (a throttle) nor memory.min; its soft limit is v2's memory.low
+    for kw in (dict(memory_high="32M"), dict(memory_min="8M")):
+        cg = fake_v1.cgroup(memory="64M", **kw)
+        with pytest.raises(NotSupported, match="memory_low="):
+            cg.create()
+        assert not cg.created
+
+
 def test_v1_layout_one_directory_per_hierarchy(fake_v1):
     assert cgroups.layout(fake_v1.root, fake_v1.mounts) == cgroups.V1
-    cg = fake_v1.cgroup(memory="64M", memory_high="32M", cpu=0.25, pids=9,
+    cg = fake_v1.cgroup(memory="64M", memory_low="32M", cpu=0.25, pids=9,
                         devices=["c 1:3 rwm"]).create()
     want = {os.path.join(fake_v1.root, d, "user.slice", cgroups.LAB_PARENT, cg.name) for d in fake_v1.MOUNTS}
     assert set(cg.paths) == want and len(cg.paths) == 6          # cpu,cpuacct: one directory
@@ -633,7 +647,8 @@ def test_v1_layout_one_directory_per_hierarchy(fake_v1):
     assert fake_v1.get(cg.places["devices"].path, "devices.allow").strip() == "c 1:3 rwm"
     assert ("devices.deny", "a") in [(os.path.basename(p), v) for p, v in cg.written]
     s = cg.stats()
-    assert (s.memory_max, s.memory_high, s.cpu_quota, s.pids_max) == (64 << 20, 32 << 20, 0.25, 9)
+    assert (s.memory_max, s.memory_low, s.cpu_quota, s.pids_max) == (64 << 20, 32 << 20, 0.25, 9)
+    assert s.memory_high is None and s.memory_min is None     # no such files on v1
     assert s.populated is False and s.frozen is False
     fake_v1.put(cg.places["cpu"].path, "cpu.stat", "nr_periods 10\nnr_throttled 7\nthrottled_time 3000000\n")
     fake_v1.put(cg.places["cpuacct"].path, "cpuacct.usage", "420000000\n")

@@ -55,6 +55,23 @@ def test_mknod_reads_a_lab_disk_unless_cap_mknod_dropped(box):
     wait_for(lambda: not ins.loop_attached(d.path), what="the loop device detached")
 
 
+def test_cap_sys_admin_undoes_read_only_proc_sys_and_the_missing_cap_mknod(box):
+    # a fresh procfs has a writable /proc/sys; devtmpfs holds a node for every device
+    old = ins.read_sysctl()
+    try:
+        out = box.run(ins.sysctl_fresh_proc(), ro_proc_sys=True, pid_ns=True)
+        assert out.ok and ins.read_sysctl() == out.value == old + 1
+    finally:
+        ins.restore_sysctl(old)
+    no_admin = box.run(ins.sysctl_fresh_proc(), ro_proc_sys=True, pid_ns=True, drop=("CAP_SYS_ADMIN",))
+    assert not no_admin.ok and "EPERM" in no_admin.error and ins.read_sysctl() == old
+    with ins.HostDisk(os.path.join(box.dir, "jap-disk.img"), "JAP DISK 8") as d:
+        assert box.run(ins.devtmpfs_read(d.major, d.minor), drop=("CAP_MKNOD",)).value == "JAP DISK 8"
+        out = box.run(ins.devtmpfs_read(d.major, d.minor), drop=("CAP_MKNOD", "CAP_SYS_ADMIN"))
+        assert not out.ok and "EPERM" in out.error
+    wait_for(lambda: not ins.loop_attached(d.path), what="the loop device detached")
+
+
 def test_shared_pid_namespace_lets_it_kill_a_host_process(box):
     victim, target = ins.start_victim()
     try:

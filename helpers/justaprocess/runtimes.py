@@ -120,6 +120,35 @@ def check_options(memory, pids, caps) -> None:
         capabilities.to_mask(caps)
 
 
+_SPEC: dict = {}
+
+
+def runc_spec() -> dict:
+    """The config.json that ``runc spec`` writes on this machine (run once, in a temporary folder).
+
+    runc's example spec depends on the host: on cgroup v2 it adds the cgroup namespace
+    (libcontainer/specconv/example.go), so what "runc's default" is must be read, not remembered.
+    """
+    if "cfg" not in _SPEC:
+        import tempfile
+        exe = shutil.which("runc")
+        if exe is None:
+            raise MissingTool("runc", "runc")
+        with tempfile.TemporaryDirectory(prefix="jap-spec-") as d:
+            r = subprocess.run([exe, "spec", "--bundle", d], capture_output=True, text=True, timeout=30)
+            if r.returncode != 0:
+                raise LabError(f"`runc spec` failed: {r.stderr.strip() or r.returncode}")
+            with open(os.path.join(d, "config.json")) as f:
+                _SPEC["cfg"] = json.load(f)
+    return _SPEC["cfg"]
+
+
+def spec_namespaces() -> tuple[str, ...]:
+    """The namespace kinds ``runc spec`` asks for here, in OCI spelling (``network``, ``mount``):
+    pid, network, ipc, uts, mount - and cgroup on a cgroup v2 host."""
+    return tuple(n["type"] for n in runc_spec()["linux"]["namespaces"])
+
+
 # `runc spec`'s defaults (runc 1.1, libcontainer/specconv/example.go).
 RUNC_SPEC_CAPS = ("CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE")
 MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
@@ -176,9 +205,11 @@ def config(rootfs: str, argv: list[str], *, hostname: str = "runc",
            env: dict[str, str] | None = None) -> dict:
     """The OCI ``config.json`` as a dict: ``runc spec``'s defaults, made for the lab.
 
-    Changed from ``runc spec``: no terminal (output goes to files), our command,
-    hostname, cgroup path and limits (memory, pids), the capability set, and a
-    seccomp filter (``seccomp=False`` leaves it out, as ``runc spec`` does).
+    Its namespaces are the ones ``runc spec`` writes on this machine (``spec_namespaces()``:
+    the cgroup namespace only on cgroup v2).  Changed from ``runc spec``: no terminal
+    (output goes to files), our command, hostname, cgroup path and limits (memory, pids),
+    the capability set, and a seccomp filter that ``runc spec`` does not have
+    (``seccomp=False`` leaves it out).
     """
     rootfs = getattr(rootfs, "path", rootfs)  # a rootfs.Rootfs or a folder
     if not argv:
@@ -230,7 +261,7 @@ def config(rootfs: str, argv: list[str], *, hostname: str = "runc",
         ],
         "linux": {
             "resources": resources,
-            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+            "namespaces": [{"type": t} for t in spec_namespaces()],   # as `runc spec` here
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
         },

@@ -27,7 +27,8 @@ def describe(pid: int | str = "self", root: str = ROOT, mounts: str = MOUNTS,
 
 
 _LABELS = (
-    ("memory", "memory_current", "memory_peak", "memory_max", "memory_high", "oom_kills"),
+    ("memory", "memory_current", "memory_peak", "memory_max", "memory_high", "memory_low",
+     "memory_min", "oom_kills"),
     ("cpu", "cpu_usage_usec", "cpu_quota", "cpu_periods", "cpu_throttled", "cpu_throttled_usec"),
     ("pids", "pids_current", "pids_max", "pids_max_events"),
     ("io", "io_read_bytes", "io_write_bytes"),
@@ -47,7 +48,8 @@ def format_description(d: dict) -> str:
             if v is None and k not in ("memory_max", "memory_high", "cpu_quota", "pids_max"):
                 continue
             short = k.split("_", 1)[1] if k.startswith(group) else k
-            if k in ("memory_current", "memory_peak", "memory_max", "memory_high",
+            if k in ("memory_current", "memory_peak", "memory_max", "memory_high", "memory_low",
+                     "memory_min",
                      "io_read_bytes", "io_write_bytes"):
                 v = human(v)
             elif k == "cpu_quota":

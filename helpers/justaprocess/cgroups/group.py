@@ -36,7 +36,8 @@ class Cgroup:
     """
 
     def __init__(self, name: str | None = None, *, memory: int | str | None = None,
-                 memory_high: int | str | None = None, swap: int | str | None = None,
+                 memory_high: int | str | None = None, memory_low: int | str | None = None,
+                 memory_min: int | str | None = None, swap: int | str | None = None,
                  cpu: float | None = None, pids: int | None = None, io: dict | None = None,
                  devices: list[str] | None = None, cpu_period_us: int = 100_000,
                  root: str = ROOT, mounts: str = MOUNTS, procfs: str = proc.PROCFS):
@@ -46,7 +47,8 @@ class Cgroup:
             raise BadInput(f"cgroup name {name!r}: lab cgroups are named jap-<id>[-suffix] "
                            "(letters, digits, - _ .), e.g. lab.name('web')")
         self.name = name
-        self.limits = Limits.parse(memory=memory, memory_high=memory_high, swap=swap, cpu=cpu,
+        self.limits = Limits.parse(memory=memory, memory_high=memory_high, memory_low=memory_low,
+                                   memory_min=memory_min, swap=swap, cpu=cpu,
                                    pids=pids, io=io, devices=devices, cpu_period_us=cpu_period_us)
         self.root, self.mounts, self.procfs = root, mounts, procfs
         self.places: dict[str, Place] = {}
@@ -103,6 +105,14 @@ class Cgroup:
         if missing:
             raise NotSupported(f"the cgroup v1 controller(s) {', '.join(wanted.get(c, c) for c in missing)} "
                                "are not mounted here: use the course VM")
+        v2_only = [n for n, v in (("memory_high", self.limits.memory_high),
+                                  ("memory_min", self.limits.memory_min)) if v is not None]
+        if v2_only:
+            raise NotSupported(
+                f"{', '.join(v2_only)}: memory.high (a throttle) and memory.min (a hard protection) "
+                "exist only in cgroup v2 (cgroup-v2.rst 'Memory Interface Files'); the memory "
+                "controller here is v1. Its soft limit, memory.soft_limit_in_bytes, is v2's "
+                "memory.low: use memory_low=, or the course VM (pure v2)")
         use = {c: have[c] for c in V1_CONTROLLERS if c in have and have[c].version == 1}
         hs: list[Hierarchy] = []
         for h in use.values():
@@ -217,8 +227,12 @@ class Cgroup:
         if v2:
             if L.memory_max is not None:
                 self._set("memory", "memory.max", str(L.memory_max))
-            if L.memory_high is not None:
-                self._set("memory", "memory.high", str(L.memory_high))
+            # cgroup-v2.rst "Memory Interface Files": min and low protect from reclaim (low is
+            # the soft limit: runc writes MemoryReservation there), high throttles, max OOM-kills.
+            for name, v in (("memory.min", L.memory_min), ("memory.low", L.memory_low),
+                            ("memory.high", L.memory_high)):
+                if v is not None:
+                    self._set("memory", name, str(v))
             if L.swap_max is not None and (L.swap_max != 0 or _swap_active()
                                            or os.path.exists(self._file("memory", "memory.swap.max"))):
                 # swap=0 on a kernel without swap accounting and no swap: nothing to forbid.
@@ -233,8 +247,10 @@ class Cgroup:
             return
         if L.memory_max is not None:
             self._set("memory", "memory.limit_in_bytes", str(L.memory_max))
-        if L.memory_high is not None:
-            self._set("memory", "memory.soft_limit_in_bytes", str(L.memory_high))
+        # v1's soft limit is the counterpart of v2's memory.low (docs/kernel-notes.md, "cgroups");
+        # memory.high and memory.min have no v1 file: refused in create() before anything is made.
+        if L.memory_low is not None:
+            self._set("memory", "memory.soft_limit_in_bytes", str(L.memory_low))
         if L.swap_max is not None:  # memsw = memory + swap, and needs swap accounting
             total = (L.memory_max or 0) + L.swap_max
             self._set("memory", "memory.memsw.limit_in_bytes", str(total))
@@ -286,6 +302,8 @@ class Cgroup:
         L = self.limits
         lim = ", ".join(f"{k}={v}" for k, v in (
             ("memory", L.memory_max and human(L.memory_max)),
+            ("memory_min", L.memory_min and human(L.memory_min)),
+            ("memory_low", L.memory_low and human(L.memory_low)),
             ("memory_high", L.memory_high and human(L.memory_high)),
             ("cpu", L.cpu), ("pids", L.pids_max)) if v is not None)
         state = self.path if self._dirs else "not created"

@@ -99,8 +99,10 @@ def parse_io(io: dict | None) -> tuple[IoLimit, ...]:
 @dataclass(frozen=True)
 class Limits:
     """Validated limits, in kernel units (bytes, cores, counts, bytes/s)."""
-    memory_max: int | None = None
-    memory_high: int | None = None
+    memory_max: int | None = None    # hard limit: v2 memory.max, v1 memory.limit_in_bytes (OOM kill)
+    memory_high: int | None = None   # v2 only: memory.high, a throttle always enforced (no v1 file)
+    memory_low: int | None = None    # soft limit / reservation: v2 memory.low, v1 soft_limit_in_bytes
+    memory_min: int | None = None    # v2 only: memory.min, a hard protection from reclaim
     swap_max: int | None = None
     cpu: float | None = None
     cpu_period_us: int = 100_000
@@ -109,7 +111,7 @@ class Limits:
     devices: tuple[str, ...] | None = None   # v1 allow-list; None: inherit the parent's
 
     @classmethod
-    def parse(cls, *, memory=None, memory_high=None, swap=None, cpu=None, pids=None,
+    def parse(cls, *, memory=None, memory_high=None, memory_low=None, memory_min=None, swap=None, cpu=None, pids=None,
               io=None, devices=None, cpu_period_us: int = 100_000) -> "Limits":
         """Check everything before anything is created: bad input never half-creates."""
         if devices is not None:
@@ -120,11 +122,14 @@ class Limits:
             raise BadInput(f"cpu_period_us: {cpu_period_us!r}: use 1000..1000000 (cgroup-v2.rst cpu.max)")
         lim = cls(memory_max=parse_size(memory, "memory"),
                   memory_high=parse_size(memory_high, "memory_high"),
+                  memory_low=parse_size(memory_low, "memory_low"),
+                  memory_min=parse_size(memory_min, "memory_min"),
                   swap_max=parse_size(swap, "swap"),
                   cpu=parse_cpu(cpu), cpu_period_us=cpu_period_us,
                   pids_max=parse_count(pids, "pids"),
                   io=parse_io(io), devices=devices)
-        for what, v in (("memory", lim.memory_max), ("memory_high", lim.memory_high)):
+        for what, v in (("memory", lim.memory_max), ("memory_high", lim.memory_high),
+                        ("memory_low", lim.memory_low), ("memory_min", lim.memory_min)):
             if v is not None and v < 1 << 20:
                 raise BadInput(f"{what}: {human(v)} is too small for any process: use at least '1M'")
         return lim
@@ -132,7 +137,8 @@ class Limits:
     def controllers(self) -> set[str]:
         """The controllers these limits need (v1 names; 'io' for either io/blkio)."""
         need = set()
-        if self.memory_max is not None or self.memory_high is not None or self.swap_max is not None:
+        if any(v is not None for v in (self.memory_max, self.memory_high, self.memory_low,
+                                       self.memory_min, self.swap_max)):
             need.add("memory")
         if self.cpu is not None:
             need.add("cpu")

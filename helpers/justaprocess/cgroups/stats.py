@@ -27,7 +27,9 @@ class Stats:
     memory_current: int | None = None  # bytes: v2 memory.current, v1 memory.usage_in_bytes
     memory_peak: int | None = None     # v2 memory.peak, v1 memory.max_usage_in_bytes
     memory_max: int | None = None      # hard limit (None = none): memory.max / limit_in_bytes
-    memory_high: int | None = None     # soft limit: memory.high / soft_limit_in_bytes
+    memory_high: int | None = None     # v2 memory.high, the throttle (v1 has none: None)
+    memory_low: int | None = None      # soft limit / reservation: memory.low / soft_limit_in_bytes
+    memory_min: int | None = None      # v2 memory.min, hard protection (v1 has none: None)
     memory_high_events: int | None = None  # v2: times usage went over memory.high (v1: None)
     memory_max_events: int | None = None   # times the hard limit was hit (v1: memory.failcnt)
     oom_kills: int | None = None       # processes the OOM killer killed in the cgroup
@@ -86,6 +88,8 @@ def read_stats(places: dict[str, Place]) -> Stats:
         f["memory_peak"] = _int(files._read(j(mem.path, "memory.peak")))
         f["memory_max"] = _int(files._read(j(mem.path, "memory.max")))
         f["memory_high"] = _int(files._read(j(mem.path, "memory.high")))
+        f["memory_low"] = _int(files._read(j(mem.path, "memory.low"))) or None   # 0: none
+        f["memory_min"] = _int(files._read(j(mem.path, "memory.min"))) or None
         ev = _keyed(files._read(j(mem.path, "memory.events")))
         f["memory_high_events"] = ev.get("high")
         f["memory_max_events"] = ev.get("max")
@@ -94,7 +98,7 @@ def read_stats(places: dict[str, Place]) -> Stats:
         f["memory_current"] = _int(files._read(j(mem.path, "memory.usage_in_bytes")))
         f["memory_peak"] = _int(files._read(j(mem.path, "memory.max_usage_in_bytes")))
         f["memory_max"] = _v1_limit(files._read(j(mem.path, "memory.limit_in_bytes")))
-        f["memory_high"] = _v1_limit(files._read(j(mem.path, "memory.soft_limit_in_bytes")))
+        f["memory_low"] = _v1_limit(files._read(j(mem.path, "memory.soft_limit_in_bytes")))
         f["memory_max_events"] = _int(files._read(j(mem.path, "memory.failcnt")))
         f["oom_kills"] = _keyed(files._read(j(mem.path, "memory.oom_control"))).get("oom_kill")
     cpu = places.get("cpu")

@@ -27,8 +27,16 @@ def _breakouts(box: insecure.NaiveContainer, steps: dict) -> dict[str, insecure.
         out["write /proc/sys"] = box.run(insecure.sysctl_write(), **steps)
     finally:
         insecure.restore_sysctl(old)
+    old = insecure.read_sysctl()
+    try:
+        # CAP_SYS_ADMIN undoes the read-only /proc/sys: a fresh procfs has a writable one
+        out["write /proc/sys through a new procfs"] = box.run(insecure.sysctl_fresh_proc(), **steps)
+    finally:
+        insecure.restore_sysctl(old)
     with insecure.HostDisk(os.path.join(box.dir, "jap-check-disk.img"), "check disk") as d:
         out["mknod a disk"] = box.run(insecure.mknod_read(d.major, d.minor), **steps)
+        # ... and the missing CAP_MKNOD: devtmpfs already holds a node for every device
+        out["a disk through devtmpfs"] = box.run(insecure.devtmpfs_read(d.major, d.minor), **steps)
     victim, target = insecure.start_victim("chapter 07 check: the 'host' process")
     try:
         out["kill a host process"] = box.run(insecure.kill_target(target), **steps)
@@ -53,6 +61,16 @@ OPEN = {
                      "still holds the capability that allows mknod(2) of devices",
                      "mknod a disk: drop the capability that allows it - "
                      "drop=('CAP_MKNOD',), a tuple (mind the comma)"),
+    "write /proc/sys through a new procfs": (
+        "sys-admin",
+        "with CAP_SYS_ADMIN the container mounted a fresh procfs, whose /proc/sys is writable: "
+        "a read-only bind mount only holds while the container cannot mount",
+        "drop CAP_SYS_ADMIN too (mount(2) needs it; capabilities(7) calls it 'the new root')"),
+    "a disk through devtmpfs": (
+        "sys-admin",
+        "with CAP_SYS_ADMIN the container mounted devtmpfs, which already holds a node for every "
+        "device: no mknod(2) needed, so dropping CAP_MKNOD alone does not keep the disk out",
+        "drop CAP_SYS_ADMIN too: without it nothing can be mounted inside"),
     "kill a host process": ("kill",
                             "the container could still see and kill a host process: which "
                             "namespace decides which processes it can see?",
@@ -62,12 +80,39 @@ OPEN = {
 
 
 STEP_OF = {"chroot escape": "pivot_root=True", "write /proc/sys": "ro_proc_sys=True",
-           "mknod a disk": "drop=('CAP_MKNOD',)", "kill a host process": "pid_ns=True"}
+           "mknod a disk": "CAP_MKNOD in drop", "kill a host process": "pid_ns=True",
+           "write /proc/sys through a new procfs": "CAP_SYS_ADMIN in drop",
+           "a disk through devtmpfs": "CAP_SYS_ADMIN in drop"}
+
+# Capabilities that open the host without any breakout above, and that the check does not
+# try (it would load code into the host's kernel or poke its hardware): a right answer
+# drops them too, as runc's default set (`runc spec`) and Docker's do (capabilities(7)).
+MUST_DROP = {
+    "CAP_SYS_MODULE": ("sys-module", "init_module(2) loads code into the host's kernel: whoever "
+                       "holds CAP_SYS_MODULE owns the machine, whatever the namespaces"),
+    "CAP_SYS_RAWIO": ("sys-rawio", "CAP_SYS_RAWIO allows raw I/O: iopl(2)/ioperm(2) ports and "
+                      "/dev/mem or /dev/port, the host's hardware and memory below every namespace"),
+}
+
+
+def _did(steps: dict, dropped: list[str]) -> str:
+    """What the learner's steps did, in words (for the success message)."""
+    parts = []
+    if steps.get("pivot_root"):
+        parts.append("pivot_root instead of chroot")
+    if steps.get("pid_ns"):
+        parts.append("an own PID namespace")
+    if steps.get("ro_proc_sys"):
+        parts.append("a read-only /proc/sys")
+    if dropped:
+        parts.append("dropped " + ", ".join(dropped))
+    return "; ".join(parts)
 
 
 @exercise(1, title="a safer engine")
 def check_steps(steps):
-    """Exercise 1: one set of engine steps that blocks all four breakouts."""
+    """Exercise 1: one set of engine steps that blocks every breakout of the chapter - also
+    those CAP_SYS_ADMIN reopens - and drops CAP_SYS_MODULE and CAP_SYS_RAWIO."""
     if not isinstance(steps, dict):
         raise wrong("type", f"`steps` should be a dict of the steps' keywords, e.g. "
                             f"dict(pid_ns=True); it is {describe(steps)}")
@@ -94,6 +139,7 @@ def check_steps(steps):
         except BadInput:
             return wrong("unknown-cap", f"{c!r} is not a capability: names look like 'CAP_MKNOD' "
                                         "(capabilities(7) lists them)")
+    dropped = sorted({caps.cap_name(caps.cap_number(c)).upper() for c in drop})
     try:
         with insecure.NaiveContainer() as box:
             results = _breakouts(box, dict(steps))
@@ -101,9 +147,16 @@ def check_steps(steps):
         return wrong("lab", f"the container did not run with these steps: {exc}")
     still = [name for name, o in results.items() if o.ok]
     if not still:
-        return right("all four breakouts are blocked: pivot_root, a PID namespace, a read-only "
-                     "/proc/sys and no CAP_MKNOD - what runc's default config does (and more)")
-    if len(still) == 1:
+        kept = [c for c in MUST_DROP if c not in dropped]
+        if kept:
+            kind, why = MUST_DROP[kept[0]]
+            return wrong(kind, f"the {len(results)} breakouts tried are blocked, but the container "
+                               f"still holds {', '.join(kept)}: " + why,
+                         f"add {', '.join(map(repr, kept))} to drop")
+        return right(f"all {len(results)} breakouts are blocked by your steps: "
+                     f"{_did(steps, dropped)}")
+    kinds = {OPEN[n][0] for n in still}
+    if len(still) == 1 or len(kinds) == 1:
         kind, idea, closer = OPEN[still[0]]
         return wrong(kind, idea, closer)
     more = f" ({len(still) - 1} more still work)" if len(still) > 1 else ""
@@ -165,7 +218,8 @@ def check_proc_root(path, secret_path: str, text: str):
 
 # --- the table of right and wrong answers (tests/test_exercises.py) ---------------------
 
-SAFE = dict(pivot_root=True, pid_ns=True, ro_proc_sys=True, drop=("CAP_MKNOD",))
+SAFE = dict(pivot_root=True, pid_ns=True, ro_proc_sys=True,
+            drop=("CAP_MKNOD", "CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_RAWIO"))
 
 
 def _steps(**change):
@@ -190,7 +244,11 @@ TABLE = {
                 "unknown-step": _steps(user_ns=True),
                 "drop-string": _steps(drop="CAP_MKNOD"),
                 "unknown-cap": _steps(drop=("CAP_MAKENODE",)),
-                "mknod": _steps(drop=None),
+                "mknod": _steps(drop=("CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_RAWIO")),
+                "sys-admin": _steps(drop=("CAP_MKNOD", "CAP_SYS_MODULE", "CAP_SYS_RAWIO")),
+                "sys-module": _steps(drop=("CAP_MKNOD", "CAP_SYS_ADMIN", "CAP_SYS_RAWIO")),
+                "sys-rawio": _steps(drop=("cap_mknod", "cap_sys_admin", "cap_sys_module")),
+                "sysctl": _steps(ro_proc_sys=None),
                 "chroot": _steps(pivot_root=None),
                 "kill": _steps(pid_ns=False),
                 "several-open": lambda c: dict(steps={}),
