@@ -274,3 +274,21 @@ def test_inside_cell_streams_and_a_non_zero_exit_is_an_error(hand):
         debug.inside_cell(str(hand.pid), "exit 5", {}, out=out, err=err)
     with pytest.raises(LabError, match="name the container"):
         debug.inside_cell("  ", "true", {})
+
+
+def test_a_podman_container_of_a_lab_store_resolves_by_name():
+    from justaprocess import podman
+    why = podman.missing()
+    if why:
+        pytest.skip(f"podman: {why}")
+    st = podman.Store().create()
+    try:
+        name = f"jap-{os.urandom(3).hex()}-web"
+        st.run(name, ["sleep", "300"], detach=True)
+        with debug.target(name) as t:
+            assert t.kind == "podman" and t.pid == st.pid(name)
+            assert {"pid", "mnt", "net"} <= set(t.differs)
+        r = debug.exec_in(name, ["sh", "-c", "echo $$"])
+        assert r.returncode == 0 and int(r.stdout) > 1
+    finally:
+        st.remove()

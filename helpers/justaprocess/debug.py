@@ -203,16 +203,30 @@ def runc_state(ident: str) -> tuple[dict, str] | None:
 
 
 def podman_pid(name: str) -> tuple[int, dict] | None:
-    """The host PID of a podman container (`podman inspect`), or None without podman/container."""
-    podman = shutil.which("podman")
-    if podman is None:
+    """The host PID of a podman container (`podman inspect`), or None without podman/container.
+
+    Looked up in podman's default store, then in the lab's own podman stores (the
+    folders of :mod:`justaprocess.podman`, each with its own containers.conf).
+    """
+    exe = shutil.which("podman")
+    if exe is None:
         return None
-    r = subprocess.run([podman, "inspect", "--type", "container", name], capture_output=True,
-                       text=True, timeout=30)
-    if r.returncode != 0:
-        return None
-    info = json.loads(r.stdout)[0]
-    return int(info["State"]["Pid"]), info
+    from . import _podman_store
+    stores = [None]
+    run = lab.run_dir()
+    if os.path.isdir(run):
+        stores += [os.path.join(run, n) for n in sorted(os.listdir(run))
+                   if lab.is_lab_name(n) and os.path.exists(os.path.join(run, n, _podman_store.MARK))]
+    for store in stores:
+        args = ["inspect", "--type", "container", name]
+        if store is None:
+            r = subprocess.run([exe, *args], capture_output=True, text=True, timeout=30)
+        else:
+            r = _podman_store._cli(store, args, timeout=30, check=False)
+        if r.returncode == 0:
+            info = json.loads(r.stdout)[0]
+            return int(info["State"]["Pid"] or 0), info
+    return None
 
 
 def _pid_of(x, procfs: str) -> tuple[int, str, str, dict | None, Any]:
