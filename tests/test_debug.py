@@ -292,3 +292,12 @@ def test_a_podman_container_of_a_lab_store_resolves_by_name():
         assert r.returncode == 0 and int(r.stdout) > 1
     finally:
         st.remove()
+
+
+def test_a_sidecar_of_a_runc_container(oci):
+    with debug.sidecar(oci) as sc:
+        assert proc.namespaces(sc.pid)["pid"] == proc.namespaces(oci.pid)["pid"]
+        r = sc.run(["sh", "-c", "ps -o comm; ls /proc/1/root/bin/busybox; ss -Hltn"])
+        assert r.returncode == 0, r
+        assert "sleep" in r.stdout.split() and "/proc/1/root/bin/busybox" in r.stdout
+        assert ":8081 " in r.stdout  # the runc container's httpd, seen in its netns

@@ -502,15 +502,9 @@ def _sockdiag_in(t: Target) -> list[dict]:
 
 
 def _mounts(pid: int, procfs: str = PROCFS) -> list[dict]:
-    try:
-        from .proc import mountinfo  # the one mountinfo parser, where it has landed
-        rows = mountinfo(pid, procfs)
-        return [{"target": m.target, "fstype": m.fstype, "source": m.source,
-                 "root": m.root, "options": list(m.options)} for m in rows]
-    except ImportError:
-        from .runtimes import mounts
-        return [{"target": m.target, "fstype": m.fstype, "source": m.source, "root": m.root,
-                 "options": list(m.options)} for m in mounts(pid, procfs)]
+    """Its mount table (/proc/PID/mountinfo through the lab's one parser, proc.mountinfo)."""
+    return [{"target": m.target, "fstype": m.fstype, "source": m.source, "root": m.root,
+             "options": list(m.options)} for m in proc.mountinfo(pid, procfs)]
 
 
 def inspect(x, *, sockets: bool = True, procfs: str = PROCFS) -> Inspection:
