@@ -77,6 +77,10 @@ ACTS = [
     ("namespaces.enter", lambda p: ns.enter(p, ["true"])),
     ("proc.check_pid(user_space)", lambda p: proc.check_pid(p, user_space=True)),
     ("debug.inspect", debug.inspect),
+    ("debug.target", debug.target),
+    ("debug.exec_in", lambda p: debug.exec_in(p, ["true"])),
+    ("debug.sidecar", debug.sidecar),
+    ("debug.strace", debug.strace),
 ]
 
 
