@@ -189,3 +189,14 @@ def test_kubectl_says_why_it_is_not_used_or_reaches_a_cluster():
     path, why = podman.kubectl()
     assert path is None or os.path.isabs(path)
     assert why == "" or "kubectl" in why or "cluster" in why
+
+
+def test_debug_container_of_a_container_outside_a_pod(store):
+    store.run("solo", ["sleep", "3600"], detach=True)
+    target = store.pid("solo")
+    r = store.debug("solo", ["sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/pid; "
+                             "cat /proc/1/cmdline"])
+    assert r.returncode == 0, r.stderr
+    net, pid, cmd = r.stdout.split("\n")[:3]
+    assert net == os.readlink(f"/proc/{target}/ns/net") and pid == os.readlink(f"/proc/{target}/ns/pid")
+    assert cmd.startswith("sleep")
