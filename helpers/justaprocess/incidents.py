@@ -73,7 +73,7 @@ class OOMLoop(Scenario):
                   '2>/dev/null || echo "$(date +%T) report worker exited with status $?"; sleep 2; done')
         self.target = self._container(["sh", "-c", script], memory=self.params["memory"], pids=16)
         _helper_out(self.target)
-        _wait_for(lambda: (_stats(self).oom_kills or 0) > 0, f"scenario {self.name}: the first OOM kill")
+        _wait_for(lambda: (_stats(self).oom_kills or 0) > 0, f"scenario {self.name}: the first OOM kill", timeout=30)
 
     def _truth(self):
         return {"limit": "memory", "max": _stats(self).memory_max}
@@ -107,7 +107,7 @@ class CPUThrottled(Scenario):
         script = ('httpd -p 8080 -h /var/www; sh -c "while :; do :; done" & '
                   'while :; do echo "$(date +%T) GET /search 200"; sleep 5; done')
         self.target = self._container(["sh", "-c", script], memory="32M", pids=16, cpu=self.params["cpu"])
-        _wait_for(lambda: (_stats(self).cpu_throttled or 0) > 2, f"scenario {self.name}: throttling")
+        _wait_for(lambda: (_stats(self).cpu_throttled or 0) > 2, f"scenario {self.name}: throttling", timeout=30)
 
     def _truth(self):
         return {"limit": "cpu", "cores": _stats(self).cpu_quota}
@@ -140,11 +140,18 @@ class Zombies(Scenario):
 
     def _make(self):
         n = self.params["zombies"]
-        # The shell starts n jobs that end a second later, then becomes sleep (exec):
-        # sleep never wait()s for them.
-        script = f"i=0; while [ $i -lt {n} ]; do (sleep 1; exit 0) & i=$((i+1)); done; exec sleep 100000"
+        # The shell starts n jobs that wait for a go file, then becomes sleep (exec):
+        # sleep never wait()s.  The jobs end only once PID 1 is sleep, so the shell
+        # cannot reap any of them first, however slow the machine.
+        script = (f"i=0; while [ $i -lt {n} ]; do (while [ ! -e /tmp/go ]; do sleep 0.2; done) & "
+                  "i=$((i+1)); done; exec sleep 100000")
         self.target = self._container(["sh", "-c", script], memory="32M", pids=n + 6)
-        _wait_for(lambda: len(self.zombies()) >= n, f"scenario {self.name}: the zombies")
+        pid = self.target.pid
+        _wait_for(lambda: proc.status(pid)["Name"] == "sleep" and len(_children(pid)) >= n,
+                  f"scenario {self.name}: the jobs", timeout=30)
+        with open(f"/proc/{pid}/root/tmp/go", "w"):
+            pass
+        _wait_for(lambda: len(self.zombies()) >= n, f"scenario {self.name}: the zombies", timeout=30)
 
     def zombies(self) -> list[int]:
         """Host PIDs of the container's zombies."""
