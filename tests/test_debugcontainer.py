@@ -285,3 +285,10 @@ def test_cli_debug_shell_on_a_podman_container(own_objects):
             assert code == 0, out
             assert "podman-app" in out and "\r\n1\r\n" in out, out
             _gone(cli_pid)
+
+
+def test_cli_debug_without_root_says_what_to_do():
+    from conftest import as_user
+    r = as_user("-m", "justaprocess", "debug", "1")
+    assert r.returncode == 2, r.stderr
+    assert "root" in r.stderr and "Traceback" not in r.stderr

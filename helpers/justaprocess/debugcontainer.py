@@ -37,7 +37,7 @@ from typing import NamedTuple, Sequence
 
 from . import _launch, capabilities, cgroups, lab, proc
 from . import rootfs as _rootfs
-from .errors import BadInput, LabError, MissingTool
+from .errors import BadInput, LabError, MissingTool, needs
 
 KINDS = proc.NS_KINDS
 NEVER_SHARED = ("mnt", "cgroup")
@@ -100,6 +100,7 @@ class DebugContainer:
         self._handles: list = []
 
     # -- life cycle ------------------------------------------------------------------------
+    @needs("root", "a debug container (a root copy, a cgroup, setns):")
     def create(self) -> "DebugContainer":
         from . import debug
         if self.target is not None:

@@ -25,7 +25,7 @@ import time
 
 from . import _libc, lab
 from . import rootfs as _rootfs
-from .errors import BadInput, LabError, MissingTool
+from .errors import BadInput, LabError, MissingTool, needs
 
 # --- roots of exactly the files given -----------------------------------------------------
 
@@ -55,6 +55,7 @@ class Root:
         return f"<Root {self.path}: {', '.join(sorted(os.listdir(self.path)))}>"
 
 
+@needs("root", "making a root folder in the lab's state folder:")
 def make_root(files: dict[str, str] | None = None, *, text: dict[str, str] | None = None,
               dirs=("proc", "dev", "tmp"), suffix: str = "root") -> Root:
     """A root folder holding ``files`` ({path inside: host file to copy}), ``text``

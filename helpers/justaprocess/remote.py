@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 from . import cgroups, lab, network
 from .container import Container, Volume
-from .errors import BadInput, LabError
+from .errors import BadInput, LabError, needs
 
 API_PORT = 8080
 DEBUG_PORT = 9090
@@ -281,6 +281,7 @@ class Service:
             env={"API_PORT": str(API_PORT), "DEBUG_ADDR": addr, **(env or {})})
         self.name = self.container.name
 
+    @needs("root", "starting the service's container:")
     def start(self) -> "Service":
         c = self.container
         c.create()
