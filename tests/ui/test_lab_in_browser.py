@@ -8,15 +8,18 @@ is covered without editing this file). It asserts that
 
 * every widget renders as a widget: not "Error displaying widget", not the
   model's text (what the lab shows when the widget extension is missing);
-* a cgroup monitor updates while the cell that follows it runs (``.follow(``);
+* a widget followed live (a cell calling ``.follow(``: 03's cgroup monitor, 14's
+  fleet table) changes what it shows while its cell runs;
 * in the capability widget, ticking a box changes the probe result;
 * the browser console shows no widget errors.
 
 Screenshots of every widget and of each notebook go to build/ui-screenshots/
 (JAP_UI_SHOTS), with the console log, for a person to look at. The lab server
 is stopped by its PID; what its kernels registered must be gone after it.
-Autosave is off (the lab's settings live in a temporary folder here), and the
-learner copies are compared byte for byte afterwards: a learner's work is theirs.
+The learner copies are generated afresh for the run (cells are found by their
+index in the chapter) and the ones there before are put back afterwards; autosave
+is off (the lab's settings live in a temporary folder here), and the copies are
+compared byte for byte after the run: the lab must not have saved over them.
 """
 from __future__ import annotations
 
@@ -56,7 +59,7 @@ pytestmark = pytest.mark.root
 
 
 def widget_chapters() -> list[tuple[str, dict[int, int], set[int], int]]:
-    """(chapter, {cell index: number of widget outputs}, cells that follow a live plot,
+    """(chapter, {cell index: number of widget outputs}, cells that follow a live widget,
     number of capability widgets: cells calling ``caps.widget(``).
 
     Read from the stored chapters (they are run with outputs, CONTRIBUTING.md):
@@ -169,7 +172,18 @@ def browser_lab(shots):
     sync_api = pytest.importorskip("playwright.sync_api", reason="run `make test-ui` (installs it)")
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"no browser at {CHROMIUM}: run `make test-ui` (installs Debian's chromium)")
-    subprocess.run([sys.executable, "tools/notebooks.py", "learner"], cwd=ROOT, check=True)
+    # The learner copies as the chapters are now (the test maps cells by index); a learner's
+    # own copies are kept aside (in memory and in build/ui-learner-backup/) and put back after.
+    os.makedirs(LEARNER, exist_ok=True)
+    own = {n: open(os.path.join(LEARNER, n), "rb").read()
+           for n in os.listdir(LEARNER) if n.endswith(".ipynb")}
+    backup = os.path.join(ROOT, "build", "ui-learner-backup")
+    shutil.rmtree(backup, ignore_errors=True)
+    os.makedirs(backup)
+    for n, data in own.items():
+        with open(os.path.join(backup, n), "wb") as f:
+            f.write(data)
+    subprocess.run([sys.executable, "tools/notebooks.py", "learner", "--force"], cwd=ROOT, check=True)
     before = {n: open(os.path.join(LEARNER, n), "rb").read()
               for n in os.listdir(LEARNER) if n.endswith(".ipynb")}
     settings = tempfile.mkdtemp(prefix="jap-test-ui-")
@@ -219,12 +233,16 @@ def browser_lab(shots):
         shutil.rmtree(settings, ignore_errors=True)
         changed = [n for n, data in before.items()
                    if open(os.path.join(LEARNER, n), "rb").read() != data]
-        for n in changed:
-            with open(os.path.join(LEARNER, n), "wb") as f:
-                f.write(before[n])
+        for n in before:  # as they were: the learner's own, or none
+            if n in own:
+                with open(os.path.join(LEARNER, n), "wb") as f:
+                    f.write(own[n])
+            else:
+                os.unlink(os.path.join(LEARNER, n))
+        shutil.rmtree(backup, ignore_errors=True)
         shutil.rmtree(os.path.join(LEARNER, ".ipynb_checkpoints"), ignore_errors=True)
         left = [e for pid, _ in server.kernels for e in lab.cleanup(owner=pid)]
-        assert not changed, f"the lab saved over learner copies (restored): {changed}"
+        assert not changed, f"the lab saved over learner copies (the earlier ones are back): {changed}"
         assert not left, f"the kernels left lab objects behind (now removed): {left}"
 
 
@@ -243,25 +261,29 @@ def prompt(cell) -> str:
     return cell.locator(".jp-InputArea-prompt").inner_text().strip()
 
 
-# A MutationObserver counts, per cell, the changes to a monitor's plot made while
-# that cell is still running ("[*]"): the live view updating, seen by the browser.
-WATCH_PLOTS = """() => {
+# A MutationObserver records, per cell, the distinct texts its widgets showed while the
+# cell was still running ("[*]"): a live view updating, as the browser saw it.
+WATCH_LIVE = """() => {
   window.japLive = {};
   const obs = new MutationObserver(muts => {
+    const done = new Set();
     for (const m of muts) {
       const el = m.target.nodeType === 1 ? m.target : m.target.parentElement;
-      const plot = el && el.closest && (el.closest('.jap-plot') || el.querySelector('.jap-plot'));
       const cell = el && el.closest && el.closest('.jp-CodeCell');
-      if (!plot || !cell) continue;
+      if (!cell || done.has(cell) || !el.closest('.jupyter-widgets')) continue;
+      done.add(cell);
       const p = cell.querySelector('.jp-InputArea-prompt');
       if (!p || !p.textContent.includes('*')) continue;
       const cells = [...cell.parentElement.children].filter(c => c.classList.contains('jp-Cell'));
       const i = cells.indexOf(cell);
-      window.japLive[i] = (window.japLive[i] || 0) + 1;
+      const text = [...cell.querySelectorAll('.jp-Cell-outputArea .jupyter-widgets')]
+        .map(w => w.textContent).join('|');
+      (window.japLive[i] = window.japLive[i] || new Set()).add(text);
     }
   });
   obs.observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
+LIVE_STATES = """() => Object.fromEntries(Object.entries(window.japLive).map(([k, v]) => [k, v.size]))"""
 
 
 def open_chapter(page, name: str):
@@ -271,6 +293,12 @@ def open_chapter(page, name: str):
     if "lm-mod-current" not in (tab.get_attribute("class") or ""):
         tab.click()
     panel(page).locator(f'a[href*="{name}"]').first.click()
+    # The lab may still bring the index to the front (it opens the URL's document late):
+    # bring the chapter's tab to the front, as a learner would.
+    tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text=name)
+    tab.wait_for()
+    idle(page)
+    tab.click()
     page.locator(".lm-TabBar-tab.lm-mod-current", has_text=name).wait_for()
     nb = panel(page)
     nb.locator(".jp-Cell").first.wait_for()
@@ -378,7 +406,7 @@ def toggle_changes_probe(page, nb, chapter: str, expected: int, shots: str) -> l
 @pytest.mark.skipif(not CHAPTERS, reason="no chapter shows a widget")
 def test_widgets_render_and_respond_in_the_browser(browser_lab, shots):
     page, server, console = browser_lab
-    page.evaluate(WATCH_PLOTS)
+    page.evaluate(WATCH_LIVE)
     problems, seen = [], []
     for chapter, expected, live, probes in CHAPTERS:
         nb = open_chapter(page, chapter)
@@ -386,12 +414,12 @@ def test_widgets_render_and_respond_in_the_browser(browser_lab, shots):
         run_cell_by_cell(page, nb, chapter, shots)
         server.note_kernels()
         problems += check_widgets(page, nb, chapter, expected, shots)
-        counts = page.evaluate("() => window.japLive")
+        states = page.evaluate(LIVE_STATES)
         for i in live:
-            # follow() redraws every 0.5 s while it samples: several updates, seen while "[*]"
-            if counts.get(str(i), 0) < 2:
-                problems.append(f"{chapter} cell {i}: the live plot changed {counts.get(str(i), 0)} "
-                                f"times while its cell ran")
+            # follow() redraws while it samples: its widget shows several states while "[*]"
+            if states.get(str(i), 0) < 3:
+                problems.append(f"{chapter} cell {i}: its widget showed {states.get(str(i), 0)} "
+                                f"different states while the cell ran (.follow(): live, at least 3)")
         if probes:
             problems += toggle_changes_probe(page, nb, chapter, probes, shots)
         dialogs = page.locator(".jp-Dialog")
