@@ -30,9 +30,9 @@ from .errors import BadInput, LabError, MissingTool, NeedsPrivilege, NotSupporte
 # --- which runtimes are here -----------------------------------------------------
 
 # runc and crun share one command line (run/exec/kill/delete, --root, --pid-file).
-# podman is looked for but not driven: it keeps its own store and starts a
-# monitor process (conmon) and cgroups named libpod-* that the lab's registry
-# could not name or remove - so it is reported, with that reason.
+# podman is not an OCI runtime but an engine above one: it keeps its own store and
+# starts a monitor process (conmon). The lab drives it in justaprocess.podman (a
+# store of the lab's own, registered; chapter 14), not through this module.
 RUNTIMES = ("runc", "crun", "podman")
 DRIVEN = ("runc", "crun")
 _SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
@@ -63,9 +63,9 @@ def find(name: str) -> Runtime:
     first = out.splitlines()[0] if out else ""
     version = first.split()[-1] if first else "?"
     if name not in DRIVEN:
-        return Runtime(name, path, version, f"{name} {version} is installed but the lab does not "
-                       "drive it: it keeps its own state and a conmon monitor process outside the "
-                       "lab's registry (try `podman run --rootfs DIR` by hand)")
+        return Runtime(name, path, version, f"{name} {version} is an engine above an OCI runtime "
+                       "(its own store, a conmon monitor): the lab drives it with "
+                       "justaprocess.podman (chapter 14), not as a runtime here")
     return Runtime(name, path, version, layout_refusal(name))
 
 
