@@ -63,6 +63,9 @@ class Container:
     the path of a folder prepared beforehand (used as it is, never removed).
     ``caps``: names to keep (default: the engine default set); None keeps all.
     ``jump``: 'pivot_root' or 'chroot'.
+    ``seccomp``: True loads Docker's allowlist (``justaprocess.seccomp``, built with
+    libseccomp: every call not on it fails with EPERM) as the last step before exec,
+    for PID 1 and every ``exec()``; False (the default of chapter 05's engine) loads none.
     """
 
     def __init__(self, argv: Sequence[str] = ("/bin/sh",), *, rootfs=None, name: str | None = None,
@@ -72,7 +75,7 @@ class Container:
                  no_new_privs: bool = True, jump: str = "pivot_root",
                  namespaces: Iterable[str] = DEFAULT_NAMESPACES, env: dict[str, str] | None = None,
                  workdir: str = "/", mount_proc: bool = True, mount_dev: bool = True,
-                 readonly_paths: Iterable[str] = ()):
+                 readonly_paths: Iterable[str] = (), seccomp: bool = False):
         if not argv:
             raise BadInput("a container needs a command, e.g. ['/bin/sh', '-c', 'echo hi']")
         if jump not in JUMPS:
@@ -92,6 +95,10 @@ class Container:
         self.caps = tuple(caps) if caps is not None else None
         self.keep_caps = cap_mask(self.caps) if self.caps is not None else None
         self.no_new_privs = no_new_privs
+        if not isinstance(seccomp, bool):
+            raise BadInput(f"seccomp: True (Docker's allowlist, every other call EPERM) or False, "
+                           f"not {seccomp!r}")
+        self.seccomp = seccomp
         self.jump = jump
         self.ns_kinds = tuple(namespaces)
         self.flags = namespace_flags(self.ns_kinds)
@@ -174,7 +181,7 @@ class Container:
             hostname=self.hostname if "uts" in self.ns_kinds else None, root=root,
             pivot_root=self.jump == "pivot_root", mount_proc=self.mount_proc, prepare=prepare,
             readonly=self.readonly_paths, caps=self.caps, no_new_privs=self.no_new_privs,
-            cwd=self.workdir, stdin="null", stdout=out, stderr=err, gate=lease is not None,
+            seccomp=self._seccomp(), cwd=self.workdir, stdin="null", stdout=out, stderr=err, gate=lease is not None,
             note=f"container {self.name}")
         try:
             try:
@@ -302,6 +309,15 @@ class Container:
         return f"<Container {self.name} {self.state} pid={self.pid} {' '.join(self.argv)!r}>"
 
     # -- exec -----------------------------------------------------------------------------
+    def _seccomp(self) -> bytes | None:
+        """The seccomp program for PID 1 and exec (None: no filter)."""
+        if not self.seccomp:
+            return None
+        if getattr(self, "_seccomp_prog", None) is None:
+            from . import seccomp as _seccomp
+            self._seccomp_prog = _seccomp.allowlist()
+        return self._seccomp_prog
+
     def exec(self, argv: Sequence[str], *, timeout: float = 30, env: dict[str, str] | None = None,
              workdir: str = "/") -> Result:
         """Run a command in the container's namespaces and cgroup, in its root, with its
@@ -317,7 +333,7 @@ class Container:
         own, theirs = proc.namespaces("self"), proc.namespaces(pid)
         spec = _launch.Spec(
             argv=list(argv), join={k: pid for k in theirs if theirs[k] != own.get(k)},
-            cgroup=self.cgroup, target_root=pid, caps=self.caps,
+            cgroup=self.cgroup, target_root=pid, caps=self.caps, seccomp=self._seccomp(),
             no_new_privs=self.no_new_privs, env={**self.env, **(env or {})}, cwd=workdir,
             kill_group=False, note=f"exec in {self.name}")
         try:

@@ -156,11 +156,11 @@ MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
                 "/proc/sched_debug", "/sys/firmware", "/proc/scsi")
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
-# `runc spec` has no seccomp filter; Docker and podman add one.  Ours is a short
-# deny-list in the spirit of Docker's profile (its "significant syscalls
-# blocked"): the calls that reach past a container's namespaces - mounting,
-# new namespaces, kernel modules and keys, kexec, bpf, ptrace.  EPERM is what a
-# blocked call returns (seccomp(2), SECCOMP_RET_ERRNO).
+# `runc spec` has no seccomp filter; Docker and podman add one: an allowlist whose default
+# action is an errno (justaprocess.seccomp, Docker's list).  ``config`` writes that one.
+# SECCOMP_DENIED is the short denylist the lab used before (allow by default, EPERM for the
+# calls that reach past a container's namespaces), kept to show what a denylist misses
+# (``seccomp.attempt``): the new mount API, io_uring, clone3 ... (seccomp(2)).
 SECCOMP_DENIED = ("mount", "umount2", "pivot_root", "unshare", "setns", "chroot",
                   "init_module", "finit_module", "delete_module", "kexec_load",
                   "kexec_file_load", "add_key", "request_key", "keyctl", "bpf",
@@ -208,8 +208,8 @@ def config(rootfs: str, argv: list[str], *, hostname: str = "runc",
     Its namespaces are the ones ``runc spec`` writes on this machine (``spec_namespaces()``:
     the cgroup namespace only on cgroup v2).  Changed from ``runc spec``: no terminal
     (output goes to files), our command, hostname, cgroup path and limits (memory, pids),
-    the capability set, and a seccomp filter that ``runc spec`` does not have
-    (``seccomp=False`` leaves it out).
+    the capability set, and a seccomp filter that ``runc spec`` does not have: Docker's
+    allowlist, default action EPERM (``seccomp=False`` leaves it out).
     """
     rootfs = getattr(rootfs, "path", rootfs)  # a rootfs.Rootfs or a folder
     if not argv:
@@ -269,11 +269,8 @@ def config(rootfs: str, argv: list[str], *, hostname: str = "runc",
     if cgroups_path:
         cfg["linux"]["cgroupsPath"] = cgroups_path
     if seccomp:
-        cfg["linux"]["seccomp"] = {
-            "defaultAction": "SCMP_ACT_ALLOW",
-            "syscalls": [{"names": list(SECCOMP_DENIED), "action": "SCMP_ACT_ERRNO",
-                          "errnoRet": _EPERM}],
-        }
+        from . import seccomp as _seccomp
+        cfg["linux"]["seccomp"] = _seccomp.oci()   # Docker's allowlist: everything else EPERM
     return cfg
 
 
