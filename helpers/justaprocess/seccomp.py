@@ -6,9 +6,11 @@ the *default action*, an errno (Docker: ``"defaultAction": "SCMP_ACT_ERRNO"``, E
 A denylist (allow by default) misses whatever it does not name - ``clone3``, the new
 mount API (``fsopen``, ``fsmount``, ``move_mount``, ``open_tree``), io_uring, and every
 call newer than the list.  The allowlist is Docker's: the unconditional ``SCMP_ACT_ALLOW``
-rule of moby's ``profiles/seccomp/default.json`` (Apache-2.0), plus its two rules for a
-container without CAP_SYS_ADMIN: ``clone`` only without namespace flags, ``clone3`` ENOSYS
-(so that the C library falls back to ``clone``, whose flags a filter can read).
+rule of moby's ``profiles/seccomp/default.json`` (Apache-2.0), plus its rules with
+conditions for Docker's default capability set (:data:`DOCKER_RULES`): ``socket`` but for
+two families, ``personality`` for five values, ``chroot``, ``clone`` only without namespace
+flags, ``clone3`` ENOSYS (so that the C library falls back to ``clone``, whose flags a
+filter can read).
 
 libseccomp (Debian ``libseccomp2``, which runc links too) resolves the names for this
 machine's ABI and writes the classic-BPF program, architecture check included; the lab
@@ -94,7 +96,25 @@ DOCKER_ALLOW += ("process_vm_readv", "process_vm_writev", "ptrace",
 CLONE_NS_FLAGS = 0x7E020000
 
 SCMP_ACT_ALLOW = 0x7FFF0000
-SCMP_CMP_MASKED_EQ = 7
+# enum scmp_compare (seccomp.h): the OCI spelling is "SCMP_CMP_" + the name
+CMP = {"NE": 1, "LT": 2, "LE": 3, "EQ": 4, "GE": 5, "GT": 6, "MASKED_EQ": 7}
+
+# Docker's rules with argument conditions, for its default capability set (no CAP_SYS_ADMIN;
+# CAP_SYS_CHROOT kept, hence chroot): (name, action, [(arg index, op, value, value two)]).
+# Several rules for one call are alternatives.  "ALLOW" or an errno name.
+DOCKER_RULES = (
+    ("socket", "ALLOW", [(0, "LT", 38, 0)]),      # any family but AF_ALG (38) and AF_VSOCK (40)
+    ("socket", "ALLOW", [(0, "EQ", 39, 0)]),
+    ("socket", "ALLOW", [(0, "GT", 40, 0)]),
+    ("personality", "ALLOW", [(0, "EQ", 0x0, 0)]),
+    ("personality", "ALLOW", [(0, "EQ", 0x8, 0)]),
+    ("personality", "ALLOW", [(0, "EQ", 0x20000, 0)]),
+    ("personality", "ALLOW", [(0, "EQ", 0x20008, 0)]),
+    ("personality", "ALLOW", [(0, "EQ", 0xFFFFFFFF, 0)]),
+    ("chroot", "ALLOW", []),                       # with CAP_SYS_CHROOT (Docker keeps it)
+    ("clone", "ALLOW", [(0, "MASKED_EQ", CLONE_NS_FLAGS, 0)]),   # no new namespaces
+    ("clone3", "ENOSYS", []),                      # flags in memory, unreadable to a filter:
+)                                                  # ENOSYS makes the C library fall back to clone
 
 
 def SCMP_ACT_ERRNO(err: int) -> int:
@@ -141,10 +161,11 @@ def _errno_number(err) -> int:
 
 
 def allowlist(names=DOCKER_ALLOW, *, default: int | str = "EPERM",
-              clone_without_namespaces: bool = True) -> bytes:
+              docker_rules: bool = True) -> bytes:
     """The classic-BPF program of an allowlist: ``names`` allowed, every other call fails with
-    ``default`` (an errno).  ``clone_without_namespaces``: Docker's rules for a container
-    without CAP_SYS_ADMIN (``clone`` without namespace flags, ``clone3`` -> ENOSYS).
+    ``default`` (an errno).  ``docker_rules``: also Docker's rules with conditions
+    (:data:`DOCKER_RULES`: socket families, personality, chroot, ``clone`` without namespace
+    flags, ``clone3`` -> ENOSYS).
     Names this ABI does not have (``chown32`` on x86_64 ...) are skipped, as libseccomp does
     for Docker.  Returns the raw array of ``struct sock_filter`` for ``_libc.seccomp_load``."""
     if isinstance(names, str) or not all(isinstance(n, str) for n in names):
@@ -167,9 +188,10 @@ def allowlist(names=DOCKER_ALLOW, *, default: int | str = "EPERM",
             return True
         for n in dict.fromkeys(names):
             add(SCMP_ACT_ALLOW, n)
-        if clone_without_namespaces:
-            add(SCMP_ACT_ALLOW, "clone", _ArgCmp(0, SCMP_CMP_MASKED_EQ, CLONE_NS_FLAGS, 0))
-            add(SCMP_ACT_ERRNO(_errno.ENOSYS), "clone3")
+        if docker_rules:
+            for name, action, conds in DOCKER_RULES:
+                act = SCMP_ACT_ALLOW if action == "ALLOW" else SCMP_ACT_ERRNO(_errno_number(action))
+                add(act, name, *(_ArgCmp(i, CMP[op], a, b) for i, op, a, b in conds))
         fd = os.memfd_create("jap-seccomp")
         try:
             rc = lib.seccomp_export_bpf(ctx, fd)
@@ -195,12 +217,13 @@ def oci(names=DOCKER_ALLOW, default: str = "EPERM") -> dict:
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": _errno_number(default),
         "architectures": [],
-        "syscalls": [
-            {"names": list(dict.fromkeys(names)), "action": "SCMP_ACT_ALLOW"},
-            {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
-             "args": [{"index": 0, "value": CLONE_NS_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
-            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": _errno.ENOSYS},
-        ],
+        "syscalls": [{"names": list(dict.fromkeys(names)), "action": "SCMP_ACT_ALLOW"}] + [
+            {"names": [name], "action": "SCMP_ACT_ALLOW"} if action == "ALLOW" and not conds else
+            {"names": [name], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": i, "value": a, "valueTwo": b, "op": "SCMP_CMP_" + op}
+                      for i, op, a, b in conds]} if action == "ALLOW" else
+            {"names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": _errno_number(action)}
+            for name, action, conds in DOCKER_RULES],
     }
 
 
