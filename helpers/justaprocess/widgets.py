@@ -75,7 +75,7 @@ def _figure(samples: list[Stats], metrics=METRICS, title: str = ""):
             if last.memory_max is not None:
                 ax.axhline(last.memory_max / 2**20, ls="--", color="tab:red", label="max (hard)")
             if last.memory_high is not None:
-                ax.axhline(last.memory_high / 2**20, ls=":", color="tab:purple", label="high / soft")
+                ax.axhline(last.memory_high / 2**20, ls=":", color="tab:purple", label="high (throttle)")
             ax.set_ylim(bottom=0)
             ax.set_title(f"memory (oom kills: {last.oom_kills or 0})", fontsize=9)
         elif m == "pids":
@@ -179,7 +179,7 @@ def _series(samples: list[Stats], metric: str):
         if last.memory_max is not None:
             limits.append(("max (hard)", "red", last.memory_max / 2**20, "6 4"))
         if last.memory_high is not None:
-            limits.append(("high / soft", "purple", last.memory_high / 2**20, "2 3"))
+            limits.append(("high (throttle)", "purple", last.memory_high / 2**20, "2 3"))
         return f"memory (oom kills: {last.oom_kills or 0})", lines, limits, 1.0
     lines.append(("pids", "brown", t, [s.pids_current or 0 for s in samples]))
     if last.pids_max is not None:
