@@ -14,7 +14,7 @@ import pytest
 from conftest import PY, cli
 
 from justaprocess import (capabilities as caps, cgroups, container, debug, insecure, lab,
-                          namespaces as ns, proc, remote, rootfs, runtimes)
+                          namespaces as ns, overlay, proc, remote, rootfs, runtimes, seccomp)
 from justaprocess.errors import BadInput, LabError, NoSuchProcess
 
 pytestmark = pytest.mark.root
@@ -176,10 +176,17 @@ CASES = {
     "rootfs.build /": lambda: rootfs.build("a/b"),
     "runtimes.find /": lambda: runtimes.find("a/b"),
     "debug.inspect /": lambda: debug.inspect("a/b"),
+    # seccomp allowlists and overlay layers
+    "seccomp.allowlist names": lambda: seccomp.allowlist("read"),
+    "seccomp.allowlist default": lambda: seccomp.allowlist(default="EWHAT"),
+    "seccomp.number": lambda: seccomp.number("no_such_call"),
+    "container.Container seccomp": lambda: container.Container(["/bin/true"], seccomp="default"),
+    "overlay.Layers lower": lambda: overlay.Layers("/nonexistent/jap-abc123").create(),
 }
 for size in ("64Q", "-1M", "0"):
     CASES.update({
         f"cgroups.Cgroup memory={size}": lambda s=size: cgroups.Cgroup(memory=s),
+        f"cgroups.Cgroup memory_low={size}": lambda s=size: cgroups.Cgroup(memory_low=s),
         f"container.Container memory={size}": lambda s=size: container.Container(["/bin/true"], memory=s),
         f"runtimes.config memory={size}": lambda s=size: runtimes.config(rootfs.build().path, ["true"], memory=s),
         f"runtimes.OCIContainer memory={size}": lambda s=size: runtimes.OCIContainer(rootfs.build().path, memory=s),

@@ -157,7 +157,7 @@ def _errno_number(err) -> int:
         return err
     if isinstance(err, str) and isinstance(getattr(_errno, err.upper(), None), int):
         return getattr(_errno, err.upper())
-    raise BadInput(f"seccomp: {err!r} is not an errno name like 'EPERM' (errno(3))")
+    raise BadInput(f"seccomp: {err!r} is not an errno: give a name like 'EPERM' or 'ENOSYS' (errno(3))")
 
 
 def allowlist(names=DOCKER_ALLOW, *, default: int | str = "EPERM",
