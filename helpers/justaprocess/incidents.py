@@ -145,7 +145,9 @@ class Zombies(Scenario):
         # cannot reap any of them first, however slow the machine.
         script = (f"i=0; while [ $i -lt {n} ]; do (while [ ! -e /tmp/go ]; do sleep 0.2; done) & "
                   "i=$((i+1)); done; exec sleep 100000")
-        self.target = self._container(["sh", "-c", script], memory="32M", pids=n + 6)
+        # Each job is a subshell plus, now and then, its `sleep 0.2`: 2n + PID 1, and room
+        # to exec a tool in (a smaller pids.max made the jobs' forks fail under load).
+        self.target = self._container(["sh", "-c", script], memory="32M", pids=2 * n + 8)
         pid = self.target.pid
         _wait_for(lambda: proc.status(pid)["Name"] == "sleep" and len(_children(pid)) >= n,
                   f"scenario {self.name}: the jobs", timeout=30)
