@@ -182,6 +182,9 @@ def runc_state(ident: str) -> tuple[dict, str] | None:
     return None
 
 
+DEFAULT_PODMAN_GRAPHROOT = "/var/lib/containers/storage"
+
+
 def podman_pid(name: str) -> tuple[int, dict] | None:
     """The host PID of a podman container (`podman inspect`), or None without podman/container.
 
@@ -192,7 +195,10 @@ def podman_pid(name: str) -> tuple[int, dict] | None:
     if exe is None:
         return None
     from . import _podman_store
-    stores = [None]
+    # podman's own store only where it already exists: a first `podman inspect` would
+    # create /var/lib/containers/storage and mount its overlay folder - objects the lab
+    # did not make and would leave behind (containers-storage.conf(5): graphroot).
+    stores = [None] if os.path.isdir(DEFAULT_PODMAN_GRAPHROOT) else []
     run = lab.run_dir()
     if os.path.isdir(run):
         stores += [os.path.join(run, n) for n in sorted(os.listdir(run))
