@@ -5,11 +5,10 @@ import errno
 import os
 import select
 import signal
-import subprocess
 import time
 from typing import Iterator
 
-from .. import _libc, _registry, _spawn, proc
+from .. import _launch_run, _launch_spec, _libc, _registry, _spawn, proc
 from .._units import human
 from ..errors import BadInput, LabError, NeedsPrivilege, NotSupported, StillPresent, needs
 from . import files
@@ -346,27 +345,23 @@ class Cgroup:
         return setup
 
     def run(self, argv: list[str], *, timeout: float | None = 30, capture: bool = True,
-            **popen) -> subprocess.CompletedProcess:
-        """Run a command to its end inside the cgroup (a child that joins before exec).
+            input: str | bytes | None = None, env: dict | None = None, cwd: str | None = None):
+        """Run a command to its end inside the cgroup (a child that joins before exec),
+        through the one launcher: a ``_launch.Result``.
 
-        ``returncode`` is ``-9`` when it was SIGKILLed (an OOM kill); the child is
-        killed when ``timeout`` passes.
+        ``returncode`` is ``-9`` when it was SIGKILLed (an OOM kill); past ``timeout``
+        it is killed and ``_launch.Timeout`` raised.
         """
         self._require()
-        if capture:
-            popen.setdefault("stdout", subprocess.PIPE)
-            popen.setdefault("stderr", subprocess.PIPE)
-        popen.setdefault("text", True)
-        popen.setdefault("stdin", subprocess.DEVNULL)
-        return subprocess.run(argv, preexec_fn=self.preexec(popen.pop("preexec_fn", None)),
-                              timeout=timeout, check=False, **popen)
+        how = "pipe" if capture else "inherit"
+        spec = _launch_spec.Spec(argv=list(argv), cgroup=list(self._dirs), stdout=how, stderr=how,
+                                 env=env, cwd=cwd, note=f"in {self.name}")
+        return _launch_run.run(spec, input=input, timeout=timeout)
 
     def spawn(self, argv: list[str], *, note: str = "", **popen):
         """Start a registered background child inside the cgroup (a ``lab.LabProcess``)."""
         self._require()
-        inner = popen.pop("preexec", None)
-        return _spawn.LabProcess(argv, note=note or f"in {self.name}",
-                              preexec=lambda: (self.join_self(), inner and inner()), **popen)
+        return _spawn.LabProcess(argv, note=note or f"in {self.name}", cgroup=list(self._dirs), **popen)
 
     def pids(self) -> list[int]:
         """PIDs in the cgroup (all hierarchies agree unless someone moved a process)."""
