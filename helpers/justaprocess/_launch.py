@@ -92,16 +92,18 @@ def run(spec: Spec, input: bytes | str | None = None, timeout: float | None = 30
 
 def tool(argv: Sequence[str], *, timeout: float | None = 30.0, input: bytes | str | None = None,
          env: dict[str, str] | None = None, cwd: str | None = None, cgroup=None,
-         stdout: Any = "pipe", stderr: Any = "pipe", note: str = "") -> Result:
+         stdout: Any = "pipe", stderr: Any = "pipe", kill_group: bool = True,
+         note: str = "") -> Result:
     """Run a short command whose output is read (``runc state``, ``tar``, ``ldd``,
     ``podman inspect``...): no namespaces, the caller's cgroup unless ``cgroup=``.
 
     The one way the package runs a tool.  A missing program is not an exception here:
     ``r.error`` is ``StepFailed(step="exec", errno=ENOENT)`` (``r.check()`` raises it);
-    past ``timeout`` the command is killed and :class:`Timeout` raised.
+    past ``timeout`` the command is killed and :class:`Timeout` raised.  ``kill_group=False``
+    for a command that leaves a daemon behind on purpose (``runc run -d``).
     """
     spec = Spec(argv=[os.fspath(a) for a in argv], env=env, cwd=cwd, cgroup=cgroup,
-                stdout=stdout, stderr=stderr, note=note)
+                stdout=stdout, stderr=stderr, kill_group=kill_group, note=note or str(argv[0]))
     return run(spec, input=input, timeout=timeout)
 
 

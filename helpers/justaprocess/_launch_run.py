@@ -185,24 +185,28 @@ class Handle:
             self._bufs["wire"] += chunk
             if self._take(self._frames()) or self.error is not None:
                 break
+        # The registry is root's: an unprivileged caller's processes (a tool the doctor
+        # runs as a plain user) are not registered; they die with their caller all the same.
+        registered = os.geteuid() == 0
         if not self._first_known:
             self._first_known = True
-            try:
-                self._entries.append(_registry.register("process", f"pid-{self._first}", pid=self._first,
-                                                  note=self.note[:80]))
-            except (NoSuchProcess, FileNotFoundError, ProcessLookupError):
-                pass  # already exited (and a zombie until we reap it): nothing to remove
+            if registered:
+                self._register(self._first)
         if self.pid != self._first and not self._t_known:
             self._t_known = True
             try:
                 self.pidfd = os.pidfd_open(self.pid)
             except OSError:
                 self.pidfd = None  # already gone
-            try:
-                self._entries.append(_registry.register("process", f"pid-{self.pid}", pid=self.pid,
-                                                  note=self.note[:80]))
-            except (NoSuchProcess, FileNotFoundError, ProcessLookupError):
-                pass  # already exited: nothing of it left to remove
+            if registered:
+                self._register(self.pid)
+
+    def _register(self, pid: int) -> None:
+        try:
+            self._entries.append(_registry.register("process", f"pid-{pid}", pid=pid,
+                                                    note=self.note[:80]))
+        except (NoSuchProcess, FileNotFoundError, ProcessLookupError):
+            pass  # already exited (a zombie until reaped, or gone): nothing to remove
 
     def go(self, start_timeout: float = 10.0) -> "Handle":
         """Open the gate (Spec.gate): the process goes on to exec; returns once it has."""

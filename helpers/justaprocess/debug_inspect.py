@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from . import cgroups, lab, proc
+from . import _launch, cgroups, lab, proc
 from .errors import BadInput, LabError, MissingTool, NoSuchProcess
 
 from .debug_target import NS_KINDS, PROCFS, SECCOMP_MODES, Target, target
@@ -173,18 +173,12 @@ def _sockdiag_in(t: Target) -> list[dict]:
     argv = [sys.executable, "-I", "-c",
             "import sys; sys.path[:0] = [%r]; from justaprocess._sockdiag import main; main()"
             % os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
-    if t.namespaces.get("net") == proc.namespaces("self").get("net"):
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    else:
-        nsenter = shutil.which("nsenter")
-        if nsenter is None:
-            raise MissingTool("nsenter", "util-linux")
-        # nsenter(1) --net=FILE: setns(2) into the network namespace only, then exec.
-        fd = t.ns_fds["net"]
-        r = subprocess.run([nsenter, f"--net=/proc/self/fd/{fd}", "--", *argv],
-                           capture_output=True, text=True, timeout=30, pass_fds=(fd,))
-    if r.returncode != 0:
-        raise LabError(f"listing the sockets of {t.name} failed: {r.stderr.strip()[-300:]}")
+    # setns(2) into the network namespace only (its open fd), then exec; the launcher
+    # skips the join when it is ours already.
+    r = _launch.run(_launch.Spec(argv=argv, join={"net": _launch.Fd(t.ns_fds["net"])},
+                                 note=f"sockets of {t.name}"), timeout=30)
+    if r.returncode != 0 or r.error is not None:
+        raise LabError(f"listing the sockets of {t.name} failed: {r.error or r.stderr.strip()[-300:]}")
     return json.loads(r.stdout)
 
 
@@ -331,7 +325,7 @@ def strace(x, trigger: list[str] | None = None, *, syscalls: str = "network",
                     break
                 said.append(line)
             if trigger:
-                subprocess.run(trigger, capture_output=True, timeout=timeout)
+                _launch.tool(trigger, timeout=timeout)
             # strace prints a call when it returns, asynchronously to the trigger. Wait until
             # every child it followed has exited in its output ("+++ exited"), bounded; with
             # no child at all, give the last calls a moment (no event marks "printed").

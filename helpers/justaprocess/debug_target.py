@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import capabilities, cgroups, lab, proc
+from . import _launch, capabilities, cgroups, lab, proc
 from .errors import BadInput, LabError, NoSuchProcess
 
 PROCFS = proc.PROCFS
@@ -150,7 +149,7 @@ def _check_pid(pid: int, given: str, procfs: str) -> None:
     if flags & PF_KTHREAD or pid == 2 or ppid == 2:
         raise TargetError(f"PID {pid} is a kernel thread ({comm}): it has no container - "
                           "kernel threads have no user-space program, root or cgroup limits to look at")
-    if proc.status(pid, procfs)["State"].startswith("Z"):
+    if not proc.running(pid, procfs):  # the one liveness check: a zombie counts as gone
         raise TargetError(f"PID {pid} ({comm}) is a zombie: it has exited and waits for its "
                           "parent to reap it; nothing is left to enter")
 
@@ -175,8 +174,7 @@ def runc_state(ident: str) -> tuple[dict, str] | None:
     for root in _runc_roots():
         if not os.path.isdir(os.path.join(root, ident)):
             continue
-        r = subprocess.run([runc, "--root", root, "state", ident], capture_output=True,
-                           text=True, timeout=20)
+        r = _launch.tool([runc, "--root", root, "state", ident], timeout=20)
         if r.returncode == 0:
             return json.loads(r.stdout), root
     return None
@@ -206,7 +204,7 @@ def podman_pid(name: str) -> tuple[int, dict] | None:
     for store in stores:
         args = ["inspect", "--type", "container", name]
         if store is None:
-            r = subprocess.run([exe, *args], capture_output=True, text=True, timeout=30)
+            r = _launch.tool([exe, *args], timeout=30)
         else:
             r = _podman_store._cli(store, args, timeout=30, check=False)
         if r.returncode == 0:
@@ -282,7 +280,7 @@ def target(x, *, allow_host: bool = False, procfs: str = PROCFS) -> Target:
             try:
                 fds[k] = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                if not os.path.exists(os.path.join(procfs, str(pid))):
+                if not proc.running(pid, procfs, start=start):
                     raise NoSuchProcess(pid) from None
                 continue  # a kernel without this kind
             except PermissionError:
@@ -291,8 +289,8 @@ def target(x, *, allow_host: bool = False, procfs: str = PROCFS) -> Target:
                     "access mode check of proc(5)): this process is outside the lab's reach on "
                     "this machine - try a container's PID") from None
         st = proc.status(pid, procfs)
-        if proc.start_time(pid, procfs) != start:
-            raise NoSuchProcess(pid)  # recycled between the two reads
+        if not proc.running(pid, procfs, start=start):
+            raise NoSuchProcess(pid)  # gone, or recycled between the two reads
         ns = {k: os.fstat(fd).st_ino for k, fd in fds.items()}
         host = proc.namespaces(_host_reference(procfs), procfs)
         t = Target(given=given, kind=kind, name=name, pid=pid, start=start, comm=st["Name"],

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import random
-import subprocess
 import time
 
 from . import _launch, cgroups, lab, proc, scenarios
@@ -210,10 +209,8 @@ class VolumeFull(Scenario):
         mnt = lab.register("mount", src, note=f"scenario {self.name}: a 1M tmpfs")
         self._entries.append(mnt)
         # A small file system of its own (tmpfs, size=1m: mount(8)); filled up to ENOSPC.
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", src], check=True,
-                       capture_output=True)
-        subprocess.run(["dd", "if=/dev/zero", f"of={src}/old-uploads.bin", "bs=64k"],
-                       capture_output=True)
+        _launch.tool(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", src]).check()
+        _launch.tool(["dd", "if=/dev/zero", f"of={src}/old-uploads.bin", "bs=64k"])
         path = self.params["path"]
         script = (f'echo "uploader starting"; while :; do echo upload >> {path}/new.bin 2>/dev/null '
                   f'|| echo "$(date +%T) upload failed: No space left on device"; sleep 3; done')

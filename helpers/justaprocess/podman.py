@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from . import cgroups, lab, proc
+from . import _launch, cgroups, lab, proc
 from ._podman_store import (  # noqa: F401 - what lab needs lives below it; podman.X as always
     LIBPOD_PARENT, MARK, PodmanError, TYPES, _PARENT_MARK, _SEARCH, _cli, _entry_name,
     _hierarchy_mounts, _ids_file, _known_ids, _note_libpod_parent, _remember_ids, _runroot,
@@ -391,16 +391,14 @@ def kubectl() -> tuple[str | None, str]:
     if path is None:
         return None, "kubectl is not installed here: the cells show the command a cluster user types"
     try:
-        ctx = subprocess.run([path, "config", "current-context"], capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        ctx = _launch.tool([path, "config", "current-context"], timeout=10).check()
+    except LabError as exc:  # a failed exec or the timeout
         return path, f"kubectl config current-context failed: {exc}"
     if ctx.returncode != 0 or not ctx.stdout.strip():
         return path, "kubectl is installed but no cluster is configured (no current context)"
     try:
-        r = subprocess.run([path, "get", "--raw", "/readyz", "--request-timeout=5s"],
-                           capture_output=True, text=True, timeout=15)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        r = _launch.tool([path, "get", "--raw", "/readyz", "--request-timeout=5s"], timeout=15)
+    except _launch.Timeout as exc:
         return path, f"the cluster of context {ctx.stdout.strip()} does not answer: {exc}"
     if r.returncode != 0:
         return path, f"the cluster of context {ctx.stdout.strip()} does not answer: " \

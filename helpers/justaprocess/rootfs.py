@@ -18,10 +18,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from typing import NamedTuple
 
-from . import lab
+from . import _launch, lab
 from .errors import BadInput, LabError, MissingTool, NeedsPrivilege
 
 KINDS = ("busybox", "tools")
@@ -73,7 +72,7 @@ def busybox_binary() -> str:
 
 def _is_static(path: str) -> bool:
     # `ldd` says "not a dynamic executable" (exit 1) for a static binary.
-    r = subprocess.run(["ldd", path], capture_output=True, text=True)
+    r = _launch.tool(["ldd", path])
     return r.returncode != 0 or "statically linked" in r.stdout
 
 
@@ -85,7 +84,7 @@ def libraries(binary: str) -> list[str]:
     """
     if shutil.which("ldd") is None:
         raise MissingTool("ldd", "libc-bin")
-    r = subprocess.run(["ldd", binary], capture_output=True, text=True)
+    r = _launch.tool(["ldd", binary])
     if r.returncode != 0:
         return []  # static: nothing to copy
     out = []
@@ -114,8 +113,7 @@ def _install_busybox(root: str) -> None:
     # The applet links are made *inside* the new root: run on the host,
     # `busybox --install -s DIR` writes absolute links to the host's busybox
     # path, which do not resolve inside the rootfs (docs/kernel-notes.md, "Mounts and pivot_root").
-    r = subprocess.run(["chroot", root, "/bin/busybox", "--install", "-s", "/bin"],
-                       capture_output=True, text=True)
+    r = _launch.tool(["chroot", root, "/bin/busybox", "--install", "-s", "/bin"])
     if r.returncode != 0:
         raise LabError(f"busybox --install inside {root} failed: {r.stderr.strip() or r.returncode}: "
                        "check that busybox-static runs on this machine (`busybox true`), then "
@@ -160,10 +158,8 @@ def _build(kind: str, path: str, tarball: str) -> tuple[str, ...]:
         return _build_into(kind, path, tarball, tmp, tar_tmp)
     except LabError:
         raise
-    except (OSError, subprocess.CalledProcessError) as exc:
-        why = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) and exc.stderr \
-            else exc
-        raise LabError(f"building the {kind} rootfs in {os.path.dirname(path)} failed: {why}: "
+    except OSError as exc:
+        raise LabError(f"building the {kind} rootfs in {os.path.dirname(path)} failed: {exc}: "
                        f"check the free space there (df -h {os.path.dirname(path)}), then build "
                        "again") from exc
     finally:
@@ -195,7 +191,10 @@ def _build_into(kind: str, path: str, tarball: str, tmp: str, tar_tmp: str) -> t
             f.write("\n".join(copied) + "\n")
     # The tarball of the tree, as an image layer is one (tar(1)); made before
     # the marker so the marker says "folder and tarball complete".
-    subprocess.run(["tar", "-C", tmp, "-cf", tar_tmp, "."], check=True, capture_output=True, text=True)
+    r = _launch.tool(["tar", "-C", tmp, "-cf", tar_tmp, "."], timeout=300)
+    if not r.ok:
+        raise LabError(f"building the {kind} rootfs: tar -c failed ({r.error or r.stderr.strip()}): "
+                       f"check the free space in {os.path.dirname(path)} (df -h), then build again")
     with open(os.path.join(tmp, MARKER), "w") as f:
         f.write(f"{VERSION}\n")
     # Swap in: the tarball first, the folder (with its marker) last.  Another
@@ -255,7 +254,7 @@ def extract(rootfs: Rootfs, dest: str) -> str:
     except OSError as exc:
         raise LabError(f"cannot make {dest}: {exc.strerror}: check that its parent exists and "
                        "has free space") from exc
-    r = subprocess.run(["tar", "-C", dest, "-xf", rootfs.tarball], capture_output=True, text=True)
+    r = _launch.tool(["tar", "-C", dest, "-xf", rootfs.tarball], timeout=300)
     if r.returncode != 0:
         said = [ln for ln in r.stderr.splitlines() if ln.strip()][:1] or [f"exit {r.returncode}"]
         raise LabError(f"tar -x of {rootfs.tarball} into {dest} failed ({said[0]}): "

@@ -19,12 +19,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from . import cgroups, lab, proc
+from . import _launch, cgroups, lab, proc
 from .errors import BadInput, LabError, MissingTool, NeedsPrivilege, NotSupported
 
 # --- which runtimes are here -----------------------------------------------------
@@ -57,9 +56,12 @@ def find(name: str) -> Runtime:
     if path is None:
         return Runtime(name, None, "", f"{name} is not installed (apt-get install {name})")
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        r = _launch.tool([path, "--version"], timeout=10)
+    except _launch.Timeout as exc:
         return Runtime(name, path, "", f"{name} --version failed: {exc}")
+    if r.error is not None:
+        return Runtime(name, path, "", f"{name} --version failed: {r.error}")
+    out = r.stdout
     first = out.splitlines()[0] if out else ""
     version = first.split()[-1] if first else "?"
     if name not in DRIVEN:
@@ -384,8 +386,8 @@ class OCIContainer:
         err = open(os.path.join(self.dir, "stderr"), "wb")
         try:
             cmd = self._cmd("run", "-d", "--pid-file", pidfile, "--bundle", self.bundle, self.name)
-            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                               timeout=timeout)
+            # kill_group=False: the container's init outlives `runc run -d` (in a session of its own).
+            r = _launch.tool(cmd, stdout=out, stderr=err, timeout=timeout, kill_group=False)
         finally:
             out.close()
             err.close()
@@ -408,8 +410,7 @@ class OCIContainer:
         """Run a command in the container's namespaces and cgroup (``runc exec``)."""
         if self.pid is None:
             raise BadInput(f"{self.name} is not started: call start() first")
-        r = subprocess.run(self._cmd("exec", self.name, *argv), stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=timeout)
+        r = _launch.tool(self._cmd("exec", self.name, *argv), timeout=timeout)
         return Result(r.returncode, r.stdout, r.stderr)
 
     def logs(self, stream: str = "stdout") -> str:
@@ -453,7 +454,7 @@ class OCIContainer:
         """Kill PID 1 (``runc kill NAME KILL``) and wait until it is gone; remove() deletes the rest."""
         if self.pid is None or self.rt is None:
             return
-        subprocess.run(self._cmd("kill", self.name, "KILL"), capture_output=True, timeout=30)
+        _launch.tool(self._cmd("kill", self.name, "KILL"), timeout=30)
         deadline = time.monotonic() + timeout
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -462,7 +463,7 @@ class OCIContainer:
         """Stop and delete the container, its cgroups and its folder (safe twice)."""
         if self.rt is not None and os.path.isdir(self.state):
             # `delete -f` kills (SIGKILL) and removes the cgroups and state.
-            subprocess.run(self._cmd("delete", "-f", self.name), capture_output=True, timeout=30)
+            _launch.tool(self._cmd("delete", "-f", self.name), timeout=30)
         # Processes, then cgroups deepest first (a lab parent goes when empty), then
         # the folder: lab.entries()'s order.  Absent objects are only forgotten.
         for e in sorted(self.entries, key=lambda e: (lab.KINDS.index(e.kind), -e.name.count("/"))):
@@ -488,8 +489,7 @@ def run(rootfs: str, argv: list[str], *, runtime: str = "runc", timeout: float =
     try:
         c.prepare()
         cmd = c._cmd("run", "--bundle", c.bundle, c.name)
-        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                           timeout=timeout)
+        r = _launch.tool(cmd, timeout=timeout)
         return Result(r.returncode, r.stdout, r.stderr)
     finally:
         c.remove()

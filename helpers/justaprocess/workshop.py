@@ -23,10 +23,10 @@ import html
 import json
 import os
 import shlex
-import subprocess
 import sys
 from typing import NamedTuple
 
+from . import _launch
 from .errors import BadInput, MissingTool
 
 REPO = "/opt/justaprocess"          # where cloud-init.yaml and the Vagrantfile put the course
@@ -76,11 +76,11 @@ def run_on(seat: Seat, command: str, *, user: str = "jap", timeout: float = 60) 
         argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", f"{user}@{seat.address}",
                 "sudo -n -H bash -c " + shlex.quote(command)]
     try:
-        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError:
-        raise MissingTool(argv[0], "openssh-client" if argv[0] == "ssh" else None) from None
-    except subprocess.TimeoutExpired:
+        r = _launch.tool(argv, timeout=timeout)
+    except _launch.Timeout:
         return Answer(seat, 124, "", f"no answer within {timeout:g} s")
+    if r.error is not None and r.error.step == "exec":
+        raise MissingTool(argv[0], "openssh-client" if argv[0] == "ssh" else None)
     return Answer(seat, r.returncode, r.stdout, r.stderr.strip())
 
 

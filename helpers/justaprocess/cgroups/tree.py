@@ -57,9 +57,19 @@ V1, HYBRID, V2 = "v1", "hybrid", "v2"
 
 
 def _mount_table(mounts: str = MOUNTS) -> list[tuple[str, str, str, str]]:
-    """(source, target, fstype, options) of each line of a mounts file (proc(5))."""
+    """(source, target, fstype, options) of each mount.
+
+    This process's table comes from ``proc.mountinfo`` (the lab's one parser; the
+    options are the per-mount and the superblock ones, as /proc/self/mounts shows
+    them).  Another file (a fake table of the unit tests) is read in the
+    /proc/mounts format: SOURCE TARGET FSTYPE OPTIONS (proc(5)).
+    """
+    if mounts == MOUNTS:
+        return [(m.source, m.target, m.fstype, ",".join(dict.fromkeys(m.options + m.super_options)))
+                for m in proc.mountinfo("self")]
     with open(mounts) as f:
-        return [tuple(line.split()[:4]) for line in f]  # type: ignore[misc]
+        return [tuple(proc.unescape(x) for x in line.split()[:4]) for line in f  # type: ignore[misc]
+                if len(line.split()) >= 4]
 
 
 def layout(root: str = ROOT, mounts: str = MOUNTS) -> str:
