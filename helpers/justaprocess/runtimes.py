@@ -137,7 +137,7 @@ def runc_spec() -> dict:
         if exe is None:
             raise MissingTool("runc", "runc")
         with tempfile.TemporaryDirectory(prefix="jap-spec-") as d:
-            r = subprocess.run([exe, "spec", "--bundle", d], capture_output=True, text=True, timeout=30)
+            r = _launch.tool([exe, "spec", "--bundle", d], timeout=30)
             if r.returncode != 0:
                 raise LabError(f"`runc spec` failed: {r.stderr.strip() or r.returncode}")
             with open(os.path.join(d, "config.json")) as f:
