@@ -356,7 +356,7 @@ test_v2() {
   echo "${JAP_V2_SCOPE:-cgroups}" > "$WORK/results/scope"
   phase "boot + tests in the guest (cgroup v2)"
   # The JupyterLab service is proven by test-vm; here its start would only take CPU.
-  boot "${JAP_VM_TIMEOUT:-2700}" "" systemd.mask=justaprocess-lab.service; wait_guest
+  boot "${JAP_VM_TIMEOUT:-3600}" "" systemd.mask=justaprocess-lab.service; wait_guest
   phase "results"; bring_back
   local rc; rc=$(guest_rc)
   print_times
