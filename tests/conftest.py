@@ -185,3 +185,51 @@ def isolated_lab(tmp_path, own_objects):
     if not IS_ROOT:
         pytest.skip("needs root: run `make test` as root in the lab VM")
     return IsolatedLab(tmp_path).setup()
+
+
+# --- a chapter leaves nothing behind -------------------------------------------------------
+
+def leftovers_of(owner: int) -> list:
+    """What of the lab is still present and was made by process ``owner`` (a kernel)."""
+    return [e for e in lab.leftovers() if e.owner == owner]
+
+
+def run_notebook_kernel(name: str, timeout: int = 120) -> int:
+    """Run notebooks/NAME top to bottom in a fresh kernel; return that kernel's PID
+    (its registry entries carry it as owner)."""
+    import nbformat
+    from nbclient import NotebookClient
+    path = os.path.join(REPO, "notebooks", name)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import os; print('KERNEL', os.getpid())"))
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": os.path.dirname(path)}}).execute()
+    out = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    return int(out.split()[1])
+
+
+def facts_of_a_killed_kernel(code: str, timeout: int = 120, before_kill=None):
+    """Run ``code`` in a real Jupyter kernel, then SIGKILL the kernel (no atexit, no
+    finally). ``code`` prints one line ``FACTS <kernel pid> ...``. Returns its words and
+    what ``before_kill(words)`` returned (read what must be read while the kernel lives)."""
+    import signal
+    from jupyter_client.manager import start_new_kernel
+    km, kc = start_new_kernel(kernel_name="python3")
+    outputs: list = []
+    try:
+        reply = kc.execute_interactive(code, timeout=timeout, output_hook=outputs.append)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        text = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
+        facts = next(ln for ln in text.splitlines() if ln.startswith("FACTS ")).split()[1:]
+        seen = before_kill(facts) if before_kill else None
+        os.kill(int(facts[0]), signal.SIGKILL)
+    finally:
+        kc.stop_channels()
+        km.cleanup_resources()
+    return facts, seen
+
+
+def start_times(pids) -> dict[int, int]:
+    """{pid: start time} of those of these PIDs that run (so a recycled PID is not mistaken)."""
+    from justaprocess import proc
+    return {int(p): proc.start_time(int(p)) for p in pids if proc.running(int(p))}

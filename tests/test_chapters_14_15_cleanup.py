@@ -2,20 +2,14 @@
 the middle of one (a fleet of containers, the lab's podman store with a pod whose processes
 conmon keeps running, an incident with its mount)."""
 import os
-import signal
 
-import nbformat
 import pytest
 
+from conftest import facts_of_a_killed_kernel, leftovers_of, run_notebook_kernel, start_times
 from justaprocess import lab, podman, proc
 
 pytestmark = pytest.mark.root
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = ["14-at-scale.ipynb", "15-incidents.ipynb"]
-
-
-def _mine(owner: int):
-    return [e for e in lab.leftovers() if e.owner == owner]
 
 
 @pytest.fixture(autouse=True)
@@ -25,23 +19,11 @@ def _own_roster(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_a_notebook_run_leaves_nothing_of_its_kernel(name, pytestconfig):
-    from nbclient import NotebookClient
-    path = os.path.join(ROOT, "notebooks", name)
-    nb = nbformat.read(path, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell("import os; print('KERNEL', os.getpid())"))
-    timeout = int(pytestconfig.getoption("nbval_cell_timeout", None) or 120)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": os.path.dirname(path)}}).execute()
-    out = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
-    kernel = int(out.split()[1])
-    assert not _mine(kernel), f"{name} left: {_mine(kernel)}"
+    kernel = run_notebook_kernel(name, int(pytestconfig.getoption("nbval_cell_timeout", None) or 120))
+    assert not leftovers_of(kernel), f"{name} left: {leftovers_of(kernel)}"
 
 
 def test_a_kernel_killed_mid_chapter_leaves_nothing_after_stale_cleanup():
-    from jupyter_client.manager import start_new_kernel
-
-    km, kc = start_new_kernel(kernel_name="python3")
-    outputs = []
     code = (
         "%load_ext justaprocess\n"
         "import os\n"
@@ -56,22 +38,13 @@ def test_a_kernel_killed_mid_chapter_leaves_nothing_after_stale_cleanup():
         "      st.dir, st.runroot, f.members[0].container.dir, inc.target.dir,\n"
         "      ' '.join(podman.leftover_cgroups(st.dir)))\n"
     )
-    try:
-        reply = kc.execute_interactive(code, timeout=180, output_hook=outputs.append)
-        assert reply["content"]["status"] == "ok", reply["content"]
-        text = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
-        facts = next(ln for ln in text.splitlines() if ln.startswith("FACTS ")).split()[1:]
-        kernel, pids, dirs, cgs = int(facts[0]), [int(p) for p in facts[1:4]], facts[4:8], facts[8:]
-        assert cgs, "the pod's cgroups (libpod_parent/<id>) are there while it runs"
-        starts = {p: proc.start_time(p) for p in pids if proc.running(p)}
-        os.kill(kernel, signal.SIGKILL)  # no atexit, no finally
-    finally:
-        kc.stop_channels()
-        km.cleanup_resources()
-    assert _mine(kernel), "the killed kernel's objects should still be registered before cleanup"
+    facts, starts = facts_of_a_killed_kernel(code, 180, lambda f: start_times(f[1:4]))
+    kernel, pids, dirs, cgs = int(facts[0]), [int(p) for p in facts[1:4]], facts[4:8], facts[8:]
+    assert cgs, "the pod's cgroups (libpod_parent/<id>) are there while it runs"
+    assert leftovers_of(kernel), "the killed kernel's objects should still be registered before cleanup"
     assert proc.running(pids[0]), "conmon keeps podman's container running after the kernel died"
     lab.cleanup(stale=True)  # what the next notebook's setup cell does
-    assert not _mine(kernel)
+    assert not leftovers_of(kernel)
     assert podman.wait_pids_gone(starts)
     for p, start in starts.items():
         assert not lab._alive(p, start), f"process {p} survived"

@@ -7,7 +7,6 @@ Effects are read from /proc/PID/ns, cgroup.procs, /proc/PID/status.
 """
 import errno
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import threading
 
 import pytest
 
+from conftest import wait_exit
 from justaprocess import _launch as L, cgroups, lab, proc, rootfs
 from justaprocess.errors import BadInput, NoSuchProcess
 
@@ -43,18 +43,6 @@ def caller(request, own_objects):
 
 def _sleeper(**kw) -> L.Handle:
     return L.start(L.Spec(argv=["sleep", "60"], **kw))
-
-
-def _pidfd_gone(pid: int, timeout: float = 5.0) -> bool:
-    """Wait for a process (not our child) to end: its pidfd turns readable (pidfd_open(2))."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout)[0])
-    finally:
-        os.close(fd)
 
 
 # --- creating and joining namespaces ---------------------------------------------------
@@ -332,7 +320,7 @@ def test_dies_with_its_parent():
     assert proc.running(pid)
     p.kill()
     p.wait()
-    assert _pidfd_gone(pid)
+    assert wait_exit(pid)
     lab.cleanup(stale=True)  # its registry entries: their owner is dead
 
 
@@ -402,5 +390,5 @@ def test_lab_cleanup_of_its_owner_kills_what_it_launched(own_objects):
     pid = h.pid
     assert any(e.pid == pid for e in lab.entries() if e.kind == "process")
     lab.cleanup(owner=os.getpid())   # what %lab_cleanup does for a kernel
-    assert _pidfd_gone(pid)
+    assert wait_exit(pid)
     assert h.wait(5).signal == signal.SIGKILL
