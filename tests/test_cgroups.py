@@ -412,6 +412,24 @@ def test_real_cpu_quota_throttles(own_objects):
 
 
 @root
+def test_real_update_writes_only_the_limits_named(own_objects):
+    # runc update / docker update --cpus: a running cgroup gets a new quota; its other
+    # limits stay as the kernel has them.
+    with cgroups.Cgroup(memory="64M", cpu=0.5, pids=20) as cg:
+        p = cg.spawn(["sleep", "30"])
+        before = cg.stats()
+        cg.update(cpu=0.02)
+        s = cg.stats()
+        assert cg.pids() == [p.pid]
+        assert s.cpu_quota == pytest.approx(0.02) and before.cpu_quota == pytest.approx(0.5)
+        assert (s.memory_max, s.pids_max) == (64 << 20, 20)
+        assert cg.limits.cpu == pytest.approx(0.02) and cg.limits.pids_max == 20
+        with pytest.raises(BadInput, match="cpu"):
+            cg.update(cpu=-1)
+        assert cg.stats().cpu_quota == pytest.approx(0.02)
+
+
+@root
 def test_real_freeze_kill_and_populated_events(own_objects):
     cg = cgroups.Cgroup().create()
     try:

@@ -1,6 +1,7 @@
 """A lab cgroup (:class:`Cgroup`): made with limits, processes started inside, read, removed."""
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import select
@@ -218,9 +219,33 @@ class Cgroup:
                                "see cgroup-v2.rst / cgroup-v1 docs for its format") from exc
             raise
 
-    def _apply(self) -> None:
-        """Write the limits, in the files of this cgroup's version (docs/kernel-notes.md, "cgroups")."""
-        L = self.limits
+    @needs("root", "changing a cgroup's limits:")
+    def update(self, **limits) -> "Cgroup":
+        """Change limits of the created cgroup while its processes run, as ``runc update`` and
+        ``docker update`` do: only the limits named are written (the constructor's keywords).
+
+        >>> cg.update(cpu=0.02)          # cpu.max (v2) / cpu.cfs_quota_us (v1), nothing else
+        """
+        self._require()
+        change = Limits.parse(**limits)
+        missing = sorted(c for c in change.controllers()
+                         if not ({c, "blkio"} if c == "io" else {c}) & set(self.places))
+        if missing:
+            raise NotSupported(f"{self.name} has no {', '.join(missing)} controller to limit: "
+                               "give that limit when the cgroup is created")
+        self._apply(change)
+        named = {f for f, v in (("memory_max", "memory"), ("memory_high", "memory_high"),
+                                ("memory_low", "memory_low"), ("memory_min", "memory_min"),
+                                ("swap_max", "swap"), ("cpu", "cpu"), ("pids_max", "pids"),
+                                ("io", "io"), ("devices", "devices"), ("cpu_period_us", "cpu_period_us"))
+                 if v in limits}
+        self.limits = dataclasses.replace(self.limits, **{f: getattr(change, f) for f in named})
+        return self
+
+    def _apply(self, L: Limits | None = None) -> None:
+        """Write the limits (all of them, or those of ``L``), in the files of this cgroup's
+        version (docs/kernel-notes.md, "cgroups")."""
+        L = L or self.limits
         v2 = self.places.get("memory", self.places.get(CORE)).hierarchy.version == 2 \
             if self.places else False
         if v2:
@@ -251,7 +276,8 @@ class Cgroup:
         if L.memory_low is not None:
             self._set("memory", "memory.soft_limit_in_bytes", str(L.memory_low))
         if L.swap_max is not None:  # memsw = memory + swap, and needs swap accounting
-            total = (L.memory_max or 0) + L.swap_max
+            total = (L.memory_max if L.memory_max is not None else self.limits.memory_max or 0) \
+                + L.swap_max
             self._set("memory", "memory.memsw.limit_in_bytes", str(total))
         if L.cpu is not None:
             self._set("cpu", "cpu.cfs_period_us", str(L.cpu_period_us))
