@@ -68,8 +68,11 @@ def check_share(share, app):
 def _attaches(app, keep: list[str]) -> tuple[bool, str]:
     from ..debugcontainer import DebugContainer
     with DebugContainer(app, caps=keep) as dc:
-        r = dc.run("strace -p 1 -e trace=none -o /dev/null & s=$!; sleep 0.3; kill $s 2>/dev/null; "
-                   "wait $s; echo done")
+        # strace's first line says whether it attached ("Process 1 attached") or why not:
+        # read it through a fifo (an event, not a fixed wait: a slow VM takes its time).
+        r = dc.run("mkfifo /tmp/strace.out; strace -p 1 -e trace=none -o /dev/null 2>/tmp/strace.out & "
+                   "s=$!; read -r line < /tmp/strace.out; echo \"$line\" >&2; kill $s 2>/dev/null; "
+                   "wait $s; rm -f /tmp/strace.out; echo done")
     return "Process 1 attached" in r.stderr, r.stderr.strip().splitlines()[-1:] and \
         r.stderr.strip().splitlines()[-1] or ""
 
