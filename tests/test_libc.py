@@ -125,3 +125,42 @@ def test_prctl_no_new_privs_is_set_in_child_only():
     """)
     assert r.stdout.strip() == "1"
     assert _libc.prctl(_libc.PR_GET_NO_NEW_PRIVS) == 0
+
+
+def _deny_all_device_program() -> int:
+    """Load "return 0" as a cgroup device program (BPF_PROG_LOAD): every device denied."""
+    import ctypes
+    import struct
+    insns = struct.pack("<BBhi", 0xB7, 0, 0, 0) + struct.pack("<BBhi", 0x95, 0, 0, 0)  # r0 = 0; exit
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(b"GPL")
+    attr = ctypes.create_string_buffer(128)
+    struct.pack_into("=IIQQ", attr, 0, 15, 2, ctypes.addressof(code), ctypes.addressof(lic))  # CGROUP_DEVICE
+    return _libc._bpf(5, attr)
+
+
+def test_a_cgroups_device_program_is_listed_and_detached(own_objects):
+    # What podman 4.3 leaves on a pod's cgroup on pure v2 (podman.Store._open_pod_devices):
+    # a device program that denies everything below it, found and detached with bpf(2).
+    import ctypes
+    import struct
+
+    from justaprocess import cgroups
+    with cgroups.Cgroup() as cg:
+        fd = os.open(cg.places[cgroups.CORE].path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            prog = _deny_all_device_program()
+            attr = ctypes.create_string_buffer(128)
+            struct.pack_into("=IIII", attr, 0, fd, prog, _libc.BPF_CGROUP_DEVICE, 2)  # ALLOW_MULTI
+            _libc._bpf(8, attr)  # BPF_PROG_ATTACH
+            os.close(prog)       # the attachment keeps it loaded
+            ids = _libc.cgroup_device_programs(fd)
+            assert len(ids) == 1
+            denied = cg.run(["/bin/sh", "-c", "echo x > /dev/null && echo written"])
+            assert "written" not in denied.stdout and "not permitted" in denied.stderr.lower()
+            _libc.cgroup_detach_device_program(fd, ids[0])
+            assert _libc.cgroup_device_programs(fd) == []
+            allowed = cg.run(["/bin/sh", "-c", "echo x > /dev/null && echo written"])
+            assert allowed.stdout.strip() == "written", allowed.stderr
+        finally:
+            os.close(fd)

@@ -338,3 +338,39 @@ def inotify_init1(flags: int = os.O_CLOEXEC | os.O_NONBLOCK) -> int:
 def inotify_add_watch(fd: int, path: str, mask: int) -> int:
     """inotify_add_watch(2): watch ``path`` for the events in ``mask``; the watch descriptor."""
     return _check(_libc.inotify_add_watch(fd, _fs(path), mask), path)
+
+
+# --- cgroup v2 device control: eBPF programs attached to a cgroup (bpf(2)) ----------
+BPF_PROG_DETACH, BPF_PROG_GET_FD_BY_ID, BPF_PROG_QUERY = 9, 13, 16
+BPF_CGROUP_DEVICE = 6   # enum bpf_attach_type (include/uapi/linux/bpf.h)
+
+
+def _bpf(cmd: int, attr) -> int:
+    return _check(_libc.syscall(ctypes.c_long(syscall_number("bpf")), ctypes.c_int(cmd), attr,
+                                ctypes.c_uint(len(attr))))
+
+
+def cgroup_device_programs(cgroup_fd: int) -> list[int]:
+    """The ids of the device-control programs attached to this cgroup v2 directory itself
+    (BPF_PROG_QUERY of BPF_CGROUP_DEVICE; cgroup-v2.rst "Device controller")."""
+    import struct
+    ids = (ctypes.c_uint32 * 64)()
+    attr = ctypes.create_string_buffer(128)   # union bpf_attr, the query member, zero-padded
+    struct.pack_into("=IIIIQI", attr, 0, cgroup_fd, BPF_CGROUP_DEVICE, 0, 0,
+                     ctypes.addressof(ids), len(ids))
+    _bpf(BPF_PROG_QUERY, attr)
+    return list(ids[:struct.unpack_from("=I", attr, 24)[0]])
+
+
+def cgroup_detach_device_program(cgroup_fd: int, prog_id: int) -> None:
+    """Detach one device-control program (by id) from a cgroup v2 directory (BPF_PROG_DETACH)."""
+    import struct
+    attr = ctypes.create_string_buffer(128)
+    struct.pack_into("=I", attr, 0, prog_id)
+    prog = _bpf(BPF_PROG_GET_FD_BY_ID, attr)
+    try:
+        attr = ctypes.create_string_buffer(128)
+        struct.pack_into("=IIII", attr, 0, cgroup_fd, prog, BPF_CGROUP_DEVICE, 0)
+        _bpf(BPF_PROG_DETACH, attr)
+    finally:
+        os.close(prog)

@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from . import _launch, cgroups, lab, proc
+from . import _launch, _libc, cgroups, lab, proc
 from ._podman_store import (  # noqa: F401 - what lab needs lives below it; podman.X as always
     LIBPOD_PARENT, MARK, PodmanError, TYPES, _PARENT_MARK, _SEARCH, _cli, _entry_name,
     _hierarchy_mounts, _ids_file, _known_ids, _note_libpod_parent, _remember_ids, _runroot,
@@ -222,12 +222,39 @@ class Store:
         for p in pods:
             self.register("pod", p)
         text = "\n---\n".join(json.dumps(d) for d in docs)  # YAML is a superset of JSON
-        args = ["kube", "play", "--network", "none", "--start=" + str(start).lower(), "-"]
+        v2 = cgroups.layout() == cgroups.V2
+        args = ["kube", "play", "--network", "none", "--start=" + str(start and not v2).lower(), "-"]
         try:
             self.podman(*args, input=text)
+            if v2:
+                for p in pods:
+                    self._open_pod_devices(p)
+                    if start:
+                        self.podman("pod", "start", p)
         finally:
             self._remember_ids()
         return pods
+
+    def _open_pod_devices(self, pod: str) -> None:
+        """Detach the deny-all device filter podman 4.3 leaves on a pod's cgroup on pure v2.
+
+        With cgroup_manager "cgroupfs" on cgroup v2, podman 4.3 writes the pod cgroup's
+        (empty) resources through runc's library, which attaches a device-control eBPF
+        program built from an empty rule list: it denies every device to everything
+        below, so the infra container fails ("mknod /dev/null: Operation not permitted"
+        under crun, "error reopening /dev/null" under runc).  Each container keeps the
+        device program its runtime attaches to its own cgroup: device control stays.
+        (docs/kernel-notes.md, "Other engines")
+        """
+        rel = self.podman("pod", "inspect", pod, "--format", "{{.CgroupPath}}").strip()
+        v2 = [h for h in cgroups.hierarchies() if h.version == 2][0]
+        path = os.path.join(v2.mountpoint, rel.lstrip("/"))
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for prog in _libc.cgroup_device_programs(fd):
+                _libc.cgroup_detach_device_program(fd, prog)
+        finally:
+            os.close(fd)
 
     def run(self, name: str, argv: list[str], *, options: Iterable[str] = (), detach: bool = False,
             timeout: float = 60) -> str:
