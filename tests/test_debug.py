@@ -7,7 +7,7 @@ import sys
 import pytest
 from conftest import cli
 
-from justaprocess import container, debug, proc, rootfs, runtimes
+from justaprocess import container, debug, lab, proc, rootfs, runtimes
 from justaprocess.errors import LabError
 
 pytestmark = pytest.mark.root
@@ -292,6 +292,8 @@ def test_a_podman_container_of_a_lab_store_resolves_by_name():
         assert r.returncode == 0 and int(r.stdout) > 1
     finally:
         st.remove()
+    # the store went with its image and container: none of them stays registered
+    assert not [e.name for e in lab.entries() if e.name.startswith(st.dir)]
 
 
 def test_a_sidecar_of_a_runc_container(oci):

@@ -151,6 +151,11 @@ class Store:
         return self
 
     def remove(self) -> None:
+        # Its pods, containers and images first (registered as <store>/<type>/<name>),
+        # then the store: nothing of it stays in the registry.
+        for e in lab.entries():
+            if e.kind == "podman" and e.name.startswith(self.dir + "/"):
+                lab.remove(e)
         if self.entry is not None:
             lab.remove(self.entry)
             self.entry = None
