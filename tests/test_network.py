@@ -112,6 +112,26 @@ def test_container_network_end_to_end_and_gone_after(own_objects):
 
 
 @pytest.mark.root
+def test_a_name_survives_a_later_ip_netns_add_and_both_go(own_objects):
+    """ip netns add binds /run/netns over itself when it is not a mount yet: a lab name
+    mounted before would be hidden under it (EBUSY on removal) unless the lab made
+    /run/netns a mount first, as ip does."""
+    c = Container(["/bin/sleep", "60"], network=True).start()
+    other = lab.name("ipadd")
+    try:
+        lab.register("netns", other, note="made by ip netns add")
+        subprocess.run(["ip", "netns", "add", other], check=True, capture_output=True)
+        assert {c.net.lease.name, other} <= netns_names()
+        lease = c.net.lease.name
+    finally:
+        c.remove()
+        lab.cleanup(owner=os.getpid())
+    assert not {lease, other} & netns_names()
+    with open("/proc/self/mountinfo") as f:
+        assert f"{lab.NETNS_DIR}/{lease}" not in f.read()
+
+
+@pytest.mark.root
 def test_two_containers_share_the_bridge_and_reach_each_other(own_objects):
     a = Container(["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/var/www"], network=True)
     b = Container(["/bin/sleep", "30"], network=True)

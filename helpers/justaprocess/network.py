@@ -30,7 +30,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from . import _libc, _netlink, lab
+from . import _libc, _netlink, _registry, lab
 from .errors import BadInput, NeedsPrivilege, NotSupported, needs
 
 DEFAULT_POOL = "10.213.0.0/16"
@@ -263,16 +263,16 @@ def forget_neighbour(ip, address: str, ifname: str) -> None:
 def name_netns(name: str, pid: int) -> lab.Entry:
     """Give ``pid``'s network namespace a name: bind-mount /proc/PID/ns/net to /run/netns/NAME.
 
-    This is what ``ip netns attach NAME PID`` does (ip-netns(8)), minus making
-    /run/netns a shared mount of its own: the lab makes no mount it would then
-    have to unmount.  ``ip netns exec NAME ...`` works; ``lab.remove`` of the
-    entry does what ``ip netns del`` does.
+    This is what ``ip netns attach NAME PID`` does (ip-netns(8)), /run/netns made
+    a shared mount of its own first, as ip does: ``ip netns exec NAME ...`` works,
+    and ``lab.remove`` of the entry does what ``ip netns del`` does.
     """
     global _made_netns_dir
     entry = lab.register("netns", name, pid=0, note=f"netns of pid {pid}")
     if not os.path.isdir(NETNS_DIR):
         os.makedirs(NETNS_DIR)
         _made_netns_dir = True  # ours: removed again once empty (forget_netns_dir)
+    _share_netns_dir()
     path = os.path.join(NETNS_DIR, name)
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
     os.close(fd)
@@ -282,6 +282,20 @@ def name_netns(name: str, pid: int) -> lab.Entry:
         os.unlink(path)
         raise
     return entry
+
+
+def _share_netns_dir() -> None:
+    """Make /run/netns a shared bind mount of itself, as `ip netns add` does (ip-netns(8)).
+
+    Without it, a later `ip netns add` (notebook 00 runs one) binds /run/netns over
+    itself and hides a name mounted before under the new mount: ``ip netns del`` and
+    lab cleanup then find it busy (EBUSY) and cannot remove it.  register() marked
+    the mount as the lab's; cleanup unmounts it once no namespace is named there.
+    """
+    if _registry.mounted(NETNS_DIR):
+        return
+    _libc.mount(NETNS_DIR, NETNS_DIR, None, _libc.MS_BIND | _libc.MS_REC)
+    _libc.mount(None, NETNS_DIR, None, _libc.MS_SHARED | _libc.MS_REC)
 
 
 def forget_netns_dir() -> None:
