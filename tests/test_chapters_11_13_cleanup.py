@@ -1,21 +1,14 @@
-"""Chapters 11-13 leave nothing behind: after a notebook run, and after a kernel killed
+"""Chapters 11-13 leave nothing behind after a kernel killed
 in the middle of one (a debug container and its process, a service with a published port,
 a root made for a demo, a container with a config volume)."""
 import os
 
 import pytest
 
-from conftest import facts_of_a_killed_kernel, leftovers_of, run_notebook_kernel, start_times
+from conftest import facts_of_a_killed_kernel, leftovers_of, start_times
 from justaprocess import lab
 
 pytestmark = pytest.mark.root
-NOTEBOOKS = ["11-debug-containers.ipynb", "12-remote.ipynb", "13-dos-and-donts.ipynb"]
-
-
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_a_notebook_run_leaves_nothing_of_its_kernel(name, pytestconfig):
-    kernel = run_notebook_kernel(name, int(pytestconfig.getoption("nbval_cell_timeout", None) or 120))
-    assert not leftovers_of(kernel), f"{name} left: {leftovers_of(kernel)}"
 
 
 def test_a_kernel_killed_mid_chapter_leaves_nothing_after_stale_cleanup():

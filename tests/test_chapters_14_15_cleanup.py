@@ -1,26 +1,19 @@
-"""Chapters 14-15 leave nothing behind: after a notebook run, and after a kernel killed in
+"""Chapters 14-15 leave nothing behind after a kernel killed in
 the middle of one (a fleet of containers, the lab's podman store with a pod whose processes
 conmon keeps running, an incident with its mount)."""
 import os
 
 import pytest
 
-from conftest import facts_of_a_killed_kernel, leftovers_of, run_notebook_kernel, start_times
+from conftest import facts_of_a_killed_kernel, leftovers_of, start_times
 from justaprocess import lab, podman, proc
 
 pytestmark = pytest.mark.root
-NOTEBOOKS = ["14-at-scale.ipynb", "15-incidents.ipynb"]
 
 
 @pytest.fixture(autouse=True)
 def _own_roster(tmp_path, monkeypatch):
     monkeypatch.setenv("JAP_PROGRESS", str(tmp_path / "progress.jsonl"))
-
-
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_a_notebook_run_leaves_nothing_of_its_kernel(name, pytestconfig):
-    kernel = run_notebook_kernel(name, int(pytestconfig.getoption("nbval_cell_timeout", None) or 120))
-    assert not leftovers_of(kernel), f"{name} left: {leftovers_of(kernel)}"
 
 
 def test_a_kernel_killed_mid_chapter_leaves_nothing_after_stale_cleanup():

@@ -1,5 +1,7 @@
-"""Chapters 08-10 leave nothing behind: after a notebook run, and after a kernel killed
-in the middle of one (scenarios, sidecars, exec'd processes, their cgroups and folders)."""
+"""The troubleshooting chapters leave nothing behind: a run of each notebook (08-15), and
+chapters 08-10 after a kernel killed in the middle of one (scenarios, sidecars, exec'd
+processes, their cgroups and folders). Chapters 11-13 and 14-15 have their killed-kernel
+tests in test_chapters_11_13_cleanup.py and test_chapters_14_15_cleanup.py."""
 import os
 
 import pytest
@@ -8,7 +10,15 @@ from conftest import facts_of_a_killed_kernel, leftovers_of, run_notebook_kernel
 from justaprocess import lab
 
 pytestmark = pytest.mark.root
-NOTEBOOKS = ["08-in-container.ipynb", "09-sidecar.ipynb", "10-from-the-host.ipynb"]
+NOTEBOOKS = ["08-in-container.ipynb", "09-sidecar.ipynb", "10-from-the-host.ipynb",
+             "11-debug-containers.ipynb", "12-remote.ipynb", "13-dos-and-donts.ipynb",
+             "14-at-scale.ipynb", "15-incidents.ipynb"]
+
+
+@pytest.fixture(autouse=True)
+def _own_roster(tmp_path, monkeypatch):
+    """Chapter 15's attempts go to a roster of the test's own, not the machine's."""
+    monkeypatch.setenv("JAP_PROGRESS", str(tmp_path / "progress.jsonl"))
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
