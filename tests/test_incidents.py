@@ -82,3 +82,13 @@ def test_a_session_walks_the_deck_and_removes_as_it_goes(own_objects):
     assert first.target is None and second.target.running()
     s.remove()
     assert second.target is None
+
+
+@pytest.mark.root
+def test_an_attempt_the_roster_cannot_take_says_so(own_objects, tmp_path, monkeypatch):
+    # The roster's folder is a file: the append fails, and the verdict says it and where.
+    (tmp_path / "blocked").write_text("")
+    monkeypatch.setenv("JAP_PROGRESS", str(tmp_path / "blocked" / "progress.jsonl"))
+    with incidents.Incident("zombies", "rosa") as inc:
+        v = inc.judge(inc.answer())
+    assert v.ok and "this attempt was not recorded: " + str(tmp_path / "blocked") in v.message

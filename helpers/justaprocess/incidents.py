@@ -24,7 +24,7 @@ import random
 import time
 
 from . import _launch, cgroups, lab, proc, scenarios
-from .checks import Verdict
+from .checks import Verdict, progress
 from .errors import BadInput, LabError
 from .scenarios import CAUSES, Diagnosis, Scenario, _wait_for, add_cause, register
 
@@ -286,7 +286,6 @@ def deck(who: str | None = None) -> list[str]:
 
 
 def roster_path() -> str:
-    from .checks import progress
     return os.path.join(os.path.dirname(progress.path()), "incidents.jsonl")
 
 
@@ -336,10 +335,12 @@ class Incident:
             now = time.time()
             if ok and self.solved_after is None and self.started:
                 self.solved_after = now - self.started
-            _record({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+            problem = _record({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
                      "learner": self.learner, "incident": self.name, "attempt": self.attempts,
                      "ok": ok, "kind": kind,
                      "seconds": round(now - self.started, 1) if self.started else None})
+            if problem and isinstance(r, Verdict):
+                r.message += f" (this attempt was not recorded: {problem})"
         return r
 
     def answer(self) -> Diagnosis:
@@ -356,17 +357,8 @@ class Incident:
         return Diagnosis(self.scenario.cause, evidence)
 
 
-def _record(line: dict) -> None:
-    path = roster_path()
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (json.dumps(line) + "\n").encode())
-        finally:
-            os.close(fd)
-    except OSError:
-        pass  # the verdict still counts; the roster is a convenience
+def _record(line: dict) -> str | None:
+    return progress.append(roster_path(), line)
 
 
 class Session:

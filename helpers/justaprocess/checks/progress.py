@@ -32,7 +32,11 @@ def record(ex, verdict, attempt: int) -> str | None:
             "chapter": ex.chapter, "exercise": ex.number, "ok": verdict.ok,
             "kind": verdict.kind, "hint_level": verdict.level, "attempt": attempt,
             "check": ex.check.__name__}
-    target = path()
+    return append(path(), line)
+
+
+def append(target: str, line: dict) -> str | None:
+    """Append one JSON line to ``target``; on failure return why (for the verdict to say)."""
     try:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         # O_APPEND: one write per line, so kernels writing at once do not interleave.
