@@ -131,3 +131,17 @@ def test_running_checks_the_start_time_too(tmp_path):
     assert not proc.running(7, str(tmp_path))                   # a zombie
     assert not proc.running(8, str(tmp_path))                   # gone
     assert proc.running(os.getpid(), start=proc.start_time(os.getpid()))
+
+
+@pytest.mark.root
+def test_kill_signals_through_a_pidfd_and_waits_for_the_exit(own_objects):
+    from justaprocess import lab
+    p = lab.spawn(["sleep", "60"], note="proc.kill test")
+    start = proc.start_time(p.pid)
+    assert proc.running(p.pid, start=start)
+    assert proc.kill(p.pid, start + 1, timeout=1) is True   # another start time: not this one
+    assert proc.running(p.pid, start=start)                 # ...so it was left alone
+    assert proc.kill(p.pid, start, timeout=5) is True
+    assert not proc.running(p.pid, start=start)             # exited (a zombie at most)
+    assert proc.wait_gone(p.pid, start, timeout=1) is True
+    assert p.stop() == -9                                   # its parent reads SIGKILL

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import time
 from typing import Iterable
 
-from . import _libc, _loop, _netlink, _podman_store, _registry, cgroups
+from . import _libc, _loop, _netlink, _podman_store, _registry, cgroups, proc
 from ._registry import (  # noqa: F401 - the registry's API, as lab.X
     KINDS, NETNS_DIR, PREFIX, Entry, cache_dir, entries, in_lab_dirs, is_lab_name,
     is_lab_object, name, new_id, owner_alive, register, run_dir, state_dir, unregister)
@@ -103,16 +101,8 @@ def present(e: Entry) -> bool:
 # --- removing -----------------------------------------------------------------
 
 def _kill(pid: int, start: int, timeout: float = 3.0) -> None:
-    if not _alive(pid, start):
-        return
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
     # Not reaped here: if it is our child, its Popen reaps it and reads the signal.
-    deadline = time.monotonic() + timeout
-    while _alive(pid, start) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    proc.kill(pid, start, timeout=timeout)
 
 
 _remove_dir = _registry.remove_dir

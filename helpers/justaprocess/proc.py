@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import re
+import select
+import signal
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -205,6 +207,50 @@ def start_time(pid: int, procfs: str = PROCFS) -> int:
     stat = _read(pid, "stat", procfs)
     # comm (field 2) may hold spaces and parentheses: split after the last ')'.
     return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+def kill(pid: int, start: int | None = None, *, sig: int = signal.SIGKILL,
+         timeout: float = 3.0) -> bool:
+    """Send ``sig`` to one process and wait until it has exited; True when it is gone.
+
+    pidfd_open(2) pins the process before its start time is compared, and
+    pidfd_send_signal(2) signals what the pidfd names: a PID recycled in between is
+    never hit.  The wait is poll(2) on the pidfd, readable once the process has
+    exited (a zombie counts as gone, as in :func:`running`); nothing is reaped here:
+    a parent that waits for its child still reads how it ended.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if not running(pid, start=start):
+            return True
+        try:
+            signal.pidfd_send_signal(fd, sig)
+        except ProcessLookupError:
+            return True
+        return _pidfd_exited(fd, timeout)
+    finally:
+        os.close(fd)
+
+
+def wait_gone(pid: int, start: int | None = None, timeout: float = 3.0) -> bool:
+    """Wait, on a pidfd, until the process (PID, start time) has exited; True when gone."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return not running(pid, start=start) or _pidfd_exited(fd, timeout)
+    finally:
+        os.close(fd)
+
+
+def _pidfd_exited(fd: int, timeout: float) -> bool:
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(max(0, int(timeout * 1000))))
 
 
 class Mount(NamedTuple):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -454,10 +453,10 @@ class OCIContainer:
         """Kill PID 1 (``runc kill NAME KILL``) and wait until it is gone; remove() deletes the rest."""
         if self.pid is None or self.rt is None:
             return
+        pid = self.pid
+        start = next((e.start for e in self.entries if e.kind == "process" and e.pid == pid), None)
         _launch.tool(self._cmd("kill", self.name, "KILL"), timeout=30)
-        deadline = time.monotonic() + timeout
-        while self.running() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        proc.wait_gone(pid, start, timeout)
 
     def remove(self) -> None:
         """Stop and delete the container, its cgroups and its folder (safe twice)."""
