@@ -34,7 +34,7 @@ from .limits import (  # noqa: F401
     IoLimit, Limits, _DEVRULE, _check_device_rule, _quota_usec, _swap_active, device_number,
     parse_count, parse_cpu, parse_io)
 from .stats import (  # noqa: F401
-    Stats, _io_bytes, _populated_v1, read_stats)
+    PSI_RESOURCES, Pressure, Stats, _io_bytes, _populated_v1, parse_pressure, read_pressure, read_stats)
 from .group import (  # noqa: F401
     Cgroup)
 from .cli import (  # noqa: F401

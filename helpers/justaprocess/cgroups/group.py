@@ -17,7 +17,7 @@ from .files import _keyed
 from .tree import (CORE, LAB_PARENT, MOUNTS, ROOT, V1_CONTROLLERS, V2, V2_CONTROLLERS, Hierarchy, Place,
                      _enable, controllers, hierarchies, lab_base, layout, pids_in, remove)
 from .limits import Limits, _quota_usec, _swap_active
-from .stats import Stats, read_stats
+from .stats import Stats, read_pressure, read_stats
 
 
 class Cgroup:
@@ -38,7 +38,8 @@ class Cgroup:
     def __init__(self, name: str | None = None, *, memory: int | str | None = None,
                  memory_high: int | str | None = None, memory_low: int | str | None = None,
                  memory_min: int | str | None = None, swap: int | str | None = None,
-                 cpu: float | None = None, pids: int | None = None, io: dict | None = None,
+                 oom_group: bool | None = None, cpu: float | None = None, pids: int | None = None,
+                 io: dict | None = None,
                  devices: list[str] | None = None, cpu_period_us: int = 100_000,
                  root: str = ROOT, mounts: str = MOUNTS, procfs: str = proc.PROCFS):
         if name is None:
@@ -48,7 +49,7 @@ class Cgroup:
                            "(letters, digits, - _ .), e.g. lab.name('web')")
         self.name = name
         self.limits = Limits.parse(memory=memory, memory_high=memory_high, memory_low=memory_low,
-                                   memory_min=memory_min, swap=swap, cpu=cpu,
+                                   memory_min=memory_min, swap=swap, oom_group=oom_group, cpu=cpu,
                                    pids=pids, io=io, devices=devices, cpu_period_us=cpu_period_us)
         self.root, self.mounts, self.procfs = root, mounts, procfs
         self.places: dict[str, Place] = {}
@@ -113,6 +114,11 @@ class Cgroup:
                 "exist only in cgroup v2 (cgroup-v2.rst 'Memory Interface Files'); the memory "
                 "controller here is v1. Its soft limit, memory.soft_limit_in_bytes, is v2's "
                 "memory.low: use memory_low=, or the course VM (pure v2)")
+        if self.limits.oom_group:
+            raise NotSupported(
+                "oom_group: memory.oom.group (the OOM killer takes every process of the cgroup at "
+                "once) exists only in cgroup v2 (cgroup-v2.rst 'memory.oom.group'); a v1 memory "
+                "controller kills one process, the one with the highest oom_score: use the course VM")
         use = {c: have[c] for c in V1_CONTROLLERS if c in have and have[c].version == 1}
         hs: list[Hierarchy] = []
         for h in use.values():
@@ -236,7 +242,8 @@ class Cgroup:
         self._apply(change)
         named = {f for f, v in (("memory_max", "memory"), ("memory_high", "memory_high"),
                                 ("memory_low", "memory_low"), ("memory_min", "memory_min"),
-                                ("swap_max", "swap"), ("cpu", "cpu"), ("pids_max", "pids"),
+                                ("swap_max", "swap"), ("oom_group", "oom_group"), ("cpu", "cpu"),
+                                ("pids_max", "pids"),
                                 ("io", "io"), ("devices", "devices"), ("cpu_period_us", "cpu_period_us"))
                  if v in limits}
         self.limits = dataclasses.replace(self.limits, **{f: getattr(change, f) for f in named})
@@ -261,6 +268,8 @@ class Cgroup:
                                            or os.path.exists(self._file("memory", "memory.swap.max"))):
                 # swap=0 on a kernel without swap accounting and no swap: nothing to forbid.
                 self._set("memory", "memory.swap.max", str(L.swap_max))
+            if L.oom_group is not None:
+                self._set("memory", "memory.oom.group", "1" if L.oom_group else "0")
             if L.cpu is not None:
                 self._set("cpu", "cpu.max", f"{_quota_usec(L.cpu, L.cpu_period_us)} {L.cpu_period_us}")
             if L.pids_max is not None:
@@ -275,10 +284,8 @@ class Cgroup:
         # memory.high and memory.min have no v1 file: refused in create() before anything is made.
         if L.memory_low is not None:
             self._set("memory", "memory.soft_limit_in_bytes", str(L.memory_low))
-        if L.swap_max is not None:  # memsw = memory + swap, and needs swap accounting
-            total = (L.memory_max if L.memory_max is not None else self.limits.memory_max or 0) \
-                + L.swap_max
-            self._set("memory", "memory.memsw.limit_in_bytes", str(total))
+        if L.swap_max is not None:
+            self._v1_swap(L)
         if L.cpu is not None:
             self._set("cpu", "cpu.cfs_period_us", str(L.cpu_period_us))
             self._set("cpu", "cpu.cfs_quota_us", str(_quota_usec(L.cpu, L.cpu_period_us)))
@@ -295,6 +302,37 @@ class Cgroup:
             self._set("devices", "devices.deny", "a")
             for rule in L.devices:
                 self._set("devices", "devices.allow", rule)
+
+    def _v1_swap(self, L: Limits) -> None:
+        """Bound swap on a v1 memory controller, so that a hard limit still OOM-kills on a
+        host with swap instead of swapping (cgroup-v1/memory.rst).
+
+        memsw counts memory + swap (needs swap accounting, CONFIG_MEMCG_SWAP and not
+        ``swapaccount=0``); without it, swap=0 is ``memory.swappiness`` 0: "limit reclaim
+        enforces that 0 swappiness really prevents from any swapping" (memory.rst 5.3).
+        """
+        memsw = self._file("memory", "memory.memsw.limit_in_bytes")
+        if os.path.exists(memsw):
+            total = (L.memory_max if L.memory_max is not None else self.limits.memory_max or 0) \
+                + L.swap_max
+            self._set("memory", "memory.memsw.limit_in_bytes", str(total))
+        elif L.swap_max == 0:
+            self._set("memory", "memory.swappiness", "0")
+        elif _swap_active():
+            raise NotSupported(f"swap={human(L.swap_max)}: this v1 memory controller has no swap "
+                               "accounting (no memory.memsw.* files: the kernel was booted with "
+                               "swapaccount=0); give swap=0 (no swap at all) or use the course VM")
+
+    def pressure(self) -> dict:
+        """PSI of this cgroup: ``{'cpu'|'memory'|'io': {'some'|'full': Pressure}}``, read from
+        its v2 directory (also the hybrid's unified one); see :func:`read_pressure`."""
+        self._require()
+        core = self.places.get(CORE)
+        if core is None:
+            raise NotSupported("pressure (PSI) files exist only in cgroup v2 directories "
+                               "(cgroup-v2.rst 'PSI'), and this pure v1 machine has none: "
+                               "read the whole machine's in /proc/pressure, or use the course VM")
+        return read_pressure(core.path)
 
     @needs("root", "removing a cgroup:")
     def remove(self, timeout: float = 5.0) -> None:

@@ -104,6 +104,7 @@ class Limits:
     memory_low: int | None = None    # soft limit / reservation: v2 memory.low, v1 soft_limit_in_bytes
     memory_min: int | None = None    # v2 only: memory.min, a hard protection from reclaim
     swap_max: int | None = None
+    oom_group: bool | None = None    # v2 only: memory.oom.group, the OOM killer takes the whole cgroup
     cpu: float | None = None
     cpu_period_us: int = 100_000
     pids_max: int | None = None
@@ -111,8 +112,9 @@ class Limits:
     devices: tuple[str, ...] | None = None   # v1 allow-list; None: inherit the parent's
 
     @classmethod
-    def parse(cls, *, memory=None, memory_high=None, memory_low=None, memory_min=None, swap=None, cpu=None, pids=None,
-              io=None, devices=None, cpu_period_us: int = 100_000) -> "Limits":
+    def parse(cls, *, memory=None, memory_high=None, memory_low=None, memory_min=None, swap=None,
+              oom_group=None, cpu=None, pids=None, io=None, devices=None,
+              cpu_period_us: int = 100_000) -> "Limits":
         """Check everything before anything is created: bad input never half-creates."""
         if devices is not None:
             if isinstance(devices, str):
@@ -120,11 +122,14 @@ class Limits:
             devices = tuple(_check_device_rule(r) for r in devices)
         if not isinstance(cpu_period_us, int) or not 1000 <= cpu_period_us <= 1_000_000:
             raise BadInput(f"cpu_period_us: {cpu_period_us!r}: use 1000..1000000 (cgroup-v2.rst cpu.max)")
+        if oom_group is not None and not isinstance(oom_group, bool):
+            raise BadInput(f"oom_group: {oom_group!r}: True (an OOM kill takes every process of the "
+                           "cgroup, cgroup-v2.rst 'memory.oom.group') or False")
         lim = cls(memory_max=parse_size(memory, "memory"),
                   memory_high=parse_size(memory_high, "memory_high"),
                   memory_low=parse_size(memory_low, "memory_low"),
                   memory_min=parse_size(memory_min, "memory_min"),
-                  swap_max=parse_size(swap, "swap"),
+                  swap_max=parse_size(swap, "swap"), oom_group=oom_group,
                   cpu=parse_cpu(cpu), cpu_period_us=cpu_period_us,
                   pids_max=parse_count(pids, "pids"),
                   io=parse_io(io), devices=devices)
@@ -138,7 +143,7 @@ class Limits:
         """The controllers these limits need (v1 names; 'io' for either io/blkio)."""
         need = set()
         if any(v is not None for v in (self.memory_max, self.memory_high, self.memory_low,
-                                       self.memory_min, self.swap_max)):
+                                       self.memory_min, self.swap_max, self.oom_group)):
             need.add("memory")
         if self.cpu is not None:
             need.add("cpu")

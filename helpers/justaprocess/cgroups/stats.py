@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+from ..errors import NotSupported
 
 from . import files
 from .files import _int, _keyed, _v1_limit
@@ -33,6 +36,7 @@ class Stats:
     memory_high_events: int | None = None  # v2: times usage went over memory.high (v1: None)
     memory_max_events: int | None = None   # times the hard limit was hit (v1: memory.failcnt)
     oom_kills: int | None = None       # processes the OOM killer killed in the cgroup
+    oom_group_kills: int | None = None  # v2: OOM kills that took the whole cgroup (memory.oom.group)
     cpu_usage_usec: int | None = None  # CPU time used (v2 cpu.stat usage_usec, v1 cpuacct.usage/1000)
     cpu_quota: float | None = None     # limit in cores (None = none): cpu.max / cfs_quota_us
     cpu_periods: int | None = None     # enforcement periods elapsed (cpu.stat nr_periods)
@@ -94,6 +98,7 @@ def read_stats(places: dict[str, Place]) -> Stats:
         f["memory_high_events"] = ev.get("high")
         f["memory_max_events"] = ev.get("max")
         f["oom_kills"] = ev.get("oom_kill")
+        f["oom_group_kills"] = ev.get("oom_group_kill")   # Linux 5.17+
     elif mem:
         f["memory_current"] = _int(files._read(j(mem.path, "memory.usage_in_bytes")))
         f["memory_peak"] = _int(files._read(j(mem.path, "memory.max_usage_in_bytes")))
@@ -145,6 +150,48 @@ def read_stats(places: dict[str, Place]) -> Stats:
         state = files._read(j(fr.path, "freezer.state")) if fr else None
         f["frozen"] = None if state is None else state.strip() == "FROZEN"
     return Stats(**f)
+
+
+# --- pressure stall information (PSI) ---------------------------------------------------
+
+class Pressure(NamedTuple):
+    """One line of a PSI file: the share of wall time in which some (or all) of the tasks
+    were stalled waiting for the resource, averaged over 10, 60 and 300 s (percent), and
+    the total stall time in microseconds (Documentation/accounting/psi.rst)."""
+    avg10: float
+    avg60: float
+    avg300: float
+    total_usec: int
+
+
+PSI_RESOURCES = ("cpu", "memory", "io")
+
+
+def parse_pressure(text: str) -> dict[str, Pressure]:
+    """``some avg10=0.00 avg60=0.00 avg300=0.00 total=0`` (and ``full ...``) → {kind: Pressure}."""
+    out = {}
+    for line in text.splitlines():
+        kind, *fields = line.split()
+        kv = dict(f.split("=", 1) for f in fields)
+        out[kind] = Pressure(float(kv["avg10"]), float(kv["avg60"]), float(kv["avg300"]), int(kv["total"]))
+    return out
+
+
+def read_pressure(path: str = "/proc/pressure") -> dict[str, dict[str, Pressure]]:
+    """PSI of a cgroup v2 directory (``cpu.pressure``...) or of the machine (``/proc/pressure/cpu``...).
+
+    Raises :class:`NotSupported` when the kernel has no PSI (CONFIG_PSI, or ``psi=0`` on its
+    command line: the files are absent or refuse reading with EOPNOTSUPP)."""
+    out = {}
+    for res in PSI_RESOURCES:
+        f = os.path.join(path, res if os.path.basename(path) == "pressure" else f"{res}.pressure")
+        text = files._read(f)   # None when absent, or EOPNOTSUPP (psi=0)
+        if text is not None:
+            out[res] = parse_pressure(text)
+    if not out:
+        raise NotSupported(f"no pressure files in {path}: this kernel has no PSI (built without "
+                           "CONFIG_PSI, or booted with psi=0; Documentation/accounting/psi.rst)")
+    return out
 
 
 def _populated_v1(path: str) -> bool:
