@@ -30,7 +30,7 @@ from . import _launch, _libc, lab, proc
 from ._captable import (  # noqa: F401 - the table lives below the launcher; capabilities.X as always
     PROCFS, SETS, Cap, CapSets, _TABLE, _parse_mask, all_caps, cap_name, cap_number,
     capsh_decode, decode, from_masks, last_cap, meaning, to_mask)
-from .errors import BadInput, LabError, NeedsPrivilege
+from .errors import BadInput, LabError, MissingTool, NeedsPrivilege
 
 
 def masks(pid: int | str = "self", procfs: str = PROCFS) -> proc.CapMasks:
@@ -183,7 +183,7 @@ def run(target: Sequence[str] | Callable[[], Any],
         drop: Iterable[str | int] | None = None, *,
         bounding: bool = True, no_new_privs: bool = False,
         uid: int | None = None, gid: int | None = None, ambient: bool | None = None,
-        unshare: int | str | Iterable[str] = 0, timeout: float = 10.0,
+        unshare: int | str | Iterable[str] = 0, uid_map: str | None = None, timeout: float = 10.0,
         env: dict[str, str] | None = None, cwd: str | None = None) -> RunResult:
     """Run a command (argv list) or a Python function in a child with chosen capabilities.
 
@@ -191,7 +191,9 @@ def run(target: Sequence[str] | Callable[[], Any],
     gets new namespaces (``unshare``: CLONE_* flags from ``_libc``, or kinds like
     'net,uts'; a new network namespace gets its 'lo' up), then reduces its
     capabilities as :func:`restrict` does (keep/drop/bounding/no_new_privs/uid/gid/
-    ambient), then calls the function or execs the command.  The caller never
+    ambient), then calls the function or execs the command.  ``uid_map`` (with 'user' in
+    ``unshare``): the new user namespace's map, e.g. ``"0 100000 65536"``, and ``uid``/``gid``
+    are then ids inside it.  The caller never
     changes.  A function runs bounded, in a lab cgroup of its own: at most 256M of
     memory and 64 processes.
 
@@ -216,7 +218,7 @@ def run(target: Sequence[str] | Callable[[], Any],
         ambient = uid is not None and uid != 0
     spec = _launch.Spec(
         argv=None if callable(target) else target, fn=target if callable(target) else None,
-        new=kinds, lo_up="net" in kinds, caps=keep, drop=drop or (), bounding=bounding,
+        new=kinds, lo_up="net" in kinds, uid_map=uid_map, caps=keep, drop=drop or (), bounding=bounding,
         no_new_privs=no_new_privs, uid=uid, gid=gid, ambient=bool(ambient), env=env, cwd=cwd,
         cgroup="bounded" if callable(target) else None)
     spec.note = "caps run: " + (getattr(target, "__name__", None) or " ".join(target))[:60]
@@ -476,6 +478,37 @@ def set_file_caps(path: str, permitted: Iterable[str | int], *,
     return get_file_caps(real)
 
 
+def setcap_in_userns(path: str, names: Iterable[str | int], root_uid: int = 100000) -> FileCaps:
+    """Run ``setcap NAMES+ep PATH`` as root of a new user namespace whose uid 0 is host uid
+    ``root_uid`` (a container's root under a uid map), and read back what the kernel stored.
+
+    The kernel does not store what setcap wrote (a revision 2 xattr): a process that is not
+    privileged over the filesystem's own user namespace gets a revision 3 xattr carrying the
+    *rootid*, ``root_uid``, and the capabilities then count only where that uid is root
+    (capabilities(7), "Namespaced file capabilities").  The file (a lab copy) is first given
+    to ``root_uid``: setting the xattr needs CAP_SETFCAP over the file's owner, who must be
+    mapped in the namespace.
+    """
+    real = _lab_file(path)
+    if isinstance(root_uid, bool) or not isinstance(root_uid, int) or not 0 < root_uid < 2**32 - 1:
+        raise BadInput(f"root_uid={root_uid!r}: the host uid that is root in the namespace, e.g. 100000")
+    text = ",".join(cap_name(n) if isinstance(n, int) else n for n in names)
+    to_mask(text.split(",") if text else [])  # unknown names: BadInput before anything runs
+    if not text:
+        raise BadInput("name at least one capability, e.g. ['cap_net_bind_service']")
+    tool = shutil.which("setcap", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+    if tool is None:
+        raise MissingTool("setcap", "libcap2-bin")
+    os.chown(real, root_uid, root_uid)
+    r = _launch.run(_launch.Spec(argv=[tool, f"{text}+ep", real], new="user",
+                                 uid_map=f"0 {root_uid} 1", note="setcap in a user namespace"),
+                    timeout=10)
+    if r.returncode != 0:
+        raise LabError(f"setcap in a user namespace failed ({r.error or r.stderr.strip()}): "
+                       "does this kernel allow user namespaces (user_namespaces(7))?")
+    return get_file_caps(real)
+
+
 class FileCopy(NamedTuple):
     path: str
     entry: lab.Entry
@@ -504,6 +537,35 @@ def copy_binary(src: str, note: str = "") -> FileCopy:
 
 def remove_copy(copy: FileCopy) -> None:
     lab.remove(copy.entry)
+
+
+# --- securebits ------------------------------------------------------------------------
+# prctl(2) PR_GET/SET_SECUREBITS; include/uapi/linux/securebits.h.  Each flag has a
+# _LOCKED twin (the next bit) that forbids changing it again; capabilities(7),
+# "The securebits flags: establishing a capabilities-only environment".
+SECUREBITS = {"noroot": 0, "no_setuid_fixup": 2, "keep_caps": 4, "no_cap_ambient_raise": 6}
+
+
+def securebits_names(value: int) -> tuple[str, ...]:
+    """``0b11`` -> ('noroot', 'noroot_locked'): the flags set in a securebits value."""
+    out = []
+    for nm, bit in SECUREBITS.items():
+        if value >> bit & 1:
+            out.append(nm)
+        if value >> (bit + 1) & 1:
+            out.append(nm + "_locked")
+    return tuple(out)
+
+
+def securebits_mask(names: Iterable[str]) -> int:
+    """('noroot', 'noroot_locked') -> 0b11; unknown names raise BadInput."""
+    mask = 0
+    for nm in names:
+        base = nm.removesuffix("_locked")
+        if base not in SECUREBITS:
+            raise BadInput(f"securebit {nm!r}: one of {', '.join(SECUREBITS)} (or NAME_locked)")
+        mask |= 1 << (SECUREBITS[base] + (nm != base))
+    return mask
 
 
 # --- widget ---------------------------------------------------------------------------
