@@ -41,8 +41,9 @@ def small():
 def test_faults_show_in_the_kernels_counters(small):
     thr, oom = small.faulty("throttled"), small.faulty("oom")
     # a busy loop under a 10 % quota: throttled in most periods
-    row = wait_for(lambda: next(r for r in small.stats() if r.name == thr and r.cpu_throttled
-                                and r.cpu_throttled > 5), what="the throttled container's nr_throttled")
+    row = wait_for(lambda: next((r for r in small.stats() if r.name == thr and r.cpu_throttled
+                                 and r.cpu_throttled > 5), None),
+                   what="the throttled container's nr_throttled")
     assert row.cpu_quota == pytest.approx(fleet.FAULT_LIMITS["throttled"]["cpu"])
     # a worker asking for 32M under 24M: OOM-killed, and its shell logs the 137
     wait_for(lambda: next(r for r in small.stats() if r.name == oom).oom_kills, what="an OOM kill")

@@ -144,6 +144,37 @@ def test_joins_a_cgroup_before_exec(caller):
 
 
 @root
+def test_only_the_process_is_in_its_cgroup_not_the_helper_that_made_it(caller):
+    # A new pid namespace: from a multithreaded caller a helper clones PID 1 (_launch's
+    # layout).  It joins the cgroup for the clone, then goes back to the caller's.
+    cg = cgroups.Cgroup(lab.name("t"), memory="64M", pids=16).create()
+    try:
+        with _sleeper(cgroup=cg, new="pid") as h:
+            for d in cg.paths:
+                assert cgroups.pids_in(d) == [h.pid], d
+                if os.path.exists(os.path.join(d, "pids.current")):
+                    assert open(os.path.join(d, "pids.current")).read().split() == ["1"]
+            if h._first != h.pid:  # the helper: where its caller is, in every hierarchy
+                assert proc.cgroups(h._first) == proc.cgroups("self")
+    finally:
+        cg.remove()
+
+
+@root
+def test_a_clone_into_a_full_cgroup_is_refused_with_eagain(caller):
+    if caller == "single-threaded":
+        pytest.skip("no helper: PID 1 is cloned in the caller's cgroup and moves itself in, "
+                    "and a move is allowed past pids.max (cgroup-v2.rst, PID)")
+    cg = cgroups.Cgroup(lab.name("t"), pids=1).create()
+    try:
+        with _sleeper(cgroup=cg):
+            r = L.run(L.Spec(argv=["true"], cgroup=cg, new="pid"))
+            assert r.error is not None and r.error.errno == errno.EAGAIN, r
+    finally:
+        cg.remove()
+
+
+@root
 def test_bounded_runs_in_a_lab_cgroup_that_goes_afterwards(caller):
     def where():
         return open("/proc/self/cgroup").read()

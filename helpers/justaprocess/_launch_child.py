@@ -171,6 +171,13 @@ def _helper(plan: _Plan) -> None:
         os.close(life_r)
         os.close(go_r)
         try:
+            # T is cloned inside the cgroup (a clone past pids.max got EAGAIN above): H
+            # goes back to the caller's cgroups before T goes on, so that it is not
+            # counted, charged or OOM-killed there while it waits (_launch_spec.home_files).
+            for fd in plan.home_fds:
+                _Step.name = "leave the target's cgroup"
+                os.write(fd, b"0")
+                os.close(fd)
             if "user" in plan.new:
                 # From outside: the writer needs CAP_SETUID/CAP_SETGID in the parent user
                 # namespace; gid_map needs setgroups=deny first without CAP_SETGID.
@@ -253,6 +260,8 @@ def _lo_up() -> None:
 def _target(plan: _Plan, lifeline: int | None, go: int | None) -> None:
     """T: the process that becomes the command (or runs the callable).  Never returns."""
     try:
+        for fd in plan.home_fds:  # H's way out of the cgroup: not T's
+            os.close(fd)
         if lifeline is not None:
             _Step.name = "pdeathsig"
             _die_with_parent(lifeline, None)

@@ -19,7 +19,8 @@ import time
 
 from . import _libc, _registry, proc
 from ._launch_child import _die_with_parent, _fail, _helper, _prelude, _Step, _target
-from ._launch_spec import Result, Spec, StepFailed, Timeout, _cgroup_dirs, _discard, _Plan, _prepare
+from ._launch_spec import (Result, Spec, StepFailed, Timeout, _cgroup_dirs, _discard, _Plan, _prepare,
+                           home_files)
 from .errors import BadInput, LabError, NoSuchProcess
 
 # --- the caller's side ----------------------------------------------------------------------
@@ -34,6 +35,17 @@ def _direct_ok(plan: _Plan) -> bool:
     return (threading.active_count() == 1 and not plan.join_fds and plan.root_fd is None
             and not {"user", "time"} & set(plan.new)
             and "clone" in _libc.SYSCALLS.get(_libc.MACHINE, {}))
+
+
+def _open_home(plan: _Plan) -> None:
+    """Open, in the caller, the files that take H back to the caller's cgroups once T is
+    cloned (home_files).  Opened here: the kernel checks a move with the credentials and
+    cgroup namespace of whoever opened the file (kernel/cgroup/cgroup.c, __cgroup_procs_write;
+    cgroup-v1.c, __cgroup1_procs_write), and H may have joined a user or mount namespace."""
+    for path in home_files(plan.cgroup_files):
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        plan.owned_fds.append(fd)
+        plan.home_fds.append(fd)
 
 
 def _flush_std() -> None:
@@ -78,6 +90,8 @@ def start(spec: Spec, *, start_timeout: float = 10.0, resolve=_cgroup_dirs) -> "
             if direct:
                 os.close(life_r)
         if not direct:
+            if plan.needs_child and plan.cgroup_files:
+                _open_home(plan)
             first = os.fork()
             if first == 0:
                 _helper(plan)

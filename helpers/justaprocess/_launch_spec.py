@@ -340,6 +340,7 @@ class _Plan:
     gate_r: int | None = None
     kill_group: bool = True
     wire_w: int = -1
+    home_fds: list[int] = field(default_factory=list)  # H's way back out of the cgroup: home_files()
 
     @property
     def clone_flags(self) -> int:
@@ -418,6 +419,42 @@ def join_files(dirs: Sequence[str]) -> list[str]:
     for d in dirs:
         tasks = os.path.join(d, "tasks")
         out.append(tasks if os.path.exists(tasks) else os.path.join(d, "cgroup.procs"))
+    return out
+
+
+def home_files(files: Sequence[str], procfs: str = proc.PROCFS) -> list[str]:
+    """For each file of :func:`join_files`, the same file of the cgroup the caller is in,
+    in that hierarchy: the way back out for the helper H.
+
+    H joins the target's cgroups and clones T there (a clone past pids.max gets
+    EAGAIN, as in ``runc exec``), then leaves for these: otherwise it would count
+    against pids.max, be charged memory and, a fork of a big kernel, be the
+    OOM killer's first choice (cgroup-v2.rst, "OOM") for the target's lifetime.
+    A hierarchy the caller is already in at that place needs no file.
+    """
+    mounts = [m for m in proc.mountinfo("self", procfs) if m.fstype in ("cgroup", "cgroup2")]
+    lines = proc.cgroups("self", procfs)
+    out = []
+    for f in files:
+        d = os.path.dirname(f)
+        inside = [m for m in mounts if d == m.target or d.startswith(m.target.rstrip("/") + "/")]
+        if not inside:
+            continue
+        m = max(inside, key=lambda m: len(m.target))
+        for ln in lines:
+            if (ln.hierarchy == 0) == (m.fstype == "cgroup2") and (
+                    m.fstype == "cgroup2" or set(ln.controllers) & set(m.super_options)):
+                break
+        else:
+            continue
+        rel = ln.path
+        if m.root != "/":  # a mount of part of the hierarchy: paths are below its root
+            if not (rel == m.root or rel.startswith(m.root.rstrip("/") + "/")):
+                continue
+            rel = rel[len(m.root):]
+        home = os.path.normpath(os.path.join(m.target, rel.lstrip("/")))
+        if home != os.path.normpath(d):
+            out.append(os.path.join(home, os.path.basename(f)))
     return out
 
 

@@ -81,37 +81,6 @@ class Member:
         return self.container.address
 
 
-def _helper_out_of_cgroup(pid: int) -> None:
-    """Move the launcher's helper of PID 1 (its parent) back to the caller's cgroups.
-
-    From a notebook's kernel the launcher forks a helper that joins the container's
-    cgroup, clones PID 1 there and waits for it.  The helper is a fork of the kernel,
-    so its resident set is large: the OOM killer would pick it (cgroup-v2.rst, "OOM")
-    instead of the worker that crossed the limit, and PID 1 would die with it.  A
-    process may move between cgroups at any time (cgroups(7)); nothing else changes.
-    """
-    try:
-        ppid = int(proc.status(pid)["PPid"])
-    except (OSError, KeyError, ValueError):
-        return
-    if ppid in (0, 1, os.getpid()):
-        return
-    theirs, helper, mine = (cgroups.places_of(p) for p in (pid, ppid, "self"))
-    done = set()
-    for key, place in helper.items():
-        if key not in theirs or place.path != theirs[key].path or key not in mine:
-            continue
-        dest = mine[key].path
-        if dest in done:
-            continue
-        try:
-            with open(os.path.join(dest, "cgroup.procs"), "w") as f:
-                f.write(str(ppid))
-            done.add(dest)
-        except OSError:
-            continue  # gone already, or a v2 inner node refused it: leave it where it is
-
-
 class Row(NamedTuple):
     """One container's figures, read from its cgroup files."""
     name: str
@@ -184,7 +153,6 @@ class Fleet:
                 self.members.append(Member(name, c, fault))
                 c.create()
                 c.start()
-                _helper_out_of_cgroup(c.pid)
                 if fault in FAULT_LIMITS:
                     # PID 1's set-up (its network and mounts, done by the launcher's Python
                     # child before exec) runs under the container's limits: under a 10 % quota

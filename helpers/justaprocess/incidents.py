@@ -38,12 +38,6 @@ scenarios.NORMALIZE.setdefault("route", lambda v: str(v).strip().lower())
 scenarios.NORMALIZE.setdefault("parent", lambda v: int(v))
 
 
-def _helper_out(c) -> None:
-    """The launcher's helper must not be the OOM killer's choice (see fleet)."""
-    from .fleet import _helper_out_of_cgroup
-    _helper_out_of_cgroup(c.pid)
-
-
 def _stats(s: Scenario) -> cgroups.Stats:
     return cgroups.read_stats(cgroups.places_of(s._need().pid))
 
@@ -71,7 +65,6 @@ class OOMLoop(Scenario):
                   f'(echo 1000 > /proc/self/oom_score_adj; exec dd if=/dev/zero of=/dev/null bs={mb + 16}M count=1) '
                   '2>/dev/null || echo "$(date +%T) report worker exited with status $?"; sleep 2; done')
         self.target = self._container(["sh", "-c", script], memory=self.params["memory"], pids=16)
-        _helper_out(self.target)
         _wait_for(lambda: (_stats(self).oom_kills or 0) > 0, f"scenario {self.name}: the first OOM kill", timeout=30)
 
     def _truth(self):
