@@ -45,8 +45,10 @@ def check_kernel(kernel_pid, net_ns):
 
 
 @exercise(2, title="which cgroup world?")
-def check_layout(layout):
+def check_layout(layout, v2_mount):
     answer = expect_str(layout, "layout", "a string: 'v1', 'hybrid' or 'v2'")
+    if v2_mount is not None:
+        v2_mount = expect_str(v2_mount, "v2_mount", "a path like '/sys/fs/cgroup/...', or None")
     if answer not in LAYOUTS:
         if answer.strip().lower() in LAYOUTS:
             return wrong("spelling", f"{answer!r}: write it exactly 'v1', 'hybrid' or 'v2' "
@@ -55,28 +57,49 @@ def check_layout(layout):
                      f"{answer!r} is none of 'v1', 'hybrid', 'v2': the answer is one of those "
                      "three strings")
     truth = cgroups.layout()
-    if answer == truth:
-        return right("you read the cgroup layout from the mount table, as the helpers do")
     first = ("look at the line of /proc/self/mounts whose target is exactly /sys/fs/cgroup: "
              "which filesystem type is mounted there?")
-    if truth == "v2":
-        closer = ("/sys/fs/cgroup itself is a cgroup2 mount: one unified hierarchy, no v1 "
-                  "hierarchies at all - that is 'v2'")
-    elif answer == "v2":
-        closer = ("/sys/fs/cgroup is a tmpfs, not a cgroup2: the hierarchies are mounted below it "
-                  "(the cgroup2 one, if any, at /sys/fs/cgroup/unified)")
-    elif truth == "hybrid":
-        closer = ("the v1 hierarchies are below /sys/fs/cgroup, right - and one more mount below "
-                  "it has the type cgroup2: look for it")
-    else:
-        closer = ("no mount below /sys/fs/cgroup has the type cgroup2 here: only v1 hierarchies")
-    return wrong("v1-v2", first, closer)
+    if answer != truth:
+        if truth == "v2":
+            closer = ("/sys/fs/cgroup itself is a cgroup2 mount: one unified hierarchy, no v1 "
+                      "hierarchies at all - that is 'v2'")
+        elif answer == "v2":
+            closer = ("/sys/fs/cgroup is a tmpfs, not a cgroup2: the hierarchies are mounted "
+                      "below it")
+        elif truth == "hybrid":
+            closer = ("the v1 hierarchies are below /sys/fs/cgroup, right - and one more mount "
+                      "below it has the type cgroup2: look for it")
+        else:
+            closer = "no mount below /sys/fs/cgroup has the type cgroup2 here: only v1 hierarchies"
+        return wrong("v1-v2", first, closer)
+    where = next((h.mountpoint for h in cgroups.hierarchies() if h.version == 2), None)
+    if v2_mount is not None:
+        v2_mount = v2_mount.rstrip("/") or "/"
+    if v2_mount != where:
+        if where is None:
+            return wrong("v2-mount",
+                         f"layout is right; but on a {truth} machine no cgroup2 filesystem is "
+                         "mounted: v2_mount is None",
+                         "layout is right; no line of /proc/self/mounts has the type cgroup2: "
+                         "v2_mount = None")
+        return wrong("v2-mount",
+                     "layout is right; v2_mount is the mount point (the second field) of the "
+                     "line of /proc/self/mounts whose type (the third field) is cgroup2"
+                     + ("" if v2_mount is not None else ": there is one here, not None"),
+                     "layout is right; in /proc/self/mounts, find the line whose third field is "
+                     "cgroup2: its second field is v2_mount")
+    return right("you read the cgroup layout, and where the unified (v2) hierarchy is, from the "
+                 "mount table, as the helpers do")
 
 
 # --- the table of right and wrong answers (tests/test_exercises.py) ---------------------
 
 def _net() -> int:
     return proc.namespaces()["net"]
+
+
+def _v2_mount() -> str | None:
+    return next((h.mountpoint for h in cgroups.hierarchies() if h.version == 2), None)
 
 
 def _other_layout() -> str:
@@ -96,11 +119,16 @@ TABLE = {
                 "not-net-ns": lambda c: dict(kernel_pid=os.getpid(),
                                              net_ns=max(proc.namespaces().values()) + 1),
             }),
-    2: Rows(right=lambda c: dict(layout=cgroups.layout()),
+    2: Rows(right=lambda c: dict(layout=cgroups.layout(), v2_mount=_v2_mount()),
             wrong={
-                "type": lambda c: dict(layout=2),
-                "spelling": lambda c: dict(layout=cgroups.layout().upper()),
-                "not-a-layout": lambda c: dict(layout="cgroup2"),
-                "v1-v2": lambda c: dict(layout=_other_layout()),
+                "type": lambda c: dict(layout=2, v2_mount=_v2_mount()),
+                "type:mount": lambda c: dict(layout=cgroups.layout(), v2_mount=2),
+                "spelling": lambda c: dict(layout=cgroups.layout().upper(), v2_mount=_v2_mount()),
+                "not-a-layout": lambda c: dict(layout="cgroup2", v2_mount=_v2_mount()),
+                "v1-v2": lambda c: dict(layout=_other_layout(), v2_mount=_v2_mount()),
+                "v2-mount": lambda c: dict(layout=cgroups.layout(),
+                                           v2_mount=None if _v2_mount() else "/sys/fs/cgroup"),
+                "v2-mount:root": lambda c: dict(layout=cgroups.layout(),
+                                                v2_mount="/sys/fs/cgroup/memory"),
             }),
 }
