@@ -22,10 +22,12 @@ system:
 
 # The venv is rebuilt only when the dependency list (helpers/pyproject.toml) or the
 # versions it resolved to (helpers/constraints.txt) change. -c: every seat gets those
-# versions, whichever day it is built.
+# versions, whichever day it is built. --no-compile: Python writes the .pyc of what
+# it imports when it first imports it; compiling all ~5000 files up front took
+# minutes of a VM's provisioning under emulation (vagrant/README.md).
 $(VENV)/.installed: helpers/pyproject.toml helpers/constraints.txt | system
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c helpers/constraints.txt -e 'helpers[lab,test]'
+	$(PY) -m pip install -q --disable-pip-version-check --no-compile -c helpers/constraints.txt -e 'helpers[lab,test]'
 	@mkdir -p $(VENV)/etc/jupyter/labconfig && cp tools/page_config.json $(VENV)/etc/jupyter/labconfig/
 	@touch $@
 

@@ -31,5 +31,10 @@ if ! command -v apt-get >/dev/null; then
 fi
 echo "system packages: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# JAP_DPKG_UNSAFE_IO=1 (vagrant/provision.sh sets it): dpkg unpacks without an fsync
+# per file (dpkg(1), --force-unsafe-io). On a machine being provisioned a crash means
+# provisioning again anyway; under emulation those syncs cost minutes.
+opts=()
+[ "${JAP_DPKG_UNSAFE_IO:-}" = 1 ] && opts+=(-o Dpkg::Options::=--force-unsafe-io)
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+apt-get install -y -qq --no-install-recommends "${opts[@]}" "${missing[@]}"

@@ -22,6 +22,9 @@
 set -euo pipefail
 
 log() { printf '[provision] %s\n' "$*"; }
+# Each step's time, printed at the end (a slow seat shows where it spends it).
+times=() step_t=$SECONDS
+step_done() { times+=("$1 $((SECONDS - step_t))s"); step_t=$SECONDS; }
 die() { printf '[provision] error: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (Vagrant and cloud-init do): sudo bash $0"
@@ -46,7 +49,8 @@ log "course checkout: $repo"
 # shellcheck source=/dev/null
 . /etc/os-release
 log "system: ${PRETTY_NAME:-unknown}"
-bash tools/install-system-packages.sh
+# A machine being provisioned: dpkg need not fsync each file (install-system-packages.sh).
+JAP_DPKG_UNSAFE_IO=1 bash tools/install-system-packages.sh
 
 # The helpers need Python >= 3.11 (helpers/pyproject.toml). Debian 12 and
 # Ubuntu 24.04 have it as python3; Ubuntu 22.04's python3 is 3.10, and its
@@ -57,6 +61,7 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   apt-get install -y -qq --no-install-recommends python3.11 python3.11-venv
   python=/usr/bin/python3.11
 fi
+step_done "system packages"
 
 # --- 2. the Python environment and the learner copies: what `make lab` does ---
 # `make venv learner` = the `lab` target without starting JupyterLab. The venv
@@ -71,6 +76,7 @@ if [ -f .venv/.installed ] && [ "$(cat .venv/.jap-pyproject.sha256 2>/dev/null)"
 fi
 make --no-print-directory PYTHON="$python" venv learner
 echo "$sum" > .venv/.jap-pyproject.sha256
+step_done "python env + learner copies"
 
 # --- 3. JupyterLab as a service --------------------------------------------
 # tools/start-lab.sh runs the doctor, keeps one token per machine in
@@ -158,6 +164,9 @@ PY
     log "    http://127.0.0.1:${lab_port}/lab/tree/learner/index.ipynb"
     log "    its token (never written into a log): sudo cat $token_file"
   fi
+  step_done "service + doctor + JupyterLab answering"
 else
   log "not booted (chroot): the service starts JupyterLab at the next boot; its doctor runs then"
 fi
+[ "$booted" = yes ] || step_done "service enabled"
+log "step times: ${times[*]/%/,} total ${SECONDS}s"
