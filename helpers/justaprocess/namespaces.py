@@ -249,8 +249,9 @@ class ShareMap:
             mark = "*" if r.highlight else " "
             lines.append(f"{r.pid:>{w}}{mark} " + " ".join(f"{r.labels.get(k, '?'):<6}" for k in self.kinds)
                          + "  " + r.command[:50])
-        lines.append(f"host = same namespace as PID {self.reference}; letters = other namespaces; "
-                     "* = highlighted")
+        lines.append(f"host = same namespace as PID {self.reference} (first row); A, B, ... = another "
+                     "namespace, lettered per column (the same letter in one column: the same "
+                     "namespace); ? = unreadable (the process exited); * = highlighted")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -269,8 +270,9 @@ class ShareMap:
                         f"<td style='text-align:left'>{html.escape(r.command[:60])}</td></tr>")
         return (f"<table><tr><th>PID</th>{th}<th style='text-align:left'>command</th></tr>"
                 + "".join(rows) + f"</table><small>grey <b>host</b> = same namespace as PID "
-                f"{self.reference}; a letter = another namespace of that kind (same letter, same "
-                "namespace); outlined = highlighted</small>")
+                f"{self.reference} (first row); A, B, ... = another namespace, lettered per column (the "
+                "same letter in one column: the same namespace); ? = unreadable (the process "
+                "exited); outlined = highlighted</small>")
 
 
 def share_map(pids: Iterable[int] | None = None, *, highlight: Iterable[int] = (),
