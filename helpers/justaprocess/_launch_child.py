@@ -324,6 +324,12 @@ def _target(plan: _Plan, lifeline: int | None, go: int | None) -> None:
         if plan.cwd:
             _Step.name = f"chdir {plan.cwd}"
             os.chdir(plan.cwd)
+            if plan.root is not None and getattr(plan, "verify_cwd", True):
+                # A cwd reached through a magic link (/proc/self/fd/N of an inherited
+                # directory) may lie outside the new root: getcwd(3) then fails with
+                # ENOENT ("(unreachable)", getcwd(2)); runc >= 1.1.12 checks the same.
+                _Step.name = "check cwd"
+                os.getcwd()
         _security(plan)
     except BaseException as exc:  # noqa: BLE001
         _fail(plan, exc)

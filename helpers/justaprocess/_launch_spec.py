@@ -109,6 +109,8 @@ _HINTS = (
                               "(user_namespaces(7)): give gid_map="),
     ("clone", _errno.ENOMEM, "the pid namespace joined has lost its PID 1, so no new process "
                              "may enter it (pid_namespaces(7)): start the target again"),
+    ("check cwd", _errno.ENOENT, "the working directory is outside the root (an inherited "
+                                 "directory fd, CVE-2024-21626): refused, as runc >= 1.1.12 does"),
     ("", _errno.ENOSPC, "the per-user namespace limit is reached (/proc/sys/user/max_*_namespaces): "
                         "remove some (`python -m justaprocess cleanup`) or raise the limit"),
     ("", _errno.EPERM, "needs privilege (capabilities(7)): run the lab as root in its VM"),
@@ -274,6 +276,7 @@ class Spec:
     groups: Sequence[int] = ()
     uid_map: Any = None
     gid_map: Any = None
+    setgroups: str | None = None
     caps: Iterable[str | int] | None = None
     drop: Iterable[str | int] = ()
     ambient: Iterable[str | int] | bool = ()
@@ -296,6 +299,7 @@ class Spec:
     prepare: Callable[[], None] | None = None
     gate: bool = False
     kill_group: bool = True
+    verify_cwd: bool = True
     note: str = ""
 
 
@@ -565,6 +569,9 @@ def _prepare(spec: Spec, resolve: Callable[[Any], tuple[list[str], Any]] = _cgro
         (_captable.to_mask(spec.ambient) if spec.ambient else 0)
     um = idmap_text(spec.uid_map, "uid_map")
     gm = idmap_text(spec.gid_map, "gid_map") if spec.gid_map is not None else um
+    if spec.setgroups not in (None, "allow", "deny") or (spec.setgroups and "user" not in new):
+        raise BadInput(f"setgroups={spec.setgroups!r}: 'deny' or 'allow', for a new user namespace "
+                       "(written before gid_map: user_namespaces(7), /proc/PID/setgroups)")
     offsets = None
     if spec.offsets:
         lines = []
@@ -576,13 +583,14 @@ def _prepare(spec: Spec, resolve: Callable[[Any], tuple[list[str], Any]] = _cgro
         offsets = "\n".join(lines) + "\n"
     seccomp = _seccomp_program(spec.seccomp)
     plan = _Plan(argv, spec.fn, label, new, [], [], um, gm,
-                 "deny" if (gm and os.geteuid() != 0) else None,
+                 spec.setgroups or ("deny" if (gm and os.geteuid() != 0) else None),
                  spec.uid, spec.gid, list(spec.groups), keep, drop, amb, spec.bounding,
                  _captable.last_cap(), spec.no_new_privs, seccomp, spec.root, spec.pivot_root,
                  spec.mount_proc, spec.hostname, spec.cwd,
                  dict(spec.env) if spec.env is not None else None, None, offsets, os.getpid())
     plan.lo_up = spec.lo_up
     plan.kill_group = spec.kill_group
+    plan.verify_cwd = spec.verify_cwd
     plan.prepare = spec.prepare
     if spec.prepare is not None and not callable(spec.prepare):
         raise BadInput(f"prepare= must be callable, not {spec.prepare!r}")

@@ -12,6 +12,8 @@ can run the same attack with and without it:
 ``pid_ns``         a new PID namespace (pid_namespaces(7))
 ``ro_proc_sys``    /proc/sys bind-mounted read-only (OCI ``readonlyPaths``)
 ``drop``           capabilities removed from every set (capabilities(7))
+``user_ns``        a user namespace: uid/gid 0 inside is :data:`USERNS_BASE`
+                   outside, 65536 ids mapped, setgroups denied (user_namespaces(7))
 =================  =====================================================
 
 The attack is a Python function run *as the container's process* after it
@@ -35,6 +37,11 @@ from ._loop import attach_loop
 from ._loop import (  # noqa: F401 - names this module always had
     LO_FLAGS_AUTOCLEAR, LO_FLAGS_READ_ONLY, LOOP_CONFIGURE, LOOP_CTL_GET_FREE)
 from .errors import BadInput, NeedsPrivilege
+
+# The unprivileged host ids a user namespace maps its 0..65535 to: the first range
+# useradd(8) hands out in /etc/subuid.  No account owns them on the host.
+USERNS_BASE = 100000
+USERNS_SIZE = 65536
 
 @dataclass
 class Outcome:
@@ -69,18 +76,39 @@ class NaiveContainer:
         _rootfs.extract(fs, self.root)  # tar -x, as an engine unpacks an image
         return self
 
-    def host_file(self, name: str, text: str) -> str:
-        """A file on the host, outside the container's root: what an escape reaches."""
+    def host_file(self, name: str, text: str, mode: int = 0o600) -> str:
+        """A file on the host, outside the container's root: what an escape reaches.
+        Root's own and mode 0600 by default, like a secret (/etc/shadow is 0640)."""
         if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
             raise BadInput(f"host_file({name!r}): a file name without '/', e.g. 'jap-secret.txt' "
                            "(the file goes beside the container's root, in its lab folder)")
         path = os.path.join(self.dir, name)
-        with open(path, "w") as f:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        with open(fd, "w") as f:
+            os.fchmod(fd, mode)  # the umask may have taken bits away
             f.write(text)
         return path
 
     def run(self, attack: Callable[[], Any], **steps) -> Outcome:
+        if steps.get("user_ns"):
+            self.map_owner()
         return run(self.root, attack, **steps)
+
+    def map_owner(self) -> None:
+        """Give the rootfs copy to the ids root of a user namespace has outside
+        (:data:`USERNS_BASE` + id), as a rootless engine unpacks its image: inside, the
+        files are then root's again.  Once; root outside still owns everything by
+        capability."""
+        st = os.lstat(self.root)
+        if st.st_uid >= USERNS_BASE:
+            return
+        for top, dirs, files in os.walk(self.root):
+            for n in [top] + [os.path.join(top, x) for x in dirs + files]:
+                s = os.lstat(n)
+                if s.st_uid < USERNS_SIZE and s.st_gid < USERNS_SIZE:
+                    os.lchown(n, USERNS_BASE + s.st_uid, USERNS_BASE + s.st_gid)
+                    if not stat.S_ISLNK(s.st_mode):
+                        os.chmod(n, stat.S_IMODE(s.st_mode))  # chown clears setuid bits
 
     def remove(self) -> None:
         if self.entry:
@@ -100,7 +128,8 @@ def _json(value):
 
 
 def run(root: str, attack: Callable[[], Any], *, pivot_root: bool = False, pid_ns: bool = False,
-        ro_proc_sys: bool = False, drop: tuple[str, ...] = (), timeout: float = 10.0) -> Outcome:
+        ro_proc_sys: bool = False, drop: tuple[str, ...] = (), user_ns: bool = False,
+        timeout: float = 10.0) -> Outcome:
     """Run ``attack()`` as the process of a naive container rooted at ``root``.
 
     The container always gets new mount, UTS and IPC namespaces (what
@@ -118,14 +147,30 @@ def run(root: str, attack: Callable[[], Any], *, pivot_root: bool = False, pid_n
         raise BadInput(f"{root!r} is not a root filesystem (no /proc folder in it)")
     if isinstance(drop, str):
         drop = (drop,)
+    new = ("mnt", "uts", "ipc") + (("pid",) if pid_ns else ())
+    prepare = None
+    if user_ns:
+        # The kernel creates the user namespace first and makes it the owner of the others
+        # (clone(2)); root inside has every capability - over what that namespace owns.
+        new += ("user",)
+        if not pid_ns:
+            # A procfs is mounted only by a process with CAP_SYS_ADMIN over the pid namespace
+            # it shows (the host's, here): bind the host's /proc instead, as rootless
+            # engines do when they share the host's PID namespace.
+            def prepare(_root=root):
+                from . import _libc
+                _libc.mount("/proc", os.path.join(_root, "proc"), None, _libc.MS_BIND | _libc.MS_REC)
     # chroot(2) only changes how "/" is resolved for this process: the host's tree is
     # still mounted above it.  pivot_root(2) + detaching the old root leaves nothing
     # above / to climb to (the launcher does either; make / private first:
     # docs/kernel-notes.md, "Mounts and pivot_root").
     spec = _launch.Spec(
-        fn=lambda: _json(attack()), new=("mnt", "uts", "ipc") + (("pid",) if pid_ns else ()),
-        hostname="jap-naive", root=root, pivot_root=pivot_root, mount_proc=True,
+        fn=lambda: _json(attack()), new=new,
+        hostname="jap-naive", root=root, pivot_root=pivot_root,
+        mount_proc=not (user_ns and not pid_ns), prepare=prepare,
         readonly=("/proc/sys",) if ro_proc_sys else (), drop=tuple(drop),
+        uid_map=f"0 {USERNS_BASE} {USERNS_SIZE}" if user_ns else None,
+        setgroups="deny" if user_ns else None,
         cgroup="bounded", note="naive container (chapter 07)")
     try:
         r = _launch.run(spec, timeout=timeout)
@@ -361,4 +406,4 @@ def loop_attached(path: str) -> bool:
 
 __all__ = ["NaiveContainer", "Outcome", "run", "chroot_escape", "sysctl_write", "read_sysctl",
            "restore_sysctl", "mknod_read", "sysctl_fresh_proc", "devtmpfs_read", "Target", "kill_target", "start_victim", "HostDisk", "loop_attached",
-           "SYSCTL"]
+           "SYSCTL", "USERNS_BASE", "USERNS_SIZE"]

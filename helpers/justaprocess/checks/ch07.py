@@ -10,7 +10,7 @@ import contextlib
 import os
 
 from .. import capabilities as caps
-from .. import insecure
+from .. import escapes, insecure
 from ..errors import BadInput, LabError
 from . import Rows, describe, expect_bool, expect_str, exercise, right, wrong
 
@@ -118,8 +118,8 @@ def check_steps(steps):
                             f"dict(pid_ns=True); it is {describe(steps)}")
     unknown = [k for k in steps if k not in STEP_KEYS]
     if unknown:
-        return wrong("unknown-step", f"{unknown[0]!r} is not a step: the keys are the keywords "
-                                     f"of insecure.run: {', '.join(STEP_KEYS)}")
+        return wrong("unknown-step", f"{unknown[0]!r} is not a step of this exercise: the keys are "
+                                     f"the keywords of the table above: {', '.join(STEP_KEYS)}")
     for k in ("pivot_root", "pid_ns", "ro_proc_sys"):
         if k in steps:
             expect_bool(steps[k], f"steps[{k!r}]")
@@ -216,6 +216,105 @@ def check_proc_root(path, secret_path: str, text: str):
                  f"does not exist inside ({isolated.error})")
 
 
+def _bools(answer, name: str, keys: tuple[str, ...]) -> dict:
+    if not isinstance(answer, dict):
+        raise wrong("type", f"`{name}` should be a dict like dict({keys[0]}=True); it is "
+                            f"{describe(answer)}")
+    unknown = [k for k in answer if k not in keys]
+    if unknown:
+        raise wrong("unknown-option", f"{unknown[0]!r} is not one of the keywords here: "
+                                      f"{', '.join(keys)}")
+    for k, v in answer.items():
+        expect_bool(v, f"{name}[{k!r}]")
+    return answer
+
+
+@exercise(3, title="close the leak")
+def check_leak(fixes):
+    """Exercise 3: the runtime fixes that block both forms of the leaked-fd escape."""
+    fixes = _bools(fixes, "fixes", ("cloexec", "verify_cwd"))
+    try:
+        with insecure.NaiveContainer() as box:
+            box.host_file("jap-check-secret.txt", "leaked")
+            _, by_fd = escapes.leaky_run(box.root, box.dir, "cat /proc/self/fd/$FD/jap-check-secret.txt",
+                                         **fixes)
+            _, by_cwd = escapes.leaky_run(box.root, box.dir, "cat jap-check-secret.txt",
+                                          cwd_trick=True, **fixes)
+    except LabError as exc:
+        return wrong("lab", f"the container did not run: {exc}")
+    fd_open = by_fd.returncode == 0 and by_fd.stdout.strip() == "leaked"
+    cwd_open = by_cwd.returncode == 0 and by_cwd.stdout.strip() == "leaked"
+    if fd_open and cwd_open:
+        return wrong("both-open", "both still read the host's file: the fd survives execve, and "
+                                  "the cwd is set through it. What does the kernel do with an fd "
+                                  "at execve(2)?",
+                     "one fix per form: cloexec=True (O_CLOEXEC: closed at execve), and "
+                     "verify_cwd=True (getcwd(3) after chdir)")
+    if cwd_open:
+        return wrong("cwd-open", "the program no longer gets the fd, but its working directory "
+                                 "was set through /proc/self/fd/N *before* execve - while the fd "
+                                 "was still open. What can the runtime check after chdir?",
+                     "verify_cwd=True: a cwd outside the root makes getcwd(3) fail "
+                     "('(unreachable)', getcwd(2)); runc >= 1.1.12 refuses to start then")
+    if fd_open:
+        return wrong("fd-open", "the cwd check refuses the /proc/self/fd cwd, but the program "
+                                "still gets the open fd of a host folder through execve",
+                     "cloexec=True: O_CLOEXEC closes the fd at execve(2) (open(2))")
+    return right("the inherited fd is closed at execve (O_CLOEXEC) and a cwd outside the root "
+                 f"is refused ({by_cwd.error.step if by_cwd.error else 'refused'}): both forms of "
+                 "CVE-2024-21626 are blocked, as runc 1.1.12 does")
+
+
+ROOTLESS_KEYS = ("pivot_root", "pid_ns", "ro_proc_sys", "user_ns", "drop")
+
+
+@exercise(4, title="root without the host's power")
+def check_rootless(steps):
+    """Exercise 4: steps that block every breakout while keeping every capability."""
+    if not isinstance(steps, dict):
+        raise wrong("type", f"`steps` should be a dict of the steps' keywords, e.g. "
+                            f"dict(user_ns=True); it is {describe(steps)}")
+    unknown = [k for k in steps if k not in ROOTLESS_KEYS]
+    if unknown:
+        return wrong("unknown-step", f"{unknown[0]!r} is not a keyword of insecure.run: "
+                                     f"{', '.join(ROOTLESS_KEYS)}")
+    if steps.get("drop"):
+        return wrong("drop", "this exercise keeps every capability: leave `drop` out. The point "
+                             "is what the capabilities are worth, not how many are kept",
+                     "capabilities are over the user namespace that owns a resource "
+                     "(user_namespaces(7)): which keyword gives the container one of its own?")
+    for k in ROOTLESS_KEYS[:-1]:
+        if k in steps:
+            expect_bool(steps[k], f"steps[{k!r}]")
+    try:
+        with insecure.NaiveContainer() as box:
+            results = _breakouts(box, dict(steps))
+            world = box.host_file("jap-check-public.txt", "public", mode=0o644)
+            results["chroot escape to a world-readable file"] = box.run(
+                insecure.chroot_escape(world), **steps)
+    except LabError as exc:
+        return wrong("lab", f"the container did not run with these steps: {exc}")
+    still = [name for name, o in results.items() if o.ok]
+    if not steps.get("user_ns") and len(still) > 1:
+        return wrong("no-user-ns", f"with every capability, {len(still)} breakouts still work "
+                                   f"({', '.join(still[:3])}...): uid 0 inside is uid 0 on the "
+                                   "host. Which namespace changes that?",
+                     "user_ns=True: root inside is uid 100000 outside, and its capabilities "
+                     "count only over what its user namespace owns")
+    if still == ["chroot escape to a world-readable file"]:
+        return wrong("chroot", "everything is blocked but the chroot climb: the user namespace "
+                               "stopped root's 0600 secret, yet a file every user may read is "
+                               "read from the host's / it climbed to",
+                     "the user namespace does not replace pivot_root=True (pivot_root(2))")
+    if still:
+        return wrong("several-open", f"these still work: {', '.join(still)}",
+                     "user_ns=True for the capabilities, pivot_root=True for the root")
+    kept = "every capability kept (in its own user namespace)"
+    return right(f"all {len(results)} breakouts are blocked with {kept}: "
+                 + "; ".join(k for k in ("user_ns", "pivot_root", "pid_ns", "ro_proc_sys")
+                             if steps.get(k)))
+
+
 # --- the table of right and wrong answers (tests/test_exercises.py) ---------------------
 
 SAFE = dict(pivot_root=True, pid_ns=True, ro_proc_sys=True,
@@ -262,5 +361,22 @@ TABLE = {
                 "own-root": lambda c: dict(path=f"/proc/self/root{c['secret_path']}"),
                 "no-file": lambda c: dict(path=f"/proc/{c['pid']}/root"),
                 "wrong-pid": lambda c: dict(path=f"/proc/{c['pid'] + 100000}/root{c['secret_path']}"),
+            }),
+    3: Rows(right=lambda c: dict(fixes=dict(cloexec=True, verify_cwd=True)),
+            wrong={
+                "type": lambda c: dict(fixes=["cloexec"]),
+                "unknown-option": lambda c: dict(fixes=dict(close_fds=True)),
+                "both-open": lambda c: dict(fixes={}),
+                "cwd-open": lambda c: dict(fixes=dict(cloexec=True)),
+                "fd-open": lambda c: dict(fixes=dict(verify_cwd=True, cloexec=False)),
+            }),
+    4: Rows(right=lambda c: dict(steps=dict(user_ns=True, pivot_root=True)),
+            wrong={
+                "type": lambda c: dict(steps="user_ns"),
+                "unknown-step": lambda c: dict(steps=dict(userns=True)),
+                "drop": lambda c: dict(steps=dict(user_ns=True, pivot_root=True,
+                                                  drop=("CAP_SYS_ADMIN",))),
+                "no-user-ns": lambda c: dict(steps=dict(pivot_root=True, pid_ns=True)),
+                "chroot": lambda c: dict(steps=dict(user_ns=True, pid_ns=True)),
             }),
 }

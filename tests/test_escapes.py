@@ -1,0 +1,215 @@
+"""escapes, rootless and insecure's user namespace: each escape works where chapter 07 says
+it does, and the engine step named after it blocks it.
+
+Every target is the lab's own: a named v1 hierarchy jap-<id>, a copy of `sleep` in a lab
+folder, a lab folder and its files, a loop device over a lab file, a process the lab started.
+"""
+import errno
+import os
+import stat
+
+import pytest
+
+from justaprocess import _captable, _launch, escapes, insecure as ins, lab, rootless
+from justaprocess.errors import BadInput
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def box(own_objects):
+    with ins.NaiveContainer() as c:
+        yield c
+    assert not os.path.exists(c.dir)
+
+
+# --- user namespaces -----------------------------------------------------------------------
+
+def _status():
+    st = dict(ln.split(":", 1) for ln in open("/proc/self/status").read().splitlines())
+    return {"uid_map": open("/proc/self/uid_map").read().split(),
+            "setgroups": open("/proc/self/setgroups").read().strip(),
+            "CapEff": int(st["CapEff"], 16)}
+
+
+def test_user_ns_maps_root_to_an_unprivileged_range_with_every_capability(box):
+    out = box.run(_status, user_ns=True)
+    assert out.ok, out
+    assert out.value["uid_map"] == ["0", str(ins.USERNS_BASE), str(ins.USERNS_SIZE)]
+    assert out.value["setgroups"] == "deny"
+    assert out.value["CapEff"] == (1 << (_captable.last_cap() + 1)) - 1  # all of them, inside
+    assert os.lstat(box.root).st_uid == ins.USERNS_BASE  # the rootfs given to the mapped root
+
+
+def test_the_escapes_fail_under_a_user_namespace_with_every_capability(box):
+    secret = box.host_file("jap-secret.txt", "host secret")
+    assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
+    assert box.run(ins.chroot_escape(secret)).value == "host secret"
+    out = box.run(ins.chroot_escape(secret), user_ns=True)
+    assert not out.ok and "EACCES" in out.error, out  # the climb works, root's 0600 file does not
+    world = box.host_file("jap-public.txt", "public", mode=0o644)
+    assert box.run(ins.chroot_escape(world), user_ns=True).value == "public"  # not pivot_root's job
+    old = ins.read_sysctl()
+    try:
+        assert "EACCES" in box.run(ins.sysctl_write(), user_ns=True).error
+        assert "EPERM" in box.run(ins.sysctl_fresh_proc(), user_ns=True).error
+        assert "EACCES" in box.run(ins.sysctl_fresh_proc(), user_ns=True, pid_ns=True).error
+        assert ins.read_sysctl() == old
+    finally:
+        ins.restore_sysctl(old)
+    with ins.HostDisk(os.path.join(box.dir, "jap-disk.img"), "JAP DISK") as d:
+        assert "EPERM" in box.run(ins.mknod_read(d.major, d.minor), user_ns=True).error
+        assert "EPERM" in box.run(ins.devtmpfs_read(d.major, d.minor), user_ns=True).error
+    victim, target = ins.start_victim("test: a host process")
+    try:
+        out = box.run(ins.kill_target(target), user_ns=True)
+        assert not out.ok and "EPERM" in out.error and victim.alive()
+    finally:
+        victim.stop()
+
+
+def test_setgroups_is_checked():
+    with pytest.raises(BadInput):
+        _launch.run(_launch.Spec(fn=lambda: 0, new=("user",), setgroups="maybe"))
+    with pytest.raises(BadInput):
+        _launch.run(_launch.Spec(fn=lambda: 0, setgroups="deny"))
+
+
+def test_runc_rootless_as_an_unprivileged_uid(box):
+    box.map_owner()
+    r = rootless.run(box.root, "id -u; cat /proc/self/uid_map /proc/self/setgroups")
+    assert r.ok, r
+    lines = r.stdout.split()
+    assert lines[0] == "0" and lines[1:4] == ["0", str(ins.USERNS_BASE), "1"] and lines[4] == "deny"
+    assert any(ns["type"] == "user" for ns in r.config["linux"]["namespaces"])
+    assert not any(ns["type"] == "network" for ns in r.config["linux"]["namespaces"])
+
+
+def test_runc_rootless_blocks_the_escapes_with_every_capability(box):
+    box.map_owner()
+    old = ins.read_sysctl()
+    ins._remember_sysctl(ins.SYSCTL)
+    try:
+        with ins.HostDisk(os.path.join(box.dir, "jap-disk.img"), "JAP DISK") as d:
+            victim, _ = ins.start_victim("test: a host process")
+            try:
+                r = rootless.run(box.root, rootless.escapes_script(old + 1, d.major, d.minor,
+                                                                   victim.pid),
+                                 all_caps=True, keep_paths=False)
+                assert victim.alive()
+            finally:
+                victim.stop()
+    finally:
+        ins.restore_sysctl(old)
+    assert r.ok, r
+    said = dict(ln.split(": ", 1) for ln in r.stdout.strip().splitlines())
+    assert len(said) == 5 and "worked" not in said.values(), said
+    assert said["write /proc/sys"] == "Permission denied"
+    assert said["mknod a disk"] == "Operation not permitted"
+    assert ins.read_sysctl() == old
+
+
+def test_runc_rootless_cannot_set_cgroup_limits_without_a_delegated_cgroup(box):
+    r = rootless.run(box.root, "echo ran", memory="64M")
+    assert not r.ok and "ran" not in r.stdout
+    assert "cgroup" in r.stderr and "permission denied" in r.stderr
+
+
+def test_rootless_refuses_bad_input(box):
+    with pytest.raises(BadInput):
+        rootless.run(box.root, "true", uid=0)
+    with pytest.raises(BadInput):
+        rootless.run(box.dir + "/nothing", "true")
+
+
+# --- CVE-2022-0492: release_agent ----------------------------------------------------------
+
+def test_release_agent_runs_on_the_host_unless_sys_admin_or_user_ns(box):
+    h = lab.name()
+    try:
+        out = box.run(escapes.release_agent(h))
+        assert out.ok, out
+        assert out.value["agent uid"] == 0
+        assert out.value["agent mount namespace"] == os.readlink("/proc/self/ns/mnt")
+        assert out.value["container mount namespace"] != out.value["agent mount namespace"]
+        os.unlink(os.path.join(box.root, escapes.AGENT_MARK))
+        for steps in (dict(drop=("CAP_SYS_ADMIN",)), dict(user_ns=True)):
+            out = box.run(escapes.release_agent(h), **steps)
+            assert not out.ok and "EPERM" in out.error, (steps, out)
+            assert not os.path.exists(os.path.join(box.root, escapes.AGENT_MARK))
+    finally:
+        escapes.sweep_hierarchy(h)
+
+
+def test_release_agent_refuses_a_hierarchy_that_is_not_the_labs():
+    for name in ("systemd", "memory", "jap"):
+        with pytest.raises(BadInput):
+            escapes.release_agent(name)
+        with pytest.raises(BadInput):
+            escapes.sweep_hierarchy(name)
+
+
+# --- CVE-2019-5736: the runtime's binary ---------------------------------------------------
+
+def test_the_runtime_copy_is_overwritten_through_proc_pid_exe(box):
+    rt = escapes.RuntimeCopy(box.dir)
+    assert rt.path.startswith(box.dir + "/") and not rt.changed()
+    h, target = rt.enter()
+    try:
+        out = box.run(escapes.overwrite_runtime(target))
+    finally:
+        h.kill()
+        h.wait(5)
+    assert out.ok, out
+    assert out.value["write while it ran"] == "ETXTBSY" and out.value["/proc/PID/exe"] == rt.path
+    assert rt.changed()
+    r = rt.run()
+    assert r.returncode == 0
+    with open(os.path.join(box.dir, escapes.PAYLOAD_MARK)) as f:
+        assert f.read().strip() == "uid=0"
+
+
+def test_a_sealed_memfd_copy_protects_the_runtime(box):
+    rt = escapes.RuntimeCopy(box.dir)
+    h, target = rt.enter(sealed=True)
+    try:
+        assert os.readlink(f"/proc/{h.pid}/exe").startswith("/memfd:jap-runtime")
+        out = box.run(escapes.overwrite_runtime(target))
+    finally:
+        h.kill()
+        h.wait(5)
+    assert not out.ok and "EPERM" in out.error, out
+    assert not rt.changed()
+
+
+def test_runtime_copy_only_in_a_lab_folder(tmp_path):
+    with pytest.raises(BadInput):
+        escapes.RuntimeCopy(str(tmp_path))
+
+
+# --- CVE-2024-21626: a leaked directory fd -------------------------------------------------
+
+def test_a_leaked_fd_reaches_the_host_unless_cloexec(box):
+    box.host_file("jap-secret.txt", "leaked secret")
+    fd, r = escapes.leaky_run(box.root, box.dir, 'cat /proc/self/fd/$FD/jap-secret.txt')
+    assert r.returncode == 0 and r.stdout.strip() == "leaked secret", r
+    fd, r = escapes.leaky_run(box.root, box.dir, 'cat /proc/self/fd/$FD/jap-secret.txt',
+                              cloexec=True)
+    assert r.returncode != 0 and "No such file" in r.stderr, r
+
+
+def test_a_cwd_through_the_leaked_fd_needs_the_cwd_check(box):
+    box.host_file("jap-secret.txt", "leaked secret")
+    for cloexec in (False, True):  # the chdir happens before execve: O_CLOEXEC is too late
+        fd, r = escapes.leaky_run(box.root, box.dir, "cat jap-secret.txt", cwd_trick=True,
+                                  cloexec=cloexec)
+        assert r.returncode == 0 and r.stdout.strip() == "leaked secret", r
+    fd, r = escapes.leaky_run(box.root, box.dir, "cat jap-secret.txt", cwd_trick=True,
+                              verify_cwd=True)
+    assert r.error is not None and r.error.step == "check cwd" and r.error.errno == errno.ENOENT
+    assert "CVE-2024-21626" in str(r.error)
+
+
+def test_leaky_run_only_leaks_a_lab_folder(box, tmp_path):
+    with pytest.raises(BadInput):
+        escapes.leaky_run(box.root, str(tmp_path), "true")
