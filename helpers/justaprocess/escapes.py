@@ -169,6 +169,7 @@ class RuntimeCopy:
         shutil.copy(src, self.path)  # never the real runtime: a copy, in the lab's folder
         with open(self.path, "rb") as f:
             self.original = f.read()
+        self.handle = None
 
     def enter(self, sealed: bool = False, join_pid: int | None = None) -> tuple[Any, Any]:
         """Start the 'runtime' process (it sleeps until stopped): its handle, and the
@@ -197,7 +198,15 @@ class RuntimeCopy:
                 os.close(memfd)
         if h.error is not None:
             raise h.error
+        self.handle = h
         return h, Target(h.pid, _start_time(h.pid), "jap-runtime 3600")
+
+    def stop(self) -> None:
+        """End the 'runtime' process if the attack left it, and reap it (safe twice)."""
+        if self.handle is not None:
+            self.handle.kill()
+            self.handle.wait(5)
+            self.handle = None
 
     def changed(self) -> bool:
         with open(self.path, "rb") as f:

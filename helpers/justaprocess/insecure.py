@@ -263,9 +263,14 @@ def restore_sysctl(old: int, path: str = SYSCTL) -> None:
             lab.unregister(e)
 
 
-def _remember_sysctl(path: str) -> None:
+def remember_sysctl(path: str = SYSCTL) -> None:
     """Register a sysctl's value before a demo may change it (once: a second demo
-    must not record the changed value as the one to put back)."""
+    must not record the changed value as the one to put back); :func:`restore_sysctl`
+    puts it back and forgets it, ``cleanup`` does after a killed kernel."""
+    _remember_sysctl(path)
+
+
+def _remember_sysctl(path: str) -> None:
     path = os.path.normpath(path)
     if os.geteuid() != 0 or any(e.kind == "sysctl" and e.name == path for e in lab.entries()):
         return
@@ -405,5 +410,5 @@ def loop_attached(path: str) -> bool:
 
 
 __all__ = ["NaiveContainer", "Outcome", "run", "chroot_escape", "sysctl_write", "read_sysctl",
-           "restore_sysctl", "mknod_read", "sysctl_fresh_proc", "devtmpfs_read", "Target", "kill_target", "start_victim", "HostDisk", "loop_attached",
+           "restore_sysctl", "remember_sysctl", "mknod_read", "sysctl_fresh_proc", "devtmpfs_read", "Target", "kill_target", "start_victim", "HostDisk", "loop_attached",
            "SYSCTL", "USERNS_BASE", "USERNS_SIZE"]
