@@ -259,10 +259,24 @@ def test_v2_processes_join_the_leaf_never_the_lab_parent(fake_v2, monkeypatch):
     cg.remove()
 
 
-def test_v2_devices_are_an_ebpf_story_and_missing_controllers_are_named(fake_v2, monkeypatch):
+def test_v2_devices_are_an_ebpf_program_and_missing_controllers_are_named(fake_v2, monkeypatch):
+    """On pure v2 Cgroup(devices=...) hands the rules to _bpfdev (no devices files there);
+    the live program is tests/test_devices.py's."""
+    from justaprocess import _bpfdev, lab
     monkeypatch.setenv("JAP_CGROUP_BASE", os.path.join(fake_v2.root, "system.slice/jupyter.service"))
+    calls = []
+    monkeypatch.setattr(_bpfdev, "install", lambda d, rules: calls.append((d, rules)) or 4242)
+    cg = fake_v2.cgroup(devices=["c 1:3 rwm"]).create()
+    assert calls == [(cg.path, ("c 1:3 rwm",))] and cg.device_filter[0] == 4242
+    assert not os.path.exists(os.path.join(cg.path, "devices.allow"))
+    assert ["device program 4242" in e.note for e in lab.entries() if e.name == cg.path] == [True]
+    cg.update(devices=["c 1:5 r"])
+    assert calls[-1] == (cg.path, ("c 1:5 r",))
+    cg.remove()
     with pytest.raises(NotSupported, match="eBPF"):
-        fake_v2.cgroup(devices=["c 1:3 rwm"]).create()
+        fake_v2.cgroup(devices=["c 1:3 rwm"], device_program=False).create()
+    with pytest.raises(BadInput, match="device_program"):
+        fake_v2.cgroup(devices=["c 1:3 rwm"], device_program="yes")
     fake_v2.put(fake_v2.root, "cgroup.controllers", "cpu memory pids\n")  # a kernel without io
     with pytest.raises(NotSupported, match="io"):
         fake_v2.cgroup(io={"7:3": {"read": "1M"}}).create()

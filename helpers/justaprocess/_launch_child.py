@@ -245,6 +245,19 @@ def _readonly(plan: _Plan, root: str) -> None:
                     _libc.MS_BIND | _libc.MS_REMOUNT | _libc.MS_RDONLY | _libc.MS_REC)
 
 
+def _masked(plan: _Plan, root: str) -> None:
+    """OCI "maskedPaths" (/proc/kcore, /proc/keys, /sys/firmware ...): the host's /dev/null
+    bound over a file, an empty read-only tmpfs over a folder, as runc does; a path the
+    root does not have is skipped.  Done before the jump: /dev/null is still the host's."""
+    for p in plan.masked:
+        target = os.path.join(root, p.lstrip("/"))
+        _Step.name = f"mask {p}"
+        if os.path.isdir(target):
+            _libc.mount("tmpfs", target, "tmpfs", _libc.MS_RDONLY)
+        elif os.path.lexists(target):
+            _libc.mount("/dev/null", target, None, _libc.MS_BIND)
+
+
 def _lo_up() -> None:
     # A new network namespace has only 'lo', and it is down: SIOCSIFFLAGS with
     # IFF_UP (netdevice(7)) makes 127.0.0.1 usable.
@@ -306,6 +319,7 @@ def _target(plan: _Plan, lifeline: int | None, go: int | None) -> None:
                 _libc.mount("proc", os.path.join(root, "proc"), "proc", proc_flags)
             _prepare_hook(plan)
             _readonly(plan, root)
+            _masked(plan, root)
             os.chdir(root)
             if plan.pivot_root:
                 _Step.name = "pivot_root"
@@ -321,6 +335,7 @@ def _target(plan: _Plan, lifeline: int | None, go: int | None) -> None:
                 _libc.mount("proc", "/proc", "proc", proc_flags)
             _prepare_hook(plan)
             _readonly(plan, "/")
+            _masked(plan, "/")
         if plan.cwd:
             _Step.name = f"chdir {plan.cwd}"
             os.chdir(plan.cwd)
@@ -419,6 +434,9 @@ def _security(plan: _Plan) -> None:
     if plan.no_new_privs:
         _Step.name = "no_new_privs"
         _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
+    if plan.close_fds:
+        _Step.name = "close fds"  # close-on-exec from 3 up: the exec closes them
+        _libc.cloexec_from(3)
     if plan.seccomp is not None:
         _Step.name = "seccomp"
         _libc.seccomp_load(plan.seccomp)

@@ -257,7 +257,11 @@ class Spec:
     (/proc/PID/root, opened before anything is joined), as ``runc exec`` does.
     ``offsets``: {'monotonic'|'boottime': seconds} for a new time namespace.
     ``lo_up``: bring up lo of a new network namespace.  ``readonly``: paths (inside
-    the root) remounted read-only, OCI's readonlyPaths.  ``prepare``: a callable run
+    the root) remounted read-only, OCI's readonlyPaths.  ``masked``: paths hidden, OCI's
+    maskedPaths (/dev/null bound over a file, an empty read-only tmpfs over a folder;
+    absent ones skipped).  ``close_fds``: mark every fd >= 3 close-on-exec just before
+    the exec, so no fd of the caller's reaches the program (runc does; CVE-2024-21626
+    was one that did).  ``prepare``: a callable run
     in the process after its namespaces, mounts and /proc and before the jump into
     ``root`` (an engine's extra mounts, network set-up inside).  ``gate``: start()
     returns once the process is in its namespaces and waits there until
@@ -296,6 +300,8 @@ class Spec:
     offsets: dict | None = None
     lo_up: bool = False
     readonly: Sequence[str] = ()
+    masked: Sequence[str] = ()
+    close_fds: bool = False
     prepare: Callable[[], None] | None = None
     gate: bool = False
     kill_group: bool = True
@@ -340,6 +346,8 @@ class _Plan:
     proc_fd: int | None = None                  # the caller's /proc: after setns(mnt) /proc is theirs
     lo_up: bool = False
     readonly: tuple[str, ...] = ()
+    masked: tuple[str, ...] = ()
+    close_fds: bool = False
     prepare: Callable[[], None] | None = None
     gate_r: int | None = None
     kill_group: bool = True
@@ -601,6 +609,15 @@ def _prepare(spec: Spec, resolve: Callable[[Any], tuple[list[str], Any]] = _cgro
             raise BadInput(f"readonly= is a list of absolute paths inside the root, without '..': "
                            f"{spec.readonly!r}")
         plan.readonly = tuple(str(p) for p in spec.readonly)
+    if spec.masked:
+        if "mnt" not in new:
+            raise BadInput("masked= paths are mounted over in a new mount namespace: add 'mnt' to new")
+        if isinstance(spec.masked, str) or any(not str(p).startswith("/") or ".." in str(p).split("/")
+                                               for p in spec.masked):
+            raise BadInput(f"masked= is a list of absolute paths inside the root, without '..': "
+                           f"{spec.masked!r}")
+        plan.masked = tuple(str(p) for p in spec.masked)
+    plan.close_fds = bool(spec.close_fds)
     parent_side: dict[int, int] = {}
     try:
         # Open the target's files first, so it cannot race away between our checks

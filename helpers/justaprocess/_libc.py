@@ -82,7 +82,7 @@ _GENERIC = {"clone": 220, "pivot_root": 41, "mount": 40, "umount2": 39, "unshare
             "acct": 89, "settimeofday": 170, "clock_settime": 112, "open_by_handle_at": 265,
             "userfaultfd": 282, "open_tree": 428, "move_mount": 429, "fsopen": 430,
             "fsmount": 432, "kcmp": 272, "process_vm_readv": 270, "process_vm_writev": 271,
-            "quotactl": 60}
+            "quotactl": 60, "close_range": 436}
 SYSCALLS: dict[str, dict[str, int]] = {
     "x86_64": {"clone": 56, "pivot_root": 155, "mount": 165, "umount2": 166, "unshare": 272,
                "setns": 308, "ptrace": 101, "reboot": 169, "chroot": 161, "sethostname": 170,
@@ -94,7 +94,7 @@ SYSCALLS: dict[str, dict[str, int]] = {
                "open_by_handle_at": 304, "userfaultfd": 323, "open_tree": 428,
                "move_mount": 429, "fsopen": 430, "fsmount": 432, "kcmp": 312,
                "process_vm_readv": 310, "process_vm_writev": 311, "quotactl": 179,
-               "iopl": 172, "ioperm": 173},
+               "iopl": 172, "ioperm": 173, "close_range": 436},
     "aarch64": _GENERIC,
     "riscv64": _GENERIC,
     "ppc64le": {"clone": 120, "pivot_root": 203},
@@ -324,6 +324,30 @@ def seccomp_load(program: bytes) -> None:
     _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0))
 
 
+# --- close_range(2): no fd of the caller's reaches the program it execs ---------------------
+CLOSE_RANGE_CLOEXEC = 1 << 2
+
+
+def cloexec_from(first: int = 3) -> None:
+    """Mark every fd >= ``first`` close-on-exec: the next execve(2) closes them all (runc's
+    CloseExecFrom before it execs the container's process).  close_range(2) with
+    CLOSE_RANGE_CLOEXEC (Linux 5.11); on an older kernel, fd by fd from /proc/self/fd."""
+    try:
+        _check(_libc.syscall(ctypes.c_long(syscall_number("close_range")), ctypes.c_uint(first),
+                             ctypes.c_uint(0xFFFFFFFF), ctypes.c_uint(CLOSE_RANGE_CLOEXEC)))
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSYS, errno.EINVAL):
+            raise
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= first:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the listing's own fd, closed meanwhile
+
+
 # --- inotify(7): wait for a file to change, instead of polling it --------------------------
 IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x2, 0x8, 0x80, 0x100
 _libc.inotify_init1.argtypes = [ctypes.c_int]
@@ -350,6 +374,12 @@ BPF_CGROUP_DEVICE = 6   # enum bpf_attach_type (include/uapi/linux/bpf.h)
 def _bpf(cmd: int, attr) -> int:
     return _check(_libc.syscall(ctypes.c_long(syscall_number("bpf")), ctypes.c_int(cmd), attr,
                                 ctypes.c_uint(len(attr))))
+
+
+def bpf(cmd: int, attr) -> int:
+    """bpf(2): ``cmd`` with ``attr`` (a buffer holding union bpf_attr); a new fd for the
+    commands that make one (close-on-exec), else 0.  Used by ``_bpfdev``."""
+    return _bpf(cmd, attr)
 
 
 def cgroup_device_programs(cgroup_fd: int) -> list[int]:

@@ -41,7 +41,8 @@ from . import _launch, _libc, cgroups, lab, proc
 from . import rootfs as _rootfs
 from .container_stepper import ContainerError, Stepper, children_of  # noqa: F401 - the API
 from .container_steps import (  # noqa: F401 - the steps are this module's API too
-    DEFAULT_NAMESPACES, DEVICES, ENGINE_DEFAULT, JUMPS, NS_FLAGS, ContainerCgroup, Volume,
+    DEFAULT_NAMESPACES, DEVICES, ENGINE_DEFAULT, ENGINE_DEVICES, JUMPS, MASKED_PATHS, NS_FLAGS,
+    ContainerCgroup, Volume,
     cap_mask, check_volume, copy_rootfs, create_cgroup, create_namespaces, extra_mounts,
     join_cgroup, join_files, jump_chroot, jump_pivot_root, layout_is_v2, namespace_flags,
     resolve, setup_mounts, setup_network, setup_security)
@@ -66,6 +67,10 @@ class Container:
     ``seccomp``: True loads Docker's allowlist (``justaprocess.seccomp``, built with
     libseccomp: every call not on it fails with EPERM) as the last step before exec,
     for PID 1 and every ``exec()``; False (the default of chapter 05's engine) loads none.
+    ``devices``: the device allow-list of its cgroup (default :data:`ENGINE_DEVICES`,
+    Docker's; v1 devices files, v2 an eBPF program); None: no device control.
+    ``masked_paths``: hidden from it (default :data:`MASKED_PATHS`, runc's).
+    ``close_fds``: no fd of the caller's but stdio reaches its programs (default True).
     """
 
     def __init__(self, argv: Sequence[str] = ("/bin/sh",), *, rootfs=None, name: str | None = None,
@@ -75,7 +80,9 @@ class Container:
                  no_new_privs: bool = True, jump: str = "pivot_root",
                  namespaces: Iterable[str] = DEFAULT_NAMESPACES, env: dict[str, str] | None = None,
                  workdir: str = "/", mount_proc: bool = True, mount_dev: bool = True,
-                 readonly_paths: Iterable[str] = (), seccomp: bool = False):
+                 readonly_paths: Iterable[str] = (), seccomp: bool = False,
+                 devices: Iterable[str] | None = ENGINE_DEVICES,
+                 masked_paths: Iterable[str] = MASKED_PATHS, close_fds: bool = True):
         if not argv:
             raise BadInput("a container needs a command, e.g. ['/bin/sh', '-c', 'echo hi']")
         if jump not in JUMPS:
@@ -99,6 +106,10 @@ class Container:
             raise BadInput(f"seccomp: True (Docker's allowlist, every other call EPERM) or False, "
                            f"not {seccomp!r}")
         self.seccomp = seccomp
+        self.devices = tuple(devices) if devices is not None else None
+        cgroups.Limits.parse(devices=self.devices)  # a bad rule: refused now
+        self.masked_paths = tuple(masked_paths)
+        self.close_fds = bool(close_fds)
         self.jump = jump
         self.ns_kinds = tuple(namespaces)
         self.flags = namespace_flags(self.ns_kinds)
@@ -146,7 +157,7 @@ class Container:
                 image = self.image or _rootfs.build("busybox")
                 self.root = copy_rootfs(image, os.path.join(self.dir, "rootfs"))
             self.cgroup = create_cgroup(self.name, memory=self.memory, pids=self.pids_max,
-                                        cpu=self.cpu)
+                                        cpu=self.cpu, devices=self.devices)
         except BaseException:
             self.remove()
             self.state = "new"
@@ -180,7 +191,8 @@ class Container:
             argv=self.argv, env=self.env, new=self.ns_kinds, cgroup=self.cgroup,
             hostname=self.hostname if "uts" in self.ns_kinds else None, root=root,
             pivot_root=self.jump == "pivot_root", mount_proc=self.mount_proc, prepare=prepare,
-            readonly=self.readonly_paths, caps=self.caps, no_new_privs=self.no_new_privs,
+            readonly=self.readonly_paths, masked=self.masked_paths,
+            close_fds=self.close_fds, caps=self.caps, no_new_privs=self.no_new_privs,
             seccomp=self._seccomp(), cwd=self.workdir, stdin="null", stdout=out, stderr=err, gate=lease is not None,
             note=f"container {self.name}")
         try:
@@ -335,7 +347,7 @@ class Container:
             argv=list(argv), join={k: pid for k in theirs if theirs[k] != own.get(k)},
             cgroup=self.cgroup, target_root=pid, caps=self.caps, seccomp=self._seccomp(),
             no_new_privs=self.no_new_privs, env={**self.env, **(env or {})}, cwd=workdir,
-            kill_group=False, note=f"exec in {self.name}")
+            close_fds=self.close_fds, kill_group=False, note=f"exec in {self.name}")
         try:
             r = _launch.run(spec, timeout=timeout)
         except _launch.Timeout as exc:

@@ -48,6 +48,20 @@ DEFAULT_NAMESPACES = ("mnt", "uts", "ipc", "pid", "net", "cgroup")
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
            "urandom": (1, 9), "tty": (5, 0)}
 
+# The device allow-list (Docker's default, as runc gets it in linux.resources.devices):
+# those nodes read/write, a pty (136:*, /dev/ptmx 5:2) - and mknod(2) of any node ('m'),
+# which is harmless once opening it is refused.  v1: the devices controller's files;
+# v2: an eBPF program on the cgroup (justaprocess._bpfdev; cgroup-v2.rst "Device controller").
+ENGINE_DEVICES = ("c *:* m", "b *:* m",
+                  *(f"c {ma}:{mi} rwm" for ma, mi in DEVICES.values()),
+                  "c 136:* rwm", "c 5:2 rwm")
+
+# Hidden from the container (OCI maskedPaths, the list `runc spec` writes): kernel memory,
+# keys, timers and firmware tables of the host (/dev/null over files, empty tmpfs over dirs).
+MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                "/proc/sched_debug", "/sys/firmware", "/proc/scsi")
+
 
 class Volume(NamedTuple):
     """A host folder bind-mounted into the container (mount(2) MS_BIND)."""
@@ -107,7 +121,7 @@ class ContainerCgroup(cgroups.Cgroup):
         hs, use = super()._plan()
         if layout_is_v2():
             return hs, use
-        need = self.limits.controllers() | {"memory"}
+        need = self._needed() | {"memory"}
         use = {c: h for c, h in use.items() if c in need}
         return [h for h in hs if h in use.values()], use
 
@@ -117,15 +131,18 @@ def layout_is_v2() -> bool:
 
 
 def create_cgroup(name: str, *, memory: int | str | None = None, pids: int | None = None,
-                  cpu: float | None = None) -> cgroups.Cgroup:
+                  cpu: float | None = None, devices: Sequence[str] | None = None) -> cgroups.Cgroup:
     """mkdir the container's cgroup (under the lab parent) and write its limits.
 
     The lab's :class:`~justaprocess.cgroups.Cgroup` does it (see
     :class:`ContainerCgroup`): on v1 and the hybrid one directory per hierarchy
     used (memory/, pids/ ...), on v2 one directory; limits in v1 or v2 file
-    names (cgroups(7), cgroup-v2.rst).
+    names (cgroups(7), cgroup-v2.rst).  ``devices``: the allow-list (e.g.
+    :data:`ENGINE_DEVICES`) - v1 ``devices.deny``/``devices.allow``, v2 an eBPF
+    program attached before any process joins.
     """
-    return ContainerCgroup(name, memory=memory, pids=pids, cpu=cpu).create()
+    return ContainerCgroup(name, memory=memory, pids=pids, cpu=cpu,
+                           devices=list(devices) if devices is not None else None).create()
 
 
 def join_files(cg: cgroups.Cgroup) -> list[str]:

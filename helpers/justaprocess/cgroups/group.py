@@ -9,7 +9,7 @@ import signal
 import time
 from typing import Iterator
 
-from .. import _launch_run, _launch_spec, _libc, _registry, _spawn, proc
+from .. import _bpfdev, _launch_run, _launch_spec, _libc, _registry, _spawn, proc
 from .._units import human
 from ..errors import BadInput, LabError, NeedsPrivilege, NotSupported, StillPresent, needs
 from . import files
@@ -40,7 +40,8 @@ class Cgroup:
                  memory_min: int | str | None = None, swap: int | str | None = None,
                  oom_group: bool | None = None, cpu: float | None = None, pids: int | None = None,
                  io: dict | None = None,
-                 devices: list[str] | None = None, cpu_period_us: int = 100_000,
+                 devices: list[str] | None = None, device_program: bool | None = None,
+                 cpu_period_us: int = 100_000,
                  root: str = ROOT, mounts: str = MOUNTS, procfs: str = proc.PROCFS):
         if name is None:
             name = _registry.name("cg")
@@ -51,6 +52,11 @@ class Cgroup:
         self.limits = Limits.parse(memory=memory, memory_high=memory_high, memory_low=memory_low,
                                    memory_min=memory_min, swap=swap, oom_group=oom_group, cpu=cpu,
                                    pids=pids, io=io, devices=devices, cpu_period_us=cpu_period_us)
+        if device_program not in (None, True, False):
+            raise BadInput(f"device_program: True (an eBPF program on the cgroup2 directory), "
+                           f"False (v1 devices files) or None (v2: eBPF, v1: files), not {device_program!r}")
+        self.device_program = device_program
+        self.device_filter: tuple[int, str] | None = None   # (id, name) of our eBPF program
         self.root, self.mounts, self.procfs = root, mounts, procfs
         self.places: dict[str, Place] = {}
         self._entries: list = []
@@ -82,19 +88,35 @@ class Cgroup:
     def created(self) -> bool:
         return bool(self._dirs)
 
+    def _bpf_devices(self, lay: str | None = None) -> bool:
+        """Is the device allow-list an eBPF program (v2, or asked for) rather than v1 files?"""
+        lay = lay or layout(self.root, self.mounts)
+        return self.device_program is True or (self.device_program is None and lay == V2)
+
+    def _needed(self, lay: str | None = None) -> set[str]:
+        """The controllers the limits need; devices only when they are v1 files."""
+        need = self.limits.controllers()
+        if "devices" in need and self._bpf_devices(lay):
+            # cgroup-v2.rst "Device controller": no files, an eBPF program on the cgroup2 dir.
+            need.discard("devices")
+        return need
+
     def _plan(self) -> tuple[list[Hierarchy], dict[str, Hierarchy]]:
         """Which hierarchies to use, checking every wanted controller exists."""
         lay = layout(self.root, self.mounts)
         have = controllers(self.root, self.mounts)
-        need = self.limits.controllers()
+        need = self._needed(lay)
+        if self.limits.devices is not None and self._bpf_devices(lay):
+            if not any(h.version == 2 for h in hierarchies(self.root, self.mounts)):
+                raise NotSupported("device_program=True needs a cgroup2 hierarchy, and this "
+                                   "machine has none mounted (pure v1): use the devices files")
         if lay == V2:
             v2 = [h for h in hierarchies(self.root, self.mounts) if h.version == 2][0]
             if "devices" in need:
                 raise NotSupported(
-                    "device access control on cgroup v2 is an eBPF program attached to the cgroup "
-                    "(BPF_PROG_TYPE_CGROUP_DEVICE, cgroup-v2.rst 'Device controller'), not files: "
-                    "the lab does not load one; runtimes (runc, crun) do. On v2, keep device nodes "
-                    "out of the container's /dev instead")
+                    "device_program=False: cgroup v2 has no devices files; device access control "
+                    "is an eBPF program attached to the cgroup (BPF_PROG_TYPE_CGROUP_DEVICE, "
+                    "cgroup-v2.rst 'Device controller'): leave device_program at None")
             missing = sorted(c for c in need if c not in v2.controllers)
             if missing:
                 raise NotSupported(f"the cgroup v2 controller(s) {', '.join(missing)} are not available "
@@ -175,7 +197,7 @@ class Cgroup:
         parent = os.path.join(base, LAB_PARENT)
         if h.version == 2 and set(V2_CONTROLLERS) & set(h.controllers):  # not the hybrid's unified
             have = (files._read(os.path.join(base, "cgroup.controllers")) or "").split()
-            lacking = sorted(self.limits.controllers() - set(have))
+            lacking = sorted(self._needed() - set(have))
             if lacking:  # the base's parent did not hand them down (systemd: Delegate=yes)
                 raise NotSupported(f"the controller(s) {', '.join(lacking)} are not available in "
                                    f"{base} (its cgroup.controllers): delegate them to the lab's unit")
@@ -234,7 +256,10 @@ class Cgroup:
         """
         self._require()
         change = Limits.parse(**limits)
-        missing = sorted(c for c in change.controllers()
+        need = change.controllers()
+        if self._bpf_devices():
+            need.discard("devices")  # an eBPF program, replaced in place
+        missing = sorted(c for c in need
                          if not ({c, "blkio"} if c == "io" else {c}) & set(self.places))
         if missing:
             raise NotSupported(f"{self.name} has no {', '.join(missing)} controller to limit: "
@@ -277,6 +302,8 @@ class Cgroup:
             for lim in L.io:
                 parts = [f"rbps={lim.rbps}" if lim.rbps else "", f"wbps={lim.wbps}" if lim.wbps else ""]
                 self._set("io", "io.max", f"{lim.device} " + " ".join(p for p in parts if p))
+            if L.devices is not None:
+                self._install_device_program(L.devices)
             return
         if L.memory_max is not None:
             self._set("memory", "memory.limit_in_bytes", str(L.memory_max))
@@ -296,7 +323,9 @@ class Cgroup:
                 self._set("blkio", "blkio.throttle.read_bps_device", f"{lim.device} {lim.rbps}")
             if lim.wbps:
                 self._set("blkio", "blkio.throttle.write_bps_device", f"{lim.device} {lim.wbps}")
-        if L.devices is not None:
+        if L.devices is not None and self._bpf_devices():
+            self._install_device_program(L.devices)  # on the hybrid's unified directory
+        elif L.devices is not None:
             # Allow-list mode: deny everything, then allow the rules
             # (docs/kernel-notes.md, "cgroups": devices.list hides deny exceptions otherwise).
             self._set("devices", "devices.deny", "a")
@@ -334,6 +363,37 @@ class Cgroup:
                                "read the whole machine's in /proc/pressure, or use the course VM")
         return read_pressure(core.path)
 
+    def _install_device_program(self, rules: tuple[str, ...]) -> None:
+        """The v2 device allow-list: an eBPF program built from ``rules``, attached to our
+        cgroup2 directory (``_bpfdev``, as runc does); a program attached before is replaced.
+        The cgroup's registry entry says so: removing the cgroup detaches it (tree.remove)."""
+        core = self.places.get(CORE)
+        if core is None:
+            raise NotSupported(f"{self.name} has no cgroup2 directory to attach a device program to")
+        prog = _bpfdev.install(core.path, rules)
+        self.device_filter = (prog, _bpfdev.program_name(core.path))
+        for e in self._entries:
+            if e.name == core.path:  # the same file again, with a note on what hangs on it
+                _registry.register("cgroup", e.name, note=f"lab cgroup; device program {prog} "
+                                   f"{self.device_filter[1]} attached (BPF_CGROUP_DEVICE)")
+
+    def device_control(self) -> str:
+        """How device access is controlled here, read back from the kernel: v1's
+        ``devices.list``, or the ids of the eBPF programs attached (BPF_PROG_QUERY)."""
+        self._require()
+        lines = []
+        if "devices" in self.places and self.limits.devices is not None and not self.device_filter:
+            lst = files._read(self._file("devices", "devices.list")) or ""
+            lines.append(f"v1 {self._file('devices', 'devices.list')}: "
+                         + "; ".join(lst.strip().splitlines()))
+        core = self.places.get(CORE)
+        if core is not None:
+            ids = _bpfdev.attached(core.path)
+            if ids:
+                lines.append(f"eBPF on {core.path}: BPF_CGROUP_DEVICE program(s) "
+                             + ", ".join(f"{i} ({_bpfdev.info(i)[1]})" for i in ids))
+        return "\n".join(lines) or "no device control on this cgroup (its parent's applies)"
+
     @needs("root", "removing a cgroup:")
     def remove(self, timeout: float = 5.0) -> None:
         """Kill what runs inside, wait for it to be reaped, remove every directory. Safe twice."""
@@ -354,6 +414,7 @@ class Cgroup:
                            + " - run `python -m justaprocess cleanup` as root")
         self._forget_parents()
         self._dirs, self._entries, self.places = [], [], {}
+        self.device_filter = None
 
     def __enter__(self) -> "Cgroup":
         return self if self._dirs else self.create()

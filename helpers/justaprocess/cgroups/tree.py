@@ -45,7 +45,7 @@ import signal
 import time
 from typing import NamedTuple
 
-from .. import _captable, _registry, proc
+from .. import _bpfdev, _captable, _registry, proc
 from ..errors import BadInput, LabError, NeedsPrivilege, NotSupported, needs
 from . import files
 
@@ -167,7 +167,9 @@ def remove(path: str, timeout: float = 5.0) -> None:
     process leaves the cgroup only once reaped: so kill, then retry the rmdir
     (docs/kernel-notes.md, "cgroups": pids.current lags behind the kill).
 
-    A lab parent (``jap-lab``) is only removed when empty: its children belong
+    On a cgroup2 directory the device programs attached to it (``_bpfdev``) are detached
+    first, so they are gone when this returns (an rmdir alone frees them later, from a
+    kernel work queue).  A lab parent (``jap-lab``) is only removed when empty: its children belong
     to whichever kernel made them, and that kernel removes them.  Removing a
     child also removes its lab parent when the child was the last one.
     """
@@ -183,13 +185,18 @@ def remove(path: str, timeout: float = 5.0) -> None:
     # Deepest first: a cgroup with children cannot be removed.
     dirs = [d for d, _, _ in os.walk(path)]
     deadline = time.monotonic() + timeout
+    held: list[str] = []
     for d in sorted(dirs, key=lambda p: p.count("/"), reverse=True):
+        detached = False
         while True:
             for pid in pids_in(d):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            if not detached:  # once its processes are killed: no open(2) left to check
+                held += [f"{i} (was on {d})" for i in _bpfdev.detach_all(d)]
+                detached = True
             try:
                 files._rmdir(d)
                 break
@@ -202,6 +209,9 @@ def remove(path: str, timeout: float = 5.0) -> None:
                     raise
                 time.sleep(0.01)
     _rmdir_if_empty(os.path.dirname(path.rstrip("/")))
+    if held:
+        raise LabError(f"device program(s) {', '.join(held)} detached but still loaded: something "
+                       "else holds them (a pin in bpffs, an open fd): `bpftool prog show id N`")
 
 
 def _rmdir_if_empty(path: str) -> None:
