@@ -11,7 +11,9 @@ import os
 import pytest
 
 from justaprocess import _bpfdev, cgroups, lab
-from justaprocess.container import (ENGINE_DEFAULT, ENGINE_DEVICES, MASKED_PATHS, Container)
+from justaprocess import runtimes
+from justaprocess.container import (ENGINE_DEFAULT, ENGINE_DEVICES, HARDENED, MASKED_PATHS,
+                                    READONLY_PATHS, Container)
 from justaprocess.errors import BadInput, NotSupported
 
 IS_ROOT = os.geteuid() == 0
@@ -137,7 +139,9 @@ def test_engine_defaults_keep_the_escape_capabilities_out():
     assert not kept & {"cap_sys_admin", "cap_sys_module", "cap_sys_rawio", "cap_sys_ptrace"}
     assert "c 1:3 rwm" in ENGINE_DEVICES and not any(r.startswith("b") and "r" in r.split()[-1]
                                                       for r in ENGINE_DEVICES)
-    assert "/proc/kcore" in MASKED_PATHS and "/sys/firmware" in MASKED_PATHS
+    # the engine's lists are runc's (`runc spec`), as the runtimes module writes them
+    assert MASKED_PATHS == runtimes.MASKED_PATHS and READONLY_PATHS == runtimes.READONLY_PATHS
+    assert HARDENED["seccomp"] is True and HARDENED["devices"] == ENGINE_DEVICES
 
 
 @pytest.fixture
@@ -152,7 +156,7 @@ def leaked_fd():
 @pytest.mark.usefixtures("own_objects")
 @pytest.mark.root
 def test_engine_closes_what_07_opens(image, tmp_path, leaked_fd):
-    with Container(["sleep", "60"], rootfs=image, memory="64M", pids=64) as c:
+    with Container(["sleep", "60"], rootfs=image, memory="64M", pids=64, **HARDENED) as c:
         c.start()
         assert "c 1:3 rwm" in c.cgroup.device_control() or "eBPF" in c.cgroup.device_control()
         ok = c.exec(["sh", "-c", "echo hi > /dev/null && echo ok"])
@@ -171,6 +175,15 @@ def test_engine_closes_what_07_opens(image, tmp_path, leaked_fd):
         assert any(m.split()[1:3] == ["/proc/acpi", "tmpfs"] and m.split()[3].startswith("ro")
                    for m in mounts)
         assert any(m.split()[1] == "/proc/keys" for m in mounts)
+        # read-only /proc/sys (and no CAP_SYS_ADMIN to mount a fresh procfs over it); the
+        # file is of its own uts namespace: no harm if the test fails
+        r = c.exec(["sh", "-c", "echo jap > /proc/sys/kernel/domainname"])
+        assert "Read-only file system" in r.stderr
+        r = c.exec(["sh", "-c", "mkdir -p /tmp/p && mount -t proc proc /tmp/p && echo mounted"])
+        assert "mounted" not in r.stdout
+        # seccomp allowlist: no new user namespace (where the capabilities would come back)
+        r = c.exec(["unshare", "--user", "id", "-u"])
+        assert r.returncode != 0 and "Operation not permitted" in r.stderr
         # fds: only stdio reaches the program (ls's own listing fd aside)
         r = c.exec(["sh", "-c", "ls -l /proc/self/fd"])
         assert "/etc/hostname" not in r.stdout and "hostname" not in r.stdout
@@ -182,12 +195,21 @@ def test_engine_closes_what_07_opens(image, tmp_path, leaked_fd):
 
 @pytest.mark.usefixtures("own_objects")
 @pytest.mark.root
-def test_without_close_fds_the_leak_is_real(image, leaked_fd):
-    """The control: the fd does reach the program when the engine does not close it."""
+def test_default_engine_has_devices_and_closes_fds_and_without_close_fds_the_leak_is_real(
+        image, leaked_fd):
+    """Chapter 05's engine (no HARDENED): the device allow-list and closed fds are on; the
+    control: the fd does reach the program when the engine does not close it."""
+    leaks = lambda c: any(os.readlink(f"/proc/{c.pid}/fd/{n}").endswith("/hostname")  # noqa: E731
+                          for n in os.listdir(f"/proc/{c.pid}/fd"))
+    with Container(["sleep", "60"], rootfs=image, memory="64M", pids=64) as c:
+        c.start()
+        assert not leaks(c)
+        r = c.exec(["sh", "-c", "mknod /tmp/disk b 7 0 && head -c 1 /tmp/disk"])
+        assert "Operation not permitted" in r.stderr
+        assert c.exec(["sh", "-c", "wc -c < /proc/timer_list"]).stdout.strip() != "0"  # not masked
     with Container(["sleep", "60"], rootfs=image, memory="64M", pids=64, close_fds=False) as c:
         c.start()
-        assert any(os.readlink(f"/proc/{c.pid}/fd/{n}").endswith("/hostname")
-                   for n in os.listdir(f"/proc/{c.pid}/fd"))
+        assert leaks(c)
 
 
 @pytest.mark.usefixtures("own_objects")

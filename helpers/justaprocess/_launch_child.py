@@ -236,9 +236,13 @@ def step(name: str) -> None:
 
 def _readonly(plan: _Plan, root: str) -> None:
     """OCI "readonlyPaths" (e.g. /proc/sys): bind each onto itself, then remount the
-    bind read-only - a bind mount takes its own flags only on remount (mount(2))."""
+    bind read-only - a bind mount takes its own flags only on remount (mount(2)).  A path
+    this kernel does not have (/proc/sysrq-trigger without CONFIG_MAGIC_SYSRQ) is skipped,
+    as runc does."""
     for p in plan.readonly:
         target = os.path.join(root, p.lstrip("/"))
+        if not os.path.lexists(target):
+            continue
         _Step.name = f"read-only {p}"
         _libc.mount(target, target, None, _libc.MS_BIND | _libc.MS_REC)
         _libc.mount(None, target, None,

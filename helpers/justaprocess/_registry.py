@@ -183,7 +183,9 @@ def register(kind: str, name: str, *, pid: int = 0, note: str = "", value: str =
     e = Entry(kind, name, owner=me, owner_start=proc.start_time(me), pid=pid,
               start=proc.start_time(pid) if pid else 0, note=note, value=value)
     os.makedirs(registry_dir(), exist_ok=True)
-    tmp = os.path.join(registry_dir(), "." + e.key + ".tmp")
+    # The temporary name is this process's own: two kernels registering the same object at
+    # once (the shared lab parent) would otherwise rename each other's file away (ENOENT).
+    tmp = os.path.join(registry_dir(), f".{e.key}.{me}.tmp")
     with open(tmp, "w") as f:
         json.dump(asdict(e), f)
     os.replace(tmp, os.path.join(registry_dir(), e.key))

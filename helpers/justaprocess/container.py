@@ -41,8 +41,8 @@ from . import _launch, _libc, cgroups, lab, proc
 from . import rootfs as _rootfs
 from .container_stepper import ContainerError, Stepper, children_of  # noqa: F401 - the API
 from .container_steps import (  # noqa: F401 - the steps are this module's API too
-    DEFAULT_NAMESPACES, DEVICES, ENGINE_DEFAULT, ENGINE_DEVICES, JUMPS, MASKED_PATHS, NS_FLAGS,
-    ContainerCgroup, Volume,
+    DEFAULT_NAMESPACES, DEVICES, ENGINE_DEFAULT, ENGINE_DEVICES, HARDENED, JUMPS, MASKED_PATHS,
+    NS_FLAGS, READONLY_PATHS, ContainerCgroup, Volume,
     cap_mask, check_volume, copy_rootfs, create_cgroup, create_namespaces, extra_mounts,
     join_cgroup, join_files, jump_chroot, jump_pivot_root, layout_is_v2, namespace_flags,
     resolve, setup_mounts, setup_network, setup_security)
@@ -69,8 +69,10 @@ class Container:
     for PID 1 and every ``exec()``; False (the default of chapter 05's engine) loads none.
     ``devices``: the device allow-list of its cgroup (default :data:`ENGINE_DEVICES`,
     Docker's; v1 devices files, v2 an eBPF program); None: no device control.
-    ``masked_paths``: hidden from it (default :data:`MASKED_PATHS`, runc's).
+    ``masked_paths``: hidden from it (none by default; :data:`MASKED_PATHS` is runc's list).
     ``close_fds``: no fd of the caller's but stdio reaches its programs (default True).
+    ``Container(argv, **HARDENED)``: every step more that runc and Docker take (seccomp,
+    masked and read-only paths ...): chapter 07's escapes fail in it.
     """
 
     def __init__(self, argv: Sequence[str] = ("/bin/sh",), *, rootfs=None, name: str | None = None,
@@ -82,7 +84,7 @@ class Container:
                  workdir: str = "/", mount_proc: bool = True, mount_dev: bool = True,
                  readonly_paths: Iterable[str] = (), seccomp: bool = False,
                  devices: Iterable[str] | None = ENGINE_DEVICES,
-                 masked_paths: Iterable[str] = MASKED_PATHS, close_fds: bool = True):
+                 masked_paths: Iterable[str] = (), close_fds: bool = True):
         if not argv:
             raise BadInput("a container needs a command, e.g. ['/bin/sh', '-c', 'echo hi']")
         if jump not in JUMPS:

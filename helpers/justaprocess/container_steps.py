@@ -56,11 +56,22 @@ ENGINE_DEVICES = ("c *:* m", "b *:* m",
                   *(f"c {ma}:{mi} rwm" for ma, mi in DEVICES.values()),
                   "c 136:* rwm", "c 5:2 rwm")
 
-# Hidden from the container (OCI maskedPaths, the list `runc spec` writes): kernel memory,
-# keys, timers and firmware tables of the host (/dev/null over files, empty tmpfs over dirs).
+# Hidden from the container (OCI maskedPaths, the list `runc spec` writes - the same as
+# runtimes.MASKED_PATHS): kernel memory, keys, timers and firmware tables of the host
+# (/dev/null over files, an empty read-only tmpfs over folders); and read-only (readonlyPaths).
 MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
                 "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
                 "/proc/sched_debug", "/sys/firmware", "/proc/scsi")
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+# Chapter 05's engine does the steps of the talk, plus the device allow-list and closing
+# fds (on by default, as in every runtime).  HARDENED adds what runc and Docker also do, so
+# that the escapes of chapter 07 fail: ``Container(argv, **HARDENED)``.  Docker's
+# capabilities (no CAP_SYS_ADMIN: no remount, no fresh procfs, no devtmpfs), no_new_privs,
+# the seccomp allowlist, masked and read-only paths, the device allow-list.
+HARDENED = {"caps": ENGINE_DEFAULT, "no_new_privs": True, "seccomp": True,
+            "masked_paths": MASKED_PATHS, "readonly_paths": READONLY_PATHS,
+            "devices": ENGINE_DEVICES, "close_fds": True}
 
 
 class Volume(NamedTuple):

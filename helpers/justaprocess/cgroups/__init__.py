@@ -21,6 +21,7 @@ from __future__ import annotations
 from .._loop import (  # noqa: F401 - names this module always had (the loop device is _loop's)
     LO_FLAGS_AUTOCLEAR, LOOP_CLR_FD, LOOP_CONFIGURE, LOOP_CTL_GET_FREE, LoopDevice, attach_loop,
     detach_loops, loops_backed_by)
+from .._bpfdev import exists as device_program_loaded  # noqa: F401 - is a program id still loaded?
 from .._units import human, parse_size  # noqa: F401
 from ..errors import BadInput, LabError, NeedsPrivilege, NotSupported, StillPresent  # noqa: F401
 from .files import (  # noqa: F401

@@ -394,6 +394,15 @@ class Cgroup:
                              + ", ".join(f"{i} ({_bpfdev.info(i)[1]})" for i in ids))
         return "\n".join(lines) or "no device control on this cgroup (its parent's applies)"
 
+    def device_program_dump(self) -> list[str]:
+        """The eBPF device program attached here, as the kernel holds it (its translated
+        instructions, read back: what ``bpftool prog dump xlated id N`` prints)."""
+        self._require()
+        if self.device_filter is None:
+            raise BadInput(f"{self.name} has no device program: give devices=[...] on cgroup v2, "
+                           "or device_program=True where a cgroup2 hierarchy is mounted")
+        return _bpfdev.disassemble(_bpfdev.xlated(self.device_filter[0]))
+
     @needs("root", "removing a cgroup:")
     def remove(self, timeout: float = 5.0) -> None:
         """Kill what runs inside, wait for it to be reaped, remove every directory. Safe twice."""
