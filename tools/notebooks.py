@@ -7,17 +7,29 @@
                                     write learner copies (solutions emptied) to notebooks/learner/;
                                     existing copies are kept unless --force (a learner's work is theirs)
   tools/notebooks.py run NB...      execute notebooks in place and store their outputs (as root)
+  tools/notebooks.py times          each chapter's stated time next to the estimate below (exit 1 when
+                                    one is off by more than the tolerance; the meta-test runs this)
 
 Navigation and the index are generated, never edited by hand: a notebook's
 last cell carries the tag ``nav``; the index's table carries the tag ``toc``.
+The index shows each chapter's time from its title cell ("**Time:** N minutes").
+
+How long a chapter takes a learner (``times``; the constants are below):
+  prose at 180 words a minute (the "Going further" list is for later); each
+  demo cell 15 s to run and look at, plus its code at 120 words a minute, plus
+  its run time as measured by the last ``run`` (the cells' execution timestamps);
+  each exercise 3 min plus half a minute per line of the worked solution, or the
+  minutes its prompt states ("(about 10 minutes)").
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import copy
+import datetime
 import glob
 import os
+import re
 import sys
 
 import nbformat
@@ -49,6 +61,16 @@ SYLLABUS = [
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 
+# The estimate of a learner's time (see the module's docstring).
+PROSE_WPM = 180          # words of markdown a minute
+CODE_WPM = 120           # words of a demo cell's code a minute
+CELL_SECONDS = 15        # to run a demo cell and look at its output
+EXERCISE_MINUTES = 3.0   # per exercise, plus EXERCISE_LINE_MINUTES per line of its solution
+EXERCISE_LINE_MINUTES = 0.5
+TOLERANCE = (5, 0.25)    # stated time vs estimate: off by at most 5 minutes or 25 %, the larger
+TIME_RE = re.compile(r"\*\*Time:\*\*\s*(\d+)\s*minutes")
+STATED_EXERCISE_RE = re.compile(r"\(about (\d+) minutes\)")
+
 
 def chapters() -> list[str]:
     """The chapter notebooks present, in order (NN-name.ipynb)."""
@@ -63,6 +85,78 @@ def title(path: str) -> str:
                 if line.startswith("# "):
                     return line[2:].strip()
     return os.path.basename(path)
+
+
+def stated_minutes(path: str) -> int | None:
+    """The time a chapter's title cell states ("**Time:** N minutes"), or None."""
+    nb = nbformat.read(path, as_version=4)
+    m = TIME_RE.search(nb.cells[0].source) if nb.cells else None
+    return int(m.group(1)) if m else None
+
+
+def _run_seconds(cell) -> float:
+    """How long the cell took in the last run (its execution timestamps; 0 if it has none)."""
+    ex = cell.get("metadata", {}).get("execution", {})
+    try:
+        start = datetime.datetime.fromisoformat(ex["iopub.execute_input"].replace("Z", "+00:00"))
+        end = datetime.datetime.fromisoformat(ex["shell.execute_reply"].replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return 0.0
+    return max(0.0, (end - start).total_seconds())
+
+
+def estimate(path: str) -> dict:
+    """The minutes a learner needs for a chapter, by part (see the module's docstring)."""
+    nb = nbformat.read(path, as_version=4)
+    prose = code = cells = run = exercises = 0.0
+    prompt = ""
+    skip_next = False
+    for cell in nb.cells:
+        if "nav" in cell.get("metadata", {}).get("tags", []):
+            continue
+        if cell.cell_type == "markdown":
+            text = cell.source.split("## Going further")[0]
+            prose += len(text.split())
+            prompt += text            # the markdown since the last exercise: its prompt
+            continue
+        run += _run_seconds(cell)
+        if BEGIN in cell.source:
+            stated = STATED_EXERCISE_RE.search(prompt)
+            lines = [l for l in cell.source.split(BEGIN, 1)[1].split(END, 1)[0].splitlines()
+                     if l.strip() and not l.strip().startswith("#")]
+            exercises += (int(stated.group(1)) if stated else
+                          EXERCISE_MINUTES + EXERCISE_LINE_MINUTES * len(lines))
+            skip_next, prompt = True, ""   # the check cell below belongs to the exercise
+            continue
+        if skip_next:
+            skip_next = False
+            continue
+        cells += 1
+        code += len(cell.source.split())
+    parts = {"prose": prose / PROSE_WPM, "code": code / CODE_WPM, "cells": cells * CELL_SECONDS / 60,
+             "run": run / 60, "exercises": exercises}
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def _off(stated: int | None, est: float) -> bool:
+    return stated is None or abs(stated - est) > max(TOLERANCE[0], TOLERANCE[1] * est)
+
+
+def times() -> list[str]:
+    """One line per chapter: stated time, estimate and its parts; return the chapters that are off."""
+    off = []
+    print(f"{'chapter':<26} {'stated':>6} {'estimate':>8}   prose  code cells  run  exercises")
+    for name in chapters():
+        path = os.path.join(NB_DIR, name)
+        st, e = stated_minutes(path), estimate(path)
+        bad = _off(st, e["total"])
+        if bad:
+            off.append(name)
+        print(f"{name[:26]:<26} {st if st is not None else '-':>6} {e['total']:8.1f}   "
+              f"{e['prose']:5.1f} {e['code']:5.1f} {e['cells']:5.1f} {e['run']:4.1f} {e['exercises']:6.1f}"
+              + ("   <- off" if bad else ""))
+    return off
 
 
 def _tagged(nb, tag: str):
@@ -81,12 +175,19 @@ def _nav_text(i: int, names: list[str]) -> str:
 
 def _toc_text(names: list[str]) -> str:
     present = {n[:2]: n for n in names}
-    rows = ["| # | notebook |", "|---|---|"]
+    rows = ["| # | notebook | time |", "|---|---|---|"]
+    total = 0
     for num, _slug, what in SYLLABUS:
         if num in present:
-            rows.append(f"| {num} | [{title(os.path.join(NB_DIR, present[num]))}]({present[num]}) |")
+            path = os.path.join(NB_DIR, present[num])
+            minutes = stated_minutes(path)
+            total += minutes or 0
+            rows.append(f"| {num} | [{title(path)}]({present[num]}) | "
+                        f"{f'{minutes} min' if minutes else ''} |")
         else:
-            rows.append(f"| {num} | {what} *(coming)* |")
+            rows.append(f"| {num} | {what} *(coming)* | |")
+    rows.append(f"| | **all chapters** | **{total // 60} h {total % 60:02d} min** |")
+    rows.append("\nA chapter's time covers reading it, running its cells and doing its exercises.")
     return "\n".join(rows)
 
 
@@ -205,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     lp.add_argument("--force", action="store_true")
     rp = sub.add_parser("run")
     rp.add_argument("paths", nargs="+")
+    sub.add_parser("times")
     args = p.parse_args(argv)
     if args.cmd == "nav":
         for name in nav():
@@ -220,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
               else "learner copies: up to date (make learner-reset rewrites them)")
     elif args.cmd == "run":
         run(args.paths)
+    elif args.cmd == "times":
+        off = times()
+        if off:
+            print("stated time off the estimate in: " + ", ".join(off)
+                  + " - set '**Time:** N minutes' in the title cell, then tools/notebooks.py nav")
+            return 1
     return 0
 
 
