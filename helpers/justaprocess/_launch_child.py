@@ -424,12 +424,37 @@ def reduce_capabilities(keep: int | None, drop: int = 0, *, bounding: bool = Tru
     return kept
 
 
-def _security(plan: _Plan) -> None:
-    """Capabilities and ids, no_new_privs, seccomp: the last steps before exec.
-
-    The seccomp filter comes last: it needs no_new_privs or CAP_SYS_ADMIN (seccomp(2)),
-    and it might refuse the calls of the steps before it.
+def _apparmor_onexec(plan: _Plan) -> None:
+    """Ask to enter an AppArmor profile at the next execve: write ``exec NAME`` to our own
+    attr file, as libapparmor's aa_change_onexec(2) does for runc.  The LSM-specific
+    ``attr/apparmor/exec`` (Linux 5.8+) first, then the shared ``attr/exec``; through
+    the /proc we started with (after pivot_root the container may have none).  A task may
+    write only its own attr files (proc(5)): this runs in the child, never in the caller.
     """
+    for name in ("self/attr/apparmor/exec", "self/attr/exec"):
+        _Step.name = f"apparmor: write {name}"
+        try:
+            fd = os.open(name, os.O_WRONLY, dir_fd=plan.proc_fd)
+        except FileNotFoundError:
+            continue
+        try:
+            os.write(fd, f"exec {plan.apparmor}".encode())
+        finally:
+            os.close(fd)
+        return
+    raise FileNotFoundError(2, "no attr/apparmor/exec nor attr/exec in /proc/self")
+
+
+def _security(plan: _Plan) -> None:
+    """AppArmor, capabilities and ids, no_new_privs, seccomp: the last steps before exec.
+
+    The AppArmor profile is asked for first (as runc: before the capabilities drop and
+    before no_new_privs, which would restrict profile transitions); the seccomp filter comes
+    last: it needs no_new_privs or CAP_SYS_ADMIN (seccomp(2)), and it might refuse the calls
+    of the steps before it.
+    """
+    if plan.apparmor is not None:
+        _apparmor_onexec(plan)
     if plan.keep is not None or plan.drop or plan.ambient or plan.uid is not None \
             or plan.gid is not None:
         reduce_capabilities(plan.keep, plan.drop, bounding=plan.bounding, uid=plan.uid,

@@ -268,7 +268,8 @@ class Spec:
     ``handle.go()`` (the caller sets up what needs its PID, e.g. a veth end).
     ``kill_group``: when it exits, kill what it left in its process group (the
     default); False leaves them (``runc exec`` of ``sleep 5 &``), and the output
-    is what was written until it exited.
+    is what was written until it exited.  ``apparmor``: the name of a loaded AppArmor
+    profile the process enters at its execve (as runc does for OCI ``apparmorProfile``).
     """
     argv: Sequence[str] | None = None
     fn: Callable[[], Any] | None = None
@@ -306,6 +307,7 @@ class Spec:
     gate: bool = False
     kill_group: bool = True
     verify_cwd: bool = True
+    apparmor: str | None = None
     note: str = ""
 
 
@@ -351,6 +353,7 @@ class _Plan:
     prepare: Callable[[], None] | None = None
     gate_r: int | None = None
     kill_group: bool = True
+    apparmor: str | None = None                 # profile to switch to at exec (attr/apparmor/exec)
     wire_w: int = -1
     home_fds: list[int] = field(default_factory=list)  # H's way back out of the cgroup: home_files()
 
@@ -599,6 +602,17 @@ def _prepare(spec: Spec, resolve: Callable[[Any], tuple[list[str], Any]] = _cgro
     plan.lo_up = spec.lo_up
     plan.kill_group = spec.kill_group
     plan.verify_cwd = spec.verify_cwd
+    if spec.apparmor is not None:
+        from . import _apparmor
+        if not isinstance(spec.apparmor, str) or not spec.apparmor:
+            raise BadInput(f"apparmor={spec.apparmor!r}: the name of a loaded profile")
+        reason = _apparmor.why_not()
+        if reason:
+            raise NotSupported(f"AppArmor: {reason}")
+        if not _apparmor.present(spec.apparmor):
+            raise BadInput(f"apparmor={spec.apparmor!r}: no such profile is loaded "
+                           f"(see {_apparmor.PROFILES}); load it first (apparmor_parser -r)")
+        plan.apparmor = spec.apparmor
     plan.prepare = spec.prepare
     if spec.prepare is not None and not callable(spec.prepare):
         raise BadInput(f"prepare= must be callable, not {spec.prepare!r}")
@@ -638,7 +652,7 @@ def _prepare(spec: Spec, resolve: Callable[[Any], tuple[list[str], Any]] = _cgro
                     plan.owned_fds.append(fd)
                 if not _same_ns(fd, kind):  # setns to one's own user ns is EINVAL (setns(2))
                     plan.join_fds.append((kind, fd))
-        if plan.join_fds:
+        if plan.join_fds or plan.apparmor:
             plan.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             plan.owned_fds.append(plan.proc_fd)
         dirs, plan.bounded = resolve(spec.cgroup)

@@ -73,6 +73,8 @@ class Container:
     ``close_fds``: no fd of the caller's but stdio reaches its programs (default True).
     ``Container(argv, **HARDENED)``: every step more that runc and Docker take (seccomp,
     masked and read-only paths ...): chapter 07's escapes fail in it.
+    ``apparmor``: a loaded AppArmor profile (``justaprocess.apparmor``) that PID 1 and every
+    ``exec()`` enter at their execve, as runc does for OCI ``apparmorProfile``.
     """
 
     def __init__(self, argv: Sequence[str] = ("/bin/sh",), *, rootfs=None, name: str | None = None,
@@ -84,7 +86,8 @@ class Container:
                  workdir: str = "/", mount_proc: bool = True, mount_dev: bool = True,
                  readonly_paths: Iterable[str] = (), seccomp: bool = False,
                  devices: Iterable[str] | None = ENGINE_DEVICES,
-                 masked_paths: Iterable[str] = (), close_fds: bool = True):
+                 masked_paths: Iterable[str] = (), close_fds: bool = True,
+                 apparmor: str | None = None):
         if not argv:
             raise BadInput("a container needs a command, e.g. ['/bin/sh', '-c', 'echo hi']")
         if jump not in JUMPS:
@@ -112,6 +115,9 @@ class Container:
         cgroups.Limits.parse(devices=self.devices)  # a bad rule: refused now
         self.masked_paths = tuple(masked_paths)
         self.close_fds = bool(close_fds)
+        if apparmor is not None and (not isinstance(apparmor, str) or not apparmor):
+            raise BadInput(f"apparmor: the name of a loaded profile, not {apparmor!r}")
+        self.apparmor = apparmor
         self.jump = jump
         self.ns_kinds = tuple(namespaces)
         self.flags = namespace_flags(self.ns_kinds)
@@ -195,7 +201,7 @@ class Container:
             pivot_root=self.jump == "pivot_root", mount_proc=self.mount_proc, prepare=prepare,
             readonly=self.readonly_paths, masked=self.masked_paths,
             close_fds=self.close_fds, caps=self.caps, no_new_privs=self.no_new_privs,
-            seccomp=self._seccomp(), cwd=self.workdir, stdin="null", stdout=out, stderr=err, gate=lease is not None,
+            seccomp=self._seccomp(), apparmor=self.apparmor, cwd=self.workdir, stdin="null", stdout=out, stderr=err, gate=lease is not None,
             note=f"container {self.name}")
         try:
             try:
@@ -348,7 +354,7 @@ class Container:
         spec = _launch.Spec(
             argv=list(argv), join={k: pid for k in theirs if theirs[k] != own.get(k)},
             cgroup=self.cgroup, target_root=pid, caps=self.caps, seccomp=self._seccomp(),
-            no_new_privs=self.no_new_privs, env={**self.env, **(env or {})}, cwd=workdir,
+            apparmor=self.apparmor, no_new_privs=self.no_new_privs, env={**self.env, **(env or {})}, cwd=workdir,
             close_fds=self.close_fds, kill_group=False, note=f"exec in {self.name}")
         try:
             r = _launch.run(spec, timeout=timeout)

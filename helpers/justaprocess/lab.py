@@ -15,7 +15,7 @@ import os
 import shutil
 from typing import Iterable
 
-from . import _libc, _loop, _netlink, _podman_store, _registry, cgroups, proc
+from . import _apparmor, _apparmor_parser, _libc, _loop, _netlink, _podman_store, _registry, cgroups, proc
 from ._registry import (  # noqa: F401 - the registry's API, as lab.X
     KINDS, NETNS_DIR, PREFIX, Entry, cache_dir, entries, in_lab_dirs, is_lab_name,
     is_lab_object, name, new_id, owner_alive, register, run_dir, state_dir, unregister)
@@ -95,6 +95,8 @@ def present(e: Entry) -> bool:
         return now is not None and now.split() != e.value.split()
     if e.kind == "podman":  # a podman store or an object in it: podman knows
         return _podman_store.present(e.name)
+    if e.kind == "apparmor":  # a loaded profile (securityfs lists them)
+        return _apparmor.present(e.name)
     return False
 
 
@@ -142,6 +144,8 @@ def remove(e: Entry) -> None:
             _remove_dir(e.name)
         elif e.kind == "podman":
             _podman_store.remove(e.name)
+        elif e.kind == "apparmor":
+            _apparmor_parser.remove(e.name)
         if present(e):
             raise StillPresent(f"{e.kind} {e.name} is still there after removing it")
     unregister(e)
@@ -228,6 +232,9 @@ def _scan() -> list[Entry]:
     for n in _link_names():
         if is_lab_name(n):
             add("link", n)
+    for n in _apparmor.loaded():
+        if is_lab_name(n):
+            add("apparmor", n)
     for root in _lab_cgroup_roots():
         try:
             for n in sorted(os.listdir(root)):
