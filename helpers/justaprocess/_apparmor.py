@@ -31,8 +31,13 @@ def why_not() -> str | None:
                 lsm = f.read().strip()
         except OSError:
             pass
-        return ("this kernel runs without AppArmor (" + (f"active LSMs: {lsm}" if lsm else
-                f"{ENABLED} is not Y") + "): the course VM (Debian 12) has it")
+        if lsm:
+            seen = f"its active LSMs are {lsm}"
+        elif os.path.exists(ENABLED):
+            seen = f"{ENABLED} is not Y"
+        else:
+            seen = "no /sys/module/apparmor: not built in, or no LSM at all"
+        return f"this kernel runs without AppArmor ({seen}): the course VM (Debian 12) has it"
     if not os.path.exists(PROFILES):
         return f"AppArmor is on but securityfs is not mounted at {SECURITYFS}: mount -t securityfs securityfs {SECURITYFS}"
     if os.geteuid() != 0:
