@@ -213,3 +213,38 @@ def test_a_cwd_through_the_leaked_fd_needs_the_cwd_check(box):
 def test_leaky_run_only_leaks_a_lab_folder(box, tmp_path):
     with pytest.raises(BadInput):
         escapes.leaky_run(box.root, str(tmp_path), "true")
+
+
+# --- the hand-built engine with a user namespace --------------------------------------------
+
+def test_the_engine_with_a_user_namespace_blocks_the_escapes_with_every_capability(box):
+    from justaprocess import container
+    old = ins.read_sysctl()
+    ins.remember_sysctl()
+    try:
+        with ins.HostDisk(os.path.join(box.dir, "jap-disk.img"), "JAP DISK") as d:
+            victim, _ = ins.start_victim("test: a host process")
+            try:
+                script = "id -u; cat /proc/self/uid_map /proc/self/setgroups; " \
+                    + rootless.escapes_script(old + 1, d.major, d.minor, victim.pid)
+                r = container.run(["/bin/sh", "-c", script], userns=True, caps=None)
+                assert victim.alive()
+            finally:
+                victim.stop()
+    finally:
+        ins.restore_sysctl(old)
+    assert r.returncode == 0, r
+    lines = r.stdout.strip().splitlines()
+    assert lines[0] == "0" and lines[1].split() == ["0", str(ins.USERNS_BASE), str(ins.USERNS_SIZE)]
+    assert lines[2] == "deny"
+    said = dict(ln.split(": ", 1) for ln in lines[3:])
+    assert len(said) == 5 and "worked" not in said.values(), said
+    assert ins.read_sysctl() == old
+
+
+def test_the_engine_refuses_a_user_namespace_without_its_map():
+    from justaprocess import container
+    with pytest.raises(BadInput):
+        container.Container(["true"], namespaces=("mnt", "user"))
+    with pytest.raises(BadInput):
+        container.Container(["true"], userns="yes")

@@ -42,10 +42,10 @@ from . import rootfs as _rootfs
 from .container_stepper import ContainerError, Stepper, children_of  # noqa: F401 - the API
 from .container_steps import (  # noqa: F401 - the steps are this module's API too
     DEFAULT_NAMESPACES, DEVICES, ENGINE_DEFAULT, ENGINE_DEVICES, HARDENED, JUMPS, MASKED_PATHS,
-    NS_FLAGS, READONLY_PATHS, ContainerCgroup, Volume,
+    NS_FLAGS, READONLY_PATHS, USERNS_BASE, USERNS_SIZE, ContainerCgroup, Volume,
     cap_mask, check_volume, copy_rootfs, create_cgroup, create_namespaces, extra_mounts,
     join_cgroup, join_files, jump_chroot, jump_pivot_root, layout_is_v2, namespace_flags,
-    resolve, setup_mounts, setup_network, setup_security)
+    resolve, setup_mounts, setup_network, setup_security, shift_owner)
 from .errors import BadInput, NeedsPrivilege
 
 # One result type for every run in the lab: the launcher's.
@@ -64,6 +64,10 @@ class Container:
     the path of a folder prepared beforehand (used as it is, never removed).
     ``caps``: names to keep (default: the engine default set); None keeps all.
     ``jump``: 'pivot_root' or 'chroot'.
+    ``userns``: True adds a user namespace (user_namespaces(7)): ids 0-65535 inside are
+    USERNS_BASE.. outside, setgroups is denied, the rootfs copy is given to those ids
+    and /dev's nodes are bind-mounted from the host (mknod(2) is EPERM there); the
+    capabilities kept count only over what that namespace owns.
     ``seccomp``: True loads Docker's allowlist (``justaprocess.seccomp``, built with
     libseccomp: every call not on it fails with EPERM) as the last step before exec,
     for PID 1 and every ``exec()``; False (the default of chapter 05's engine) loads none.
@@ -87,7 +91,7 @@ class Container:
                  readonly_paths: Iterable[str] = (), seccomp: bool = False,
                  devices: Iterable[str] | None = ENGINE_DEVICES,
                  masked_paths: Iterable[str] = (), close_fds: bool = True,
-                 apparmor: str | None = None):
+                 apparmor: str | None = None, userns: bool = False):
         if not argv:
             raise BadInput("a container needs a command, e.g. ['/bin/sh', '-c', 'echo hi']")
         if jump not in JUMPS:
@@ -119,7 +123,13 @@ class Container:
             raise BadInput(f"apparmor: the name of a loaded profile, not {apparmor!r}")
         self.apparmor = apparmor
         self.jump = jump
-        self.ns_kinds = tuple(namespaces)
+        if not isinstance(userns, bool):
+            raise BadInput(f"userns: True (a user namespace, root inside is uid {USERNS_BASE} "
+                           f"outside) or False, not {userns!r}")
+        self.userns = userns
+        self.ns_kinds = tuple(namespaces) + (("user",) if userns and "user" not in namespaces else ())
+        if "user" in self.ns_kinds and not userns:
+            raise BadInput("a user namespace needs its uid map: pass userns=True")
         self.flags = namespace_flags(self.ns_kinds)
         if not self.flags & _libc.CLONE_NEWNS:
             # The mounts of step 5 would otherwise be made in the host's mount namespace.
@@ -164,6 +174,8 @@ class Container:
             else:
                 image = self.image or _rootfs.build("busybox")
                 self.root = copy_rootfs(image, os.path.join(self.dir, "rootfs"))
+                if self.userns:
+                    shift_owner(self.root)  # a folder given by the caller stays as it is
             self.cgroup = create_cgroup(self.name, memory=self.memory, pids=self.pids_max,
                                         cpu=self.cpu, devices=self.devices)
         except BaseException:
@@ -186,14 +198,14 @@ class Container:
         self._lease = lease
         out = os.open(os.path.join(self.dir, "stdout.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         err = os.open(os.path.join(self.dir, "stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        root, volumes, mount_dev = self.root, self.volumes, self.mount_dev
+        root, volumes, mount_dev, userns = self.root, self.volumes, self.mount_dev, self.userns
 
         def prepare():  # in PID 1, in its namespaces, before the jump (steps 4 inside and 5)
             if lease is not None:
                 _launch.step("network")
                 from . import network
                 network.configure_inside(lease)
-            extra_mounts(root, volumes=volumes, mount_dev=mount_dev)
+            extra_mounts(root, volumes=volumes, mount_dev=mount_dev, bind_devices=userns)
 
         spec = _launch.Spec(
             argv=self.argv, env=self.env, new=self.ns_kinds, cgroup=self.cgroup,
@@ -202,6 +214,8 @@ class Container:
             readonly=self.readonly_paths, masked=self.masked_paths,
             close_fds=self.close_fds, caps=self.caps, no_new_privs=self.no_new_privs,
             seccomp=self._seccomp(), apparmor=self.apparmor, cwd=self.workdir, stdin="null", stdout=out, stderr=err, gate=lease is not None,
+            uid_map=f"0 {USERNS_BASE} {USERNS_SIZE}" if userns else None,
+            setgroups="deny" if userns else None,
             note=f"container {self.name}")
         try:
             try:

@@ -38,6 +38,7 @@ def cap_mask(names: Iterable[str]) -> int:
 NS_FLAGS = {
     "mnt": _libc.CLONE_NEWNS, "uts": _libc.CLONE_NEWUTS, "ipc": _libc.CLONE_NEWIPC,
     "pid": _libc.CLONE_NEWPID, "net": _libc.CLONE_NEWNET, "cgroup": _libc.CLONE_NEWCGROUP,
+    "user": _libc.CLONE_NEWUSER,  # Container(userns=True): with its uid and gid maps
 }
 # What `runc spec` asks for (mnt, uts, ipc, pid, net) plus a cgroup namespace,
 # so the container sees its own cgroup as "/" (cgroup_namespaces(7)).
@@ -97,6 +98,27 @@ def check_volume(v: Volume) -> Volume:
 def copy_rootfs(image: _rootfs.Rootfs, dest: str) -> str:
     """``mkdir dest; tar -x -f image.tar -C dest``: the container's own copy of the image."""
     return _rootfs.extract(image, dest)
+
+
+# A user namespace's ids 0..USERNS_SIZE-1 are USERNS_BASE.. outside: the first range
+# useradd(8) writes to /etc/subuid; no account of the host owns them.
+USERNS_BASE = 100000
+USERNS_SIZE = 65536
+
+
+def shift_owner(root: str, base: int = USERNS_BASE, size: int = USERNS_SIZE) -> None:
+    """chown every file of ``root`` from id N to ``base`` + N (N < size), as a rootless
+    engine unpacks its image: inside a user namespace mapping 0 to ``base`` the files
+    are then root's again (user_namespaces(7)).  Done once: a root already shifted is left."""
+    if os.lstat(root).st_uid >= base:
+        return
+    for top, dirs, files in os.walk(root):
+        for n in [top] + [os.path.join(top, x) for x in dirs + files]:
+            st = os.lstat(n)
+            if st.st_uid < size and st.st_gid < size:
+                os.lchown(n, base + st.st_uid, base + st.st_gid)
+                if not stat.S_ISLNK(st.st_mode):
+                    os.chmod(n, stat.S_IMODE(st.st_mode))  # chown(2) clears setuid bits
 
 
 # --- step 2: namespaces (child side) ---------------------------------------------------
@@ -228,8 +250,13 @@ def setup_mounts(root: str, *, volumes: Sequence[Volume] = (), mount_proc: bool 
         _libc.mount(None, target, None, _libc.MS_BIND | _libc.MS_REMOUNT | _libc.MS_RDONLY)
 
 
-def extra_mounts(root: str, *, volumes: Sequence[Volume] = (), mount_dev: bool = True) -> None:
-    """A fresh /dev and the volumes, under ``root`` (in the container's mount namespace)."""
+def extra_mounts(root: str, *, volumes: Sequence[Volume] = (), mount_dev: bool = True,
+                 bind_devices: bool = False) -> None:
+    """A fresh /dev and the volumes, under ``root`` (in the container's mount namespace).
+
+    ``bind_devices``: in a user namespace mknod(2) of a device is EPERM (it needs
+    CAP_MKNOD in the initial one): bind-mount the host's nodes instead, as runc does
+    in a user namespace."""
     if mount_dev:
         # A fresh /dev with the few nodes a program expects, made with mknod(2) as
         # runc does outside a user namespace (OCI runtime spec, "Default Devices").
@@ -238,6 +265,10 @@ def extra_mounts(root: str, *, volumes: Sequence[Volume] = (), mount_dev: bool =
         _libc.mount("tmpfs", dev, "tmpfs", _libc.MS_NOSUID, "mode=755,size=64k")
         for d, (major, minor) in DEVICES.items():
             target = os.path.join(dev, d)
+            if bind_devices:
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
+                _libc.mount(os.path.join("/dev", d), target, None, _libc.MS_BIND)
+                continue
             os.mknod(target, stat.S_IFCHR | 0o666, os.makedev(major, minor))
             os.chmod(target, 0o666)  # mknod's mode passes through the umask
     for v in volumes:

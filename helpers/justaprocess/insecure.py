@@ -38,10 +38,7 @@ from ._loop import (  # noqa: F401 - names this module always had
     LO_FLAGS_AUTOCLEAR, LO_FLAGS_READ_ONLY, LOOP_CONFIGURE, LOOP_CTL_GET_FREE)
 from .errors import BadInput, NeedsPrivilege
 
-# The unprivileged host ids a user namespace maps its 0..65535 to: the first range
-# useradd(8) hands out in /etc/subuid.  No account owns them on the host.
-USERNS_BASE = 100000
-USERNS_SIZE = 65536
+from .container_steps import USERNS_BASE, USERNS_SIZE, shift_owner  # noqa: F401 - re-exported
 
 @dataclass
 class Outcome:
@@ -99,16 +96,7 @@ class NaiveContainer:
         (:data:`USERNS_BASE` + id), as a rootless engine unpacks its image: inside, the
         files are then root's again.  Once; root outside still owns everything by
         capability."""
-        st = os.lstat(self.root)
-        if st.st_uid >= USERNS_BASE:
-            return
-        for top, dirs, files in os.walk(self.root):
-            for n in [top] + [os.path.join(top, x) for x in dirs + files]:
-                s = os.lstat(n)
-                if s.st_uid < USERNS_SIZE and s.st_gid < USERNS_SIZE:
-                    os.lchown(n, USERNS_BASE + s.st_uid, USERNS_BASE + s.st_gid)
-                    if not stat.S_ISLNK(s.st_mode):
-                        os.chmod(n, stat.S_IMODE(s.st_mode))  # chown clears setuid bits
+        shift_owner(self.root)
 
     def remove(self) -> None:
         if self.entry:
