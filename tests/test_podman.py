@@ -70,6 +70,22 @@ def test_the_store_is_the_labs_own(store):
     assert any(e.kind == "podman" and e.name == store.dir for e in lab.entries())
 
 
+def test_podman_runs_crun_on_pure_cgroup_v2_and_runc_on_a_hybrid_host(store):
+    # crun is in tools/system-packages.txt; crun 1.8 refuses the v1+v2 hybrid layout.
+    want = "crun" if cgroups.layout() == cgroups.V2 else "runc"
+    assert podman.runtime() == want
+    store.run("jap-rt", ["sleep", "3600"], detach=True)
+    assert store.inspect("jap-rt")["OCIRuntime"] == want
+    # conmon, the container's parent, was handed that runtime's binary: `conmon ... -r PATH`
+    pid = store.pid("jap-rt")
+    with open(f"/proc/{pid}/stat") as f:
+        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+    with open(f"/proc/{ppid}/cmdline") as f:
+        argv = f.read().split("\0")
+    assert os.path.basename(argv[0]) == "conmon"
+    assert os.path.basename(argv[argv.index("-r") + 1]) == want
+
+
 # --- kube play: limits become cgroup files ------------------------------------------
 
 def test_deployment_replicas_and_limits_become_cgroup_limits(store):
