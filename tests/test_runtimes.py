@@ -223,3 +223,82 @@ def test_logs_stop_and_the_container_api(image, own_objects):
         assert not c.running()
         with pytest.raises(BadInput):
             c.logs("stdin")
+
+
+# --- the line-up: every engine on the same root (lineup) --------------------------------
+
+def test_short_cgroup_keeps_two_levels_and_cuts_long_ids():
+    from justaprocess import lineup
+    assert lineup.short_cgroup("/sys/fs/cgroup/memory/x/jap-lab/jap-1a2b3c") == "jap-lab/jap-1a2b3c"
+    assert lineup.short_cgroup("/sys/fs/cgroup/libpod_parent/libpod-" + "ab" * 32) == \
+        "libpod_parent/libpod-" + "ab" * 6 + "…"
+    assert lineup.short_cgroup("/sys/fs/cgroup/a/b-cafe/") == "a/b-cafe"
+
+
+def test_lineup_refuses_bad_input_before_anything_is_made():
+    from justaprocess import lineup
+    with pytest.raises(BadInput, match="engines"):
+        lineup.Lineup("/nowhere", engines=["docker"])
+    with pytest.raises(BadInput, match="argv"):
+        lineup.Lineup("/nowhere", [])
+    with pytest.raises(BadInput):
+        lineup.Lineup("/nowhere", memory="64Q")
+    assert repr(lineup.Lineup("/nowhere")) == "<Lineup not started>"
+
+
+def _tree(path):
+    return sorted((d, f, os.lstat(os.path.join(d, f)).st_mtime_ns)
+                  for d, _, files in os.walk(path) for f in files)
+
+
+@pytest.mark.root
+@needs_runc
+def test_lineup_runs_the_same_root_under_every_engine_here(image, own_objects):
+    from justaprocess import lineup, podman
+    before = _tree(image.path)
+    crun = runtimes.find("crun")
+    with lineup.Lineup(image, ["sleep", "60"], memory="48M", pids=40) as lu:
+        assert [c.engine for c in lu.columns] == list(lineup.ENGINES)
+        for c in lu.running():        # what the kernel says, and the limit in the cgroup's file
+            assert c.facts.pid_inside == 1 and c.facts.comm == "sleep"
+            assert c.facts.memory_limit == 48 << 20 and c.facts.pids_limit == 40
+            assert int(open(c.memory_file).read()) == 48 << 20
+            assert c.pid == c.facts.host_pid and proc.running(c.pid) and lab.is_lab_name(c.name)
+        assert lu.column("hand-built").running and lu.column("runc").running
+        col = lu.column("crun")
+        if crun.path is None:
+            assert not col.running and "not installed" in col.skipped
+        elif runtimes.layout_refusal("crun"):
+            # it was run, and refused in its own words (libcrun), nothing of it left
+            assert not col.running and "crun run failed" in col.skipped
+            assert "hybrid mode not supported" in col.skipped
+        else:                           # pure v2 (the lab VM): crun runs
+            assert col.running, col.skipped
+        pod = lu.column("podman")
+        if podman.missing():
+            assert not pod.running and pod.skipped == podman.missing()
+        else:
+            assert pod.running, pod.skipped
+            assert pod.label.endswith("-> " + podman.runtime())
+            assert lu.store.inspect(pod.name)["OCIRuntime"] == podman.runtime()
+            assert "no_new_privs" in lu.differences()["podman"]   # podman does not set it
+        assert "seccomp" in lu.differences()["runc"]              # the hand-built one loads none
+        table = lu.table()
+        assert all(c.engine in table for c in lu.columns)
+        assert all(f"{c.engine}: not running - {c.skipped}" in table for c in lu.columns if c.skipped)
+        pids = [c.pid for c in lu.running()]
+        dirs = [d for c in lu.running() for d in c.facts.cgroups.values()
+                if lab.is_lab_name(os.path.basename(d))]
+    assert podman.wait_pids_gone(pids)
+    assert not any(os.path.isdir(d) for d in dirs)
+    assert not [e for e in lab.entries() if e.owner == os.getpid()]
+    assert _tree(image.path) == before      # podman's --rootfs DIR:O wrote to an upper dir
+
+
+@pytest.mark.root
+def test_podman_run_rootfs_must_be_a_folder(own_objects):
+    from justaprocess import podman
+    if podman.missing():
+        pytest.skip(podman.missing())
+    with podman.Store() as st, pytest.raises(BadInput, match="rootfs"):
+        st.run("jap-abcdef-x", ["true"], rootfs="relative/dir")

@@ -262,12 +262,24 @@ class Store:
             os.close(fd)
 
     def run(self, name: str, argv: list[str], *, options: Iterable[str] = (), detach: bool = False,
-            timeout: float = 60) -> str:
-        """``podman run --name NAME [options] IMAGE ARGV``; its output (or the id if detached)."""
+            timeout: float = 60, rootfs: str | None = None) -> str:
+        """``podman run --name NAME [options] IMAGE ARGV``; its output (or the id if detached).
+
+        ``rootfs``: a folder instead of the image (``--rootfs DIR:O``, podman-run(1)): the
+        folder is the read-only lower layer of an overlay, podman's writes go to its own
+        upper directory, so the folder is left as it was.
+        """
         self._need()
-        image = self.image()
+        if rootfs is not None:
+            rootfs = getattr(rootfs, "path", rootfs)   # a rootfs.Rootfs or a folder
+            if not isinstance(rootfs, str) or not os.path.isabs(rootfs) or not os.path.isdir(rootfs):
+                raise BadInput(f"rootfs {rootfs!r}: the absolute path of a root filesystem folder "
+                               "(build one with justaprocess.rootfs)")
+            image = ["--rootfs", rootfs + ":O"]
+        else:
+            image = [self.image()]
         self.register("container", name)
-        args = ["run", "--name", name, *(["-d"] if detach else []), *options, image, *argv]
+        args = ["run", "--name", name, *(["-d"] if detach else []), *options, *image, *argv]
         try:
             return self.podman(*args, timeout=timeout)
         finally:
