@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Guest job of `make test-v2`: the image was provisioned in a chroot by
 # vagrant/provision.sh; here, booted on cgroup v2, run the helpers' unit tests
-# and the notebooks that touch cgroups (03 control groups, 05 container by
-# hand, 06 runtimes) and every troubleshooting chapter (08-15: they exec into,
+# and the notebooks that differ on a pure cgroup v2 VM with AppArmor: 03 control
+# groups, 04 capabilities (user namespaces, securebits), 05 container by hand
+# (device eBPF, AppArmor), 06 runtimes (crun runs there), 07 (its escapes on v2,
+# rootless runc) and every troubleshooting chapter (08-15: they exec into,
 # limit and inspect containers, which differs between cgroup v1 and v2).
 set -u
 # shellcheck source=vagrant/image/guest/common.sh
@@ -15,7 +17,8 @@ phase "doctor"
 enter_leaf || exit 4
 phase "pytest: cgroup unit tests + notebooks"
 # Under TCG the whole unit suite takes long here: test-v2 (CI) runs the unit
-# test files that touch cgroups (by content), the leftovers check and the
+# test files that touch cgroups, AppArmor, user namespaces or securebits (by
+# content), the leftovers check and the
 # notebooks below. JAP_V2_SCOPE=all runs every unit test; any other value is a
 # list of test paths or node ids to run alone (a quick look at one failure on
 # v2, e.g. JAP_V2_SCOPE="tests/test_fleet.py notebooks/14-at-scale.ipynb").
@@ -25,13 +28,13 @@ units=() nbs=()
 if [ "$scope" = all ]; then units=(tests)
 elif [ "$scope" = cgroups ]; then
   for f in tests/test_*.py; do
-    if grep -qi cgroup "$f" || [ "$f" = tests/test_zz_leftovers.py ]; then units+=("$f"); fi
+    if grep -qiE 'cgroup|apparmor|userns|user_ns|securebits' "$f" || [ "$f" = tests/test_zz_leftovers.py ]; then units+=("$f"); fi
   done
 else
   read -r -a units <<< "$scope"
 fi
 if [ "$scope" = all ] || [ "$scope" = cgroups ]; then
-  for f in notebooks/03-*.ipynb notebooks/05-*.ipynb notebooks/06-*.ipynb notebooks/0[89]-*.ipynb notebooks/1[0-5]-*.ipynb; do
+  for f in notebooks/0[3-7]-*.ipynb notebooks/0[89]-*.ipynb notebooks/1[0-5]-*.ipynb; do
     [ -e "$f" ] && nbs+=("$f")
   done
 fi
