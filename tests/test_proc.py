@@ -121,6 +121,31 @@ def test_mountinfo_of_this_process_has_its_root():
     assert "/" in proc.mount_points("self")
 
 
+def _own_mounts_follow_changes(where: str) -> list:
+    # In a child with a mount namespace of its own: what own_mounts() shows after each change.
+    from justaprocess import _libc
+    seen = [proc.own_mounts() == proc.mountinfo("self")]
+    _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
+    _libc.mount("tmpfs", where, "tmpfs", 0, "size=64k")
+    m = [m for m in proc.own_mounts() if m.target == where]
+    seen.append(bool(m) and not m[-1].readonly)
+    _libc.mount(None, where, None, _libc.MS_REMOUNT | _libc.MS_RDONLY, "size=64k")
+    seen.append([m.readonly for m in proc.own_mounts() if m.target == where] == [True])
+    _libc.umount2(where)
+    seen.append(where not in [m.target for m in proc.own_mounts()])
+    seen.append(proc.own_mounts() == proc.mountinfo("self"))
+    return seen
+
+
+@pytest.mark.root
+def test_own_mounts_are_read_again_after_each_mount_remount_and_umount(tmp_path):
+    from justaprocess import _launch
+    assert proc.own_mounts() == proc.mountinfo("self")  # the caller's table, now watched
+    r = _launch.run(_launch.Spec(fn=lambda: _own_mounts_follow_changes(str(tmp_path)), new="mnt"))
+    assert r.check().value == [True] * 5
+    assert str(tmp_path) not in proc.mount_points("self")  # the child's mounts were its own
+
+
 def test_running_checks_the_start_time_too(tmp_path):
     (tmp_path / "7").mkdir()
     stat = "7 (jap (odd) name) S 1 7 7 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0\n"

@@ -447,7 +447,8 @@ def home_files(files: Sequence[str], procfs: str = proc.PROCFS) -> list[str]:
     OOM killer's first choice (cgroup-v2.rst, "OOM") for the target's lifetime.
     A hierarchy the caller is already in at that place needs no file.
     """
-    mounts = [m for m in proc.mountinfo("self", procfs) if m.fstype in ("cgroup", "cgroup2")]
+    table = proc.own_mounts() if procfs == proc.PROCFS else proc.mountinfo("self", procfs)
+    mounts = [m for m in table if m.fstype in ("cgroup", "cgroup2")]
     lines = proc.cgroups("self", procfs)
     out = []
     for f in files:

@@ -15,8 +15,8 @@ lab error that says what is wrong and what to do (rtnetlink(7) errors).
 """
 from __future__ import annotations
 
-import asyncio
 import errno
+import sys
 import threading
 from typing import Callable, TypeVar
 
@@ -52,6 +52,11 @@ def translate(exc: BaseException, doing: str) -> BaseException:
 
 
 def _loop_running() -> bool:
+    # Not imported, not running: asyncio is imported on use only, as pyroute2 does, for
+    # its 5 MB of memory make every fork of a script that imports the lab dearer.
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False
     try:
         asyncio.get_running_loop()
         return True

@@ -234,7 +234,7 @@ def owner_alive(e: Entry) -> bool:
 def mount_targets(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     """The mount points of this process's mount namespace, in mount order (proc.mountinfo)."""
     if mountinfo == "/proc/self/mountinfo":
-        return proc.mount_points("self")
+        return [m.target for m in proc.own_mounts()]
     pid_dir = os.path.dirname(mountinfo)
     return proc.mount_points(os.path.basename(pid_dir), os.path.dirname(pid_dir))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import select
 import signal
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -272,6 +273,8 @@ class Mount(NamedTuple):
 
 def unescape(field_: str) -> str:
     """Paths in mountinfo escape space, tab, newline and backslash as octal (\\040 ...; proc(5))."""
+    if "\\" not in field_:
+        return field_
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field_)
 
 
@@ -281,8 +284,12 @@ def mountinfo(pid: int | str = "self", procfs: str = PROCFS) -> list[Mount]:
     Each line: ID PARENT MAJ:MIN ROOT TARGET OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
     (proc(5), "/proc/pid/mountinfo"); paths decoded (a space is \\040 there).
     """
+    return _parse_mountinfo(_read(pid, "mountinfo", procfs))
+
+
+def _parse_mountinfo(text: str) -> list[Mount]:
     out = []
-    for line in _read(pid, "mountinfo", procfs).splitlines():
+    for line in text.splitlines():
         left, _, right = line.partition(" - ")
         a, b = left.split(), right.split()
         if len(a) < 6 or not b:
@@ -292,6 +299,54 @@ def mountinfo(pid: int | str = "self", procfs: str = PROCFS) -> list[Mount]:
                          tuple(b[2].split(",")) if len(b) > 2 else (), tuple(a[6:]),
                          int(a[0]), int(a[1])))
     return out
+
+
+class _Watched:
+    """This process's mount table as read through ``fd``, which stays open to be polled."""
+    __slots__ = ("pid", "ns", "fd", "mounts")
+
+    def __init__(self, pid: int, ns: int, fd: int, mounts: list[Mount]):
+        self.pid, self.ns, self.fd, self.mounts = pid, ns, fd, mounts
+
+    def __del__(self):
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+_watched: _Watched | None = None
+
+
+def own_mounts() -> list[Mount]:
+    """This process's :func:`mountinfo`, parsed again only after its mount table changed.
+
+    An open /proc/self/mountinfo is pollable: a mount, an unmount or a remount in
+    the namespace marks it POLLPRI|POLLERR (proc(5), "/proc/pid/mounts"), so the lab
+    reads the table when it changed, not on every cgroup it makes (the parse is
+    most of a cgroup's creation in Python).  A change of propagation only (mount
+    --make-private) is not signalled: read :func:`mountinfo` for those fields.  A
+    forked child, or a process in another mount namespace, reads its own.
+    """
+    global _watched
+    w = _watched
+    me = os.getpid()
+    ns = os.stat(os.path.join(PROCFS, "self", "ns", "mnt")).st_ino
+    if w is not None and w.pid == me and w.ns == ns:
+        p = select.poll()
+        p.register(w.fd, select.POLLPRI)
+        if not p.poll(0):
+            return list(w.mounts)
+    # Open first, then read: a change after the open is signalled on the next call.
+    fd = os.open(os.path.join(PROCFS, "self", "mountinfo"), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with open(fd, closefd=False) as f:
+            mounts = _parse_mountinfo(f.read())
+    except BaseException:
+        os.close(fd)
+        raise
+    _watched = _Watched(me, ns, fd, mounts)  # the one it replaces closes its fd when let go
+    return list(mounts)
 
 
 def mount_points(pid: int | str = "self", procfs: str = PROCFS) -> list[str]:

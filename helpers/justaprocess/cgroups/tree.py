@@ -66,7 +66,7 @@ def _mount_table(mounts: str = MOUNTS) -> list[tuple[str, str, str, str]]:
     """
     if mounts == MOUNTS:
         return [(m.source, m.target, m.fstype, ",".join(dict.fromkeys(m.options + m.super_options)))
-                for m in proc.mountinfo("self")]
+                for m in proc.own_mounts()]
     with open(mounts) as f:
         return [tuple(proc.unescape(x) for x in line.split()[:4]) for line in f  # type: ignore[misc]
                 if len(line.split()) >= 4]
