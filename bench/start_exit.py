@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -38,10 +39,22 @@ def interleaved(engines: dict, n: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {k: [] for k in engines}
     for _ in range(n):
         for k, once in engines.items():
+            c = _cpu()
             t = time.perf_counter()
             once()
             out[k].append(time.perf_counter() - t)
+            CPU.setdefault(k, []).append(_cpu() - c)
     return out
+
+
+CPU: dict[str, list[float]] = {}
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its reaped children (getrusage(2)): under load,
+    wall time follows the CPU an engine needs, since every runnable task waits its turn."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
 def runc_once(root: str, cleanup: list):
@@ -116,13 +129,15 @@ def main(argv=None) -> int:
             fn()
         lab.cleanup(owner=os.getpid())
     base = statistics.median(results["runc"])
-    print(f"start->exit of /bin/true, {args.n} rounds (engines interleaved), median (ratio to runc)")
+    print(f"start->exit of /bin/true, {args.n} rounds (engines interleaved), median (ratio to runc), "
+          "mean CPU of the caller and its children")
     for k, v in results.items():
         if isinstance(v, str):
             print(f"  {k:<11} skipped: {v}")
         else:
             m = statistics.median(v)
-            print(f"  {k:<11} {m * 1000:7.2f} ms  ({m / base:.2f}x runc)")
+            cpu = statistics.mean(CPU[k]) * 1000
+            print(f"  {k:<11} {m * 1000:7.2f} ms  ({m / base:.2f}x runc)   CPU {cpu:5.1f} ms")
     hb = results["hand-built"]
     if isinstance(hb, str):
         print("hand-built/runc ratio: n/a")
