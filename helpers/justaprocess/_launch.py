@@ -23,7 +23,8 @@ setns(2)) that does the steps in this order, each named in a failure::
 
     caller --fork--> H: cgroup, setns each joined kind, chroot into a target's root,
                         unshare time  --clone(CLONE_NEW*)--> T: maps, mounts, root, caps, exec
-                     H writes T's uid/gid maps, reports T's PID and exits as T exits.
+                     H goes back to the caller's cgroups, writes T's uid/gid maps,
+                     reports T's PID and exits as T exits.
 
 H clones a separate T only when it must: a new or joined pid namespace applies
 to children only (pid_namespaces(7)), a new user namespace's maps are written
