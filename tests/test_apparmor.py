@@ -100,8 +100,17 @@ def test_a_container_and_its_exec_run_under_the_profile(own_objects, image):
 
 @live
 @root
-def test_cleanup_unloads_a_leftover_profile(own_objects):
+def test_the_registry_unloads_a_profile_and_leftovers_find_an_unregistered_one(own_objects):
     p = apparmor.deny_writes(["/nonexistent/**"]).load()
-    lab.cleanup(owner=os.getpid())
+    [entry] = [e for e in lab.entries() if e.kind == "apparmor" and e.name == p.name]
+    lab.remove(entry)                                   # what cleanup does with the entry
     assert p.name not in apparmor.loaded()
-    assert not [e for e in lab.entries() if e.kind == "apparmor" and e.name == p.name]
+    stray = lab.name("aa")                              # loaded, never registered (a lost entry)
+    _apparmor_parser.load(stray, apparmor.Profile(["file"], name=stray).text)
+    try:
+        found = [e for e in lab.leftovers() if e.kind == "apparmor" and e.name == stray]
+        assert found
+        lab.remove(found[0])
+        assert stray not in apparmor.loaded()
+    finally:
+        _apparmor_parser.remove(stray)
