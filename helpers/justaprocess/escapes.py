@@ -84,8 +84,14 @@ def release_agent(hierarchy: str, timeout: float = 5.0) -> Callable[[], dict]:
         os.chmod("/" + AGENT, 0o755)
         mnt = "/jap-cgroup"
         os.makedirs(mnt, exist_ok=True)
-        _libc.mount("cgroup", mnt, "cgroup", _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC,
-                    f"none,name={hierarchy}")
+        try:
+            _libc.mount("cgroup", mnt, "cgroup", _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC,
+                        f"none,name={hierarchy}")
+        except OSError as exc:
+            if exc.errno in (errno.ENODEV, errno.ENOENT):  # no "cgroup" filesystem type
+                raise OSError(exc.errno, "this kernel has no cgroup v1 (CONFIG_CGROUP_V1 off): no "
+                                         "release_agent anywhere, nothing to escape through") from None
+            raise
         child = os.path.join(mnt, "jap-empty-me")
         try:
             os.makedirs(child, exist_ok=True)
