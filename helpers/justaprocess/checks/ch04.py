@@ -5,13 +5,17 @@ exactly those capabilities, and the kernel says whether it was right.
 """
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import os
+import random
 import socket
+import struct
+import sys
 
 from .. import _libc, capabilities as caps
 from ..errors import BadInput
-from . import Rows, describe, expect_collection, expect_str, exercise, right, wrong
+from . import Rows, describe, expect_collection, expect_int, expect_str, exercise, right, run_first, wrong
 
 NAMES = "a list of capability names like 'cap_chown' ([] if none)"
 
@@ -192,6 +196,67 @@ def check_mystery(errno_seen, fix):
                  "capability, not all of root")
 
 
+# --- exercise 4: whose root? -------------------------------------------------------------
+
+def packed_program() -> caps.FileCopy:
+    """A lab copy of Python whose capability was set as an image build sets it: by root of a
+    user namespace, whose uid 0 is some unprivileged host uid (a revision 3 xattr)."""
+    copy = caps.copy_binary(sys.executable, note="exercise 4: a program from an image")
+    caps.setcap_in_userns(copy.path, ["cap_net_bind_service"], root_uid=100000 + 65536 * random.randint(1, 15))
+    return copy
+
+
+def _xattr(program) -> bytes:
+    path = getattr(program, "path", program)
+    try:
+        return os.getxattr(path, caps.XATTR)
+    except (OSError, TypeError):
+        raise run_first("the cell that makes `program` (ch04.packed_program())") from None
+
+
+@exercise(4, context=("program",), title="whose root?")
+def check_rootid(rootid_seen, program):
+    raw = _xattr(program)
+    if len(raw) != 24:
+        raise run_first("the cell that makes `program` (its xattr is not a revision 3 one)")
+    truth = struct.unpack_from("<I", raw, 20)[0]
+    seen = expect_int(rootid_seen, "rootid_seen", "a host uid (an int) like 100000")
+    if seen == truth:
+        return right("that host uid it is: the capability counts only in a user namespace whose root "
+                     "is that uid (and in its children); on the host, and in a container mapped "
+                     "elsewhere, the file grants nothing")
+    if seen == 0:
+        return wrong("inside-uid",
+                     "0 is who ran setcap *inside* the namespace; the kernel stored which host uid "
+                     "that root is",
+                     "read the xattr (os.getxattr(program.path, 'security.capability')): its last "
+                     "4 bytes are the rootid (struct vfs_ns_cap_data, capability.h)")
+    if seen in (3, struct.unpack_from("<I", raw)[0]):
+        return wrong("revision",
+                     f"{seen} is the revision (the first 4 bytes, magic_etc); the rootid is elsewhere "
+                     "in the 24 bytes",
+                     "the rootid is the last 4 bytes, little-endian: struct.unpack_from('<I', raw, 20)")
+    if seen == int.from_bytes(raw[20:24], "big"):
+        return wrong("big-endian",
+                     "right bytes, wrong order: the xattr's numbers are little-endian",
+                     "int.from_bytes(raw[20:24], 'little'), or struct.unpack_from('<I', raw, 20)")
+    return wrong("wrong-uid",
+                 f"{seen} is not the rootid of this file: read its xattr, do not reuse the lesson's "
+                 "100000",
+                 "caps.get_file_caps(program.path).rootid decodes it; by hand: the last 4 bytes of "
+                 "os.getxattr(program.path, 'security.capability'), little-endian")
+
+
+@contextlib.contextmanager
+def _with_program():
+    program = packed_program()
+    try:
+        raw = os.getxattr(program.path, caps.XATTR)
+        yield {"program": program, "raw": raw, "truth": struct.unpack_from("<I", raw, 20)[0]}
+    finally:
+        caps.remove_copy(program)
+
+
 # --- the table of right and wrong answers (tests/test_exercises.py) ---------------------
 
 def _missing_now() -> list[str]:
@@ -235,5 +300,14 @@ TABLE = {
                 "wrong-errno": lambda c: dict(errno_seen="EACCES", fix="cap_sys_nice"),
                 "unknown-name": lambda c: dict(errno_seen="EPERM", fix="cap_nice"),
                 "wrong-cap": lambda c: dict(errno_seen="EPERM", fix="cap_sys_resource"),
+            }),
+    4: Rows(setup=_with_program,
+            right=lambda c: dict(rootid_seen=c["truth"]),
+            wrong={
+                "type": lambda c: dict(rootid_seen=str(c["truth"])),
+                "inside-uid": lambda c: dict(rootid_seen=0),
+                "revision": lambda c: dict(rootid_seen=3),
+                "big-endian": lambda c: dict(rootid_seen=int.from_bytes(c["raw"][20:24], "big")),
+                "wrong-uid": lambda c: dict(rootid_seen=100000),
             }),
 }
