@@ -139,6 +139,7 @@ def test_release_agent_runs_on_the_host_unless_sys_admin_or_user_ns(box):
             assert not os.path.exists(os.path.join(box.root, escapes.AGENT_MARK))
     finally:
         escapes.sweep_hierarchy(h)
+    assert not escapes.hierarchy_exists(h)
 
 
 def test_release_agent_refuses_a_hierarchy_that_is_not_the_labs():

@@ -15,6 +15,7 @@ CVE-2024-21626         a directory fd the runtime leaked gives the     O_CLOEXEC
 What is attacked is always the lab's: a v1 hierarchy it names ``name=jap-<id>``
 (never one of the host's: their ``release_agent`` is the host's), a *copy* of a
 program in a lab folder (never /usr/sbin/runc), a lab folder and its files.
+What the kernel does on the way: docs/kernel-notes.md, "Escapes and user namespaces".
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import signal
 from typing import Any, Callable
 
 from . import _launch, _libc, lab
-from .errors import BadInput, NeedsPrivilege
+from .errors import BadInput, LabError, NeedsPrivilege
 
 AGENT = "jap-agent.sh"        # written by the container into its own root
 AGENT_MARK = "jap-agent-ran"  # what the agent writes there, run by the host's kernel
@@ -118,15 +119,36 @@ def release_agent(hierarchy: str, timeout: float = 5.0) -> Callable[[], dict]:
     return attack
 
 
-def sweep_hierarchy(hierarchy: str) -> None:
-    """Make sure the lab's named v1 hierarchy is gone (after a run that was killed midway).
+def hierarchy_exists(hierarchy: str) -> bool:
+    """Does the v1 hierarchy ``name=<hierarchy>`` exist? Every process has a line for
+    every hierarchy in /proc/self/cgroup, mounted or not (cgroups(7))."""
+    with open("/proc/self/cgroup") as f:
+        return any(line.split(":", 2)[1] == f"name={hierarchy}" for line in f if line.count(":") >= 2)
 
-    A named hierarchy lives while it is mounted or has child cgroups: mount it in a
-    private mount namespace (mounting ``name=`` again finds it, or makes an empty one),
-    remove its child cgroups, unmount - then the kernel destroys it.
+
+def sweep_hierarchy(hierarchy: str, timeout: float = 5.0) -> None:
+    """Make sure the lab's named v1 hierarchy is gone.
+
+    The kernel destroys a v1 hierarchy when it is unmounted *with no child cgroup*
+    (cgroup_kill_sb); a child removed just before the unmount may still count, as
+    its release is deferred - the hierarchy then lives on, unmounted. So: mount it
+    in a private mount namespace, remove its child cgroups, unmount; again until it
+    is gone from /proc/self/cgroup (its destruction is deferred too).  There is no
+    event to wait on: a short pause between rounds, at most ``timeout`` seconds.
     """
     if not lab.is_lab_name(hierarchy):
         raise BadInput(f"hierarchy {hierarchy!r}: a lab name")
+    import time
+    deadline = time.monotonic() + timeout
+    while hierarchy_exists(hierarchy):
+        if time.monotonic() > deadline:
+            raise LabError(f"the v1 hierarchy name={hierarchy} is still there after {timeout:g} s: "
+                           f"run escapes.sweep_hierarchy({hierarchy!r}) again")
+        _sweep_once(hierarchy)
+        time.sleep(0.1)
+
+
+def _sweep_once(hierarchy: str) -> None:
     where = os.path.join(lab.run_dir(), lab.name(suffix="sweep"))
     entry = lab.register("dir", where, note="mount point to sweep a lab v1 hierarchy")
     os.makedirs(where)
@@ -146,8 +168,7 @@ def sweep_hierarchy(hierarchy: str) -> None:
                         timeout=10)
         if r.error is not None:
             raise r.error
-        if r.exception is not None and getattr(r.exception, "errno", None) not in (
-                errno.ENODEV, errno.EPERM):  # no cgroup v1 here: nothing was ever made
+        if r.exception is not None:
             raise r.exception
     finally:
         lab.remove(entry)
@@ -306,5 +327,5 @@ def leaky_run(root: str, host_dir: str, script: str, *, cwd_trick: bool = False,
         os.close(fd)
 
 
-__all__ = ["release_agent", "sweep_hierarchy", "RuntimeCopy", "overwrite_runtime", "leaky_run",
+__all__ = ["release_agent", "sweep_hierarchy", "hierarchy_exists", "RuntimeCopy", "overwrite_runtime", "leaky_run",
            "AGENT", "AGENT_MARK", "PAYLOAD_MARK"]
