@@ -429,7 +429,8 @@ def _apparmor_onexec(plan: _Plan) -> None:
     attr file, as libapparmor's aa_change_onexec(2) does for runc.  The LSM-specific
     ``attr/apparmor/exec`` (Linux 5.8+) first, then the shared ``attr/exec``; through
     the /proc we started with (after pivot_root the container may have none).  A task may
-    write only its own attr files (proc(5)): this runs in the child, never in the caller.
+    write only its own attr files (proc(5)): this runs in the child, never in the caller
+    (docs/kernel-notes.md, "AppArmor").
     """
     for name in ("self/attr/apparmor/exec", "self/attr/exec"):
         _Step.name = f"apparmor: write {name}"

@@ -487,7 +487,7 @@ def setcap_in_userns(path: str, names: Iterable[str | int], root_uid: int = 1000
     *rootid*, ``root_uid``, and the capabilities then count only where that uid is root
     (capabilities(7), "Namespaced file capabilities").  The file (a lab copy) is first given
     to ``root_uid``: setting the xattr needs CAP_SETFCAP over the file's owner, who must be
-    mapped in the namespace.
+    mapped in the namespace (docs/kernel-notes.md, "Capabilities").
     """
     real = _lab_file(path)
     if isinstance(root_uid, bool) or not isinstance(root_uid, int) or not 0 < root_uid < 2**32 - 1:

@@ -338,7 +338,8 @@ class Cgroup:
 
         memsw counts memory + swap (needs swap accounting, CONFIG_MEMCG_SWAP and not
         ``swapaccount=0``); without it, swap=0 is ``memory.swappiness`` 0: "limit reclaim
-        enforces that 0 swappiness really prevents from any swapping" (memory.rst 5.3).
+        enforces that 0 swappiness really prevents from any swapping" (memory.rst 5.3;
+        docs/kernel-notes.md, "cgroups").
         """
         memsw = self._file("memory", "memory.memsw.limit_in_bytes")
         if os.path.exists(memsw):
