@@ -114,3 +114,40 @@ def test_the_registry_unloads_a_profile_and_leftovers_find_an_unregistered_one(o
         assert stray not in apparmor.loaded()
     finally:
         _apparmor_parser.remove(stray)
+
+
+def test_the_child_writes_exec_name_to_its_own_attr_file(tmp_path):
+    # _apparmor_onexec writes through the caller's /proc fd; a tree shaped like /proc
+    # shows what lands where: the LSM-specific file first, the shared one on old kernels.
+    from types import SimpleNamespace
+
+    from justaprocess import _launch_child
+    for have, wanted in (("self/attr/apparmor/exec", "self/attr/apparmor/exec"),
+                         ("self/attr/exec", "self/attr/exec")):
+        root = tmp_path / have.replace("/", "_")
+        (root / os.path.dirname(have)).mkdir(parents=True)
+        (root / have).write_text("")
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            _launch_child._apparmor_onexec(SimpleNamespace(proc_fd=fd, apparmor="jap-1a2b3c-aa"))
+        finally:
+            os.close(fd)
+        assert (root / wanted).read_text() == "exec jap-1a2b3c-aa"
+    empty = tmp_path / "none"
+    empty.mkdir()
+    fd = os.open(empty, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(FileNotFoundError):
+            _launch_child._apparmor_onexec(SimpleNamespace(proc_fd=fd, apparmor="jap-1a2b3c-aa"))
+    finally:
+        os.close(fd)
+
+
+def test_loaded_profiles_are_read_from_securityfs(tmp_path, monkeypatch):
+    from justaprocess import _apparmor
+    f = tmp_path / "profiles"
+    f.write_text("jap-1a2b3c-aa (enforce)\n/usr/bin/man (complain)\ndocker-default (enforce)\n")
+    monkeypatch.setattr(_apparmor, "PROFILES", str(f))
+    assert _apparmor.loaded() == {"jap-1a2b3c-aa": "enforce", "/usr/bin/man": "complain",
+                                  "docker-default": "enforce"}
+    assert _apparmor.present("jap-1a2b3c-aa") and not _apparmor.present("jap-000000-aa")
