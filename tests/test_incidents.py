@@ -8,7 +8,7 @@ from conftest import cli
 from justaprocess import incidents, scenarios
 from justaprocess.scenarios import Diagnosis
 
-NEW = ("oom-loop", "cpu-throttled", "zombies", "volume-full", "no-route")
+NEW = ("oom-loop", "cpu-throttled", "zombies", "volume-full", "no-route", "unmapped-owner")
 
 
 @pytest.fixture(autouse=True)
@@ -92,3 +92,23 @@ def test_an_attempt_the_roster_cannot_take_says_so(own_objects, tmp_path, monkey
     with incidents.Incident("zombies", "rosa") as inc:
         v = inc.judge(inc.answer())
     assert v.ok and "this attempt was not recorded: " + str(tmp_path / "blocked") in v.message
+
+
+@pytest.mark.root
+def test_unmapped_owner_is_root_inside_refused_by_the_kernel(own_objects):
+    import os
+    with incidents.Incident("unmapped-owner", "tester") as inc:
+        path, owner = inc.scenario.params["path"], inc.scenario.params["owner"]
+        pid = inc.target.pid
+        uid_map = open(f"/proc/{pid}/uid_map").read().split()
+        base, size = int(uid_map[1]), int(uid_map[2])
+        assert not base <= owner < base + size                  # the owner is not mapped
+        r = inc.target.exec(["sh", "-c", f"id -u; stat -c %u {path}/app.log; "
+                                         f"echo x >> {path}/app.log; chown 0 {path}/app.log"])
+        out = r.stdout.split()
+        overflow = open("/proc/sys/kernel/overflowuid").read().strip()      # 65534
+        assert out[:2] == ["0", overflow]                       # root inside; the files: nobody
+        assert "Permission denied" in r.stderr and "Operation not permitted" in r.stderr
+        assert os.stat(f"/proc/{pid}/root{path}/app.log").st_uid == owner   # the host's view
+        assert inc.judge(Diagnosis("unmapped-owner", {"path": path, "owner": owner})).ok
+        assert inc.judge(Diagnosis("unmapped-owner", {"path": path, "owner": 65534})).kind == "evidence-wrong"

@@ -3,9 +3,10 @@
 The catalogue is :mod:`justaprocess.scenarios` (chapters 08-10's six) plus the
 incidents registered here: an OOM kill loop, CPU throttling from a tiny quota,
 zombies under a PID 1 that does not reap, a full volume, a missing default
-route.  Each learner gets the whole catalogue in an order of their own
-(:func:`deck`, seeded by the learner's name, so neighbours differ), each
-incident started with a seed of their own too (its limits and sizes vary).
+route, a volume owned by a uid the container's user namespace does not map.
+Each learner gets the whole catalogue in an order of their own (:func:`deck`,
+seeded by the learner's name, so neighbours differ), each incident started with
+a seed of their own too (its limits and sizes vary).
 
 A learner submits ``scenarios.Diagnosis(cause, evidence)``; the check confirms
 it against the live kernel or gives the next of three hints.  Every attempt is
@@ -32,10 +33,13 @@ add_cause("cpu-limit", "the cgroup's CPU quota is tiny: the kernel throttles the
 add_cause("zombies", "PID 1 does not reap its children: exited processes pile up as zombies")
 add_cause("volume-full", "the volume the app writes to is full: writes fail with ENOSPC")
 add_cause("no-route", "the container's network namespace has no default route")
+add_cause("unmapped-owner", "a volume's files belong to a host uid the container's user namespace "
+          "does not map: they show as 65534 and root inside may not write them")
 
 scenarios.NORMALIZE.setdefault("cores", lambda v: round(float(v), 2))
 scenarios.NORMALIZE.setdefault("route", lambda v: str(v).strip().lower())
 scenarios.NORMALIZE.setdefault("parent", lambda v: int(v))
+scenarios.NORMALIZE.setdefault("owner", lambda v: int(v))
 
 
 def _stats(s: Scenario) -> cgroups.Stats:
@@ -258,6 +262,62 @@ class NoRoute(Scenario):
     def explain(self):
         return ("The container's network namespace has its address on the bridge but no default "
                 "route: its subnet is reachable, everything beyond gets ENETUNREACH.")
+
+
+@register
+class UnmappedOwner(Scenario):
+    name = "unmapped-owner"
+    title = "Permission denied as root: a volume owned by an unmapped uid"
+    cause = "unmapped-owner"
+    evidence_keys = ("path", "owner")
+    hints = ("the app runs as uid 0 in the container and still gets 'Permission denied' (EACCES). "
+             "`ls -ln` of the folder it writes to, inside: who owns the files?",
+             "65534 is the overflow uid (/proc/sys/kernel/overflowuid): how a user namespace shows a "
+             "host uid it does not map. Compare /proc/PID/uid_map with the files' owner seen from the "
+             "host: `stat -c %u /proc/PID/root/PATH`.",
+             "Diagnosis('unmapped-owner', {'path': <the volume inside>, 'owner': <the files' uid on "
+             "the host>}).")
+    fix = ("Give the files to a uid the namespace maps (host uid = 100000 + the uid inside; podman's "
+           "`-v SRC:DST:U` chowns them), or mount the volume idmapped (mount_setattr(2) "
+           "MOUNT_ATTR_IDMAP, podman's `:idmap`).")
+
+    def _choose(self, rng):
+        return {"path": rng.choice(("/data", "/srv/app", "/var/lib/app")),
+                "owner": rng.choice((33, 1000, 1001))}
+
+    def _make(self):
+        from .container import Volume
+        owner, path = self.params["owner"], self.params["path"]   # owner: below 100000, unmapped
+        # The volume, as a host user made it: its files belong to that user's uid.
+        src = self._dir("vol")
+        with open(os.path.join(src, "app.log"), "w") as f:
+            f.write("started\n")
+        for p in (src, os.path.join(src, "app.log")):
+            os.chown(p, owner, owner)
+        os.chmod(src, 0o755)
+        script = ('echo "app starting as uid $(id -u)"; while :; do '
+                  f'echo "$(date +%T) saved" >> {path}/app.log 2>/dev/null '
+                  '|| echo "$(date +%T) save failed: Permission denied"; sleep 3; done')
+        self.target = self._container(["sh", "-c", script], memory="32M", pids=16, userns=True,
+                                      volumes=[Volume(src, path)])
+
+    def _truth(self):
+        pid, path = self._need().pid, self.params["path"]
+        # the owner as the kernel keeps it (the host's view through the container's root)
+        return {"path": path, "owner": os.stat(f"/proc/{pid}/root{path}").st_uid}
+
+    @property
+    def symptom(self):
+        return ("Since the app moved to a user namespace (\"rootless\"), it cannot save: its log says "
+                "'save failed: Permission denied', yet it runs as uid 0 in the container and the "
+                "files are there.")
+
+    def explain(self):
+        return ("The user namespace maps uids 0-65535 inside to 100000-165535 on the host "
+                "(/proc/PID/uid_map). The volume's files belong to a host uid outside that range: "
+                "inside they show as the overflow uid 65534 (user_namespaces(7)), and root inside - "
+                "uid 100000 to the kernel - is only 'other' to them, so open(2) for writing gets "
+                "EACCES; chown(2) of an unmapped id fails too.")
 
 
 # --- a learner's deck ------------------------------------------------------------------
