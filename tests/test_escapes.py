@@ -115,6 +115,16 @@ def test_runc_rootless_cannot_set_cgroup_limits_without_a_delegated_cgroup(box):
     assert "cgroup" in r.stderr and "permission denied" in r.stderr
 
 
+def test_rootless_says_when_the_unprivileged_uid_cannot_reach_the_rootfs(box, tmp_path):
+    from justaprocess.errors import LabError
+    shut = tmp_path / "shut"
+    shut.mkdir(mode=0o700)
+    rootfs = shut / "rootfs"
+    (rootfs / "proc").mkdir(parents=True)
+    with pytest.raises(LabError, match="may not be passed through by uid"):
+        rootless.run(str(rootfs), "true")
+
+
 def test_rootless_refuses_bad_input(box):
     with pytest.raises(BadInput):
         rootless.run(box.root, "true", uid=0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 
 from . import _launch, lab
@@ -42,6 +43,20 @@ def _as_user(argv: list[str], uid: int, env: dict, cwd: str, timeout: float) -> 
     return _launch.run(spec, timeout=timeout)
 
 
+def _reachable(path: str, uid: int) -> None:
+    """Refuse a folder that ``uid`` (no group of the host) may not pass through: runc,
+    run as that uid, would fail on it with a bare "permission denied"."""
+    here = "/"
+    for part in [p for p in os.path.abspath(path).split("/") if p]:
+        st = os.stat(here)
+        bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXOTH
+        if not st.st_mode & bit:
+            raise LabError(f"{here} (mode {stat.S_IMODE(st.st_mode):04o}) may not be passed through "
+                           f"by uid {uid}, which runs runc here: keep the lab's folders where "
+                           "others may pass (JAP_STATE_DIR), or chmod o+x that folder")
+        here = os.path.join(here, part)
+
+
 def run(rootfs: str, script: str, *, uid: int = USERNS_BASE, all_caps: bool = False,
         keep_paths: bool = True, memory: str | None = None, timeout: float = 30.0) -> Run:
     """``runc spec --rootless``, then ``runc run``, both as host uid ``uid`` (never root).
@@ -63,6 +78,8 @@ def run(rootfs: str, script: str, *, uid: int = USERNS_BASE, all_caps: bool = Fa
     rootfs = os.path.abspath(getattr(rootfs, "path", rootfs))
     if not os.path.isdir(os.path.join(rootfs, "proc")):
         raise BadInput(f"{rootfs!r} is not a root filesystem (no /proc folder in it)")
+    _reachable(rootfs, uid)
+    _reachable(lab.run_dir(), uid)
     name = lab.name("rootless")
     top = os.path.join(lab.run_dir(), name)
     entries = [lab.register("dir", top, note="runc rootless bundle+state (chapter 07)")]

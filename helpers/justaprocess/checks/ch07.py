@@ -119,7 +119,7 @@ def check_steps(steps):
     unknown = [k for k in steps if k not in STEP_KEYS]
     if unknown:
         return wrong("unknown-step", f"{unknown[0]!r} is not a step of this exercise: the keys are "
-                                     f"the keywords of the table above: {', '.join(STEP_KEYS)}")
+                                     f"the keywords of the chapter's first table: {', '.join(STEP_KEYS)}")
     for k in ("pivot_root", "pid_ns", "ro_proc_sys"):
         if k in steps:
             expect_bool(steps[k], f"steps[{k!r}]")
