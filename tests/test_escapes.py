@@ -135,7 +135,7 @@ def test_rootless_refuses_bad_input(box):
 # --- CVE-2022-0492: release_agent ----------------------------------------------------------
 
 def test_release_agent_runs_on_the_host_unless_sys_admin_or_user_ns(box):
-    h = lab.name()
+    h = escapes.new_hierarchy()
     try:
         out = box.run(escapes.release_agent(h))
         assert out.ok, out
@@ -150,6 +150,27 @@ def test_release_agent_runs_on_the_host_unless_sys_admin_or_user_ns(box):
     finally:
         escapes.sweep_hierarchy(h)
     assert not escapes.hierarchy_exists(h)
+
+
+def test_a_hierarchy_left_behind_is_a_leftover_that_cleanup_removes(own_objects):
+    from justaprocess import _libc
+    h = escapes.new_hierarchy()
+
+    def leave_it() -> None:  # a child cgroup keeps an unmounted hierarchy alive
+        mnt = os.path.join(lab.run_dir(), h)
+        _libc.mount("tmpfs", lab.run_dir(), "tmpfs", 0, "size=16k")
+        os.mkdir(mnt)
+        _libc.mount("cgroup", mnt, "cgroup", 0, f"none,name={h}")
+        os.mkdir(os.path.join(mnt, "jap-child"))
+        _libc.umount2(mnt, _libc.MNT_DETACH)
+
+    r = _launch.run(_launch.Spec(fn=leave_it, new=("mnt",)))
+    assert r.ok, r
+    assert escapes.hierarchy_exists(h)
+    assert any(e.kind == "hierarchy" and e.name == h for e in lab.leftovers())
+    lab.cleanup(owner=os.getpid())
+    assert not escapes.hierarchy_exists(h)
+    assert not any(e.kind == "hierarchy" and e.name == h for e in lab.leftovers())
 
 
 def test_release_agent_refuses_a_hierarchy_that_is_not_the_labs():

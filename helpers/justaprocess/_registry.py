@@ -42,8 +42,10 @@ IFNAMSIZ = 16  # interface names: at most 15 characters (netdevice(7))
 # Kinds in the order cleanup removes them: processes first (they hold the rest
 # busy), podman's objects (justaprocess.podman: containers hold mounts and cgroups),
 # AppArmor profiles (named by lab.name(), unloaded with apparmor_parser -R), host settings they may have changed, then mounts, loop devices (named by
-# their backing file), network links, network namespaces, cgroups, folders.
-KINDS = ("process", "podman", "apparmor", "sysctl", "mount", "loop", "link", "netns", "cgroup", "dir")
+# their backing file), network links, network namespaces, named v1 cgroup hierarchies
+# (chapter 07's release_agent, named by lab.name()), cgroups, folders.
+KINDS = ("process", "podman", "apparmor", "sysctl", "mount", "loop", "link", "netns", "hierarchy",
+         "cgroup", "dir")
 NETNS_DIR = "/run/netns"
 SYSCTL_DIR = "/proc/sys"
 
@@ -122,7 +124,7 @@ def is_lab_object(kind: str, name: str) -> bool:
         return True  # named pid-N; identified by PID and start time, not by name
     if kind == "link":
         return is_lab_name(name) and len(name) < IFNAMSIZ
-    if kind in ("netns", "apparmor"):
+    if kind in ("netns", "apparmor", "hierarchy"):
         return is_lab_name(name)
     if kind == "cgroup":
         return is_lab_cgroup(name)

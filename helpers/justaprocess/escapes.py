@@ -27,8 +27,8 @@ import shutil
 import signal
 from typing import Any, Callable
 
-from . import _launch, _libc, lab
-from .errors import BadInput, LabError, NeedsPrivilege
+from . import _launch, _libc, _v1hier, lab
+from .errors import BadInput, NeedsPrivilege
 
 AGENT = "jap-agent.sh"        # written by the container into its own root
 AGENT_MARK = "jap-agent-ran"  # what the agent writes there, run by the host's kernel
@@ -70,6 +70,10 @@ def release_agent(hierarchy: str, timeout: float = 5.0) -> Callable[[], dict]:
     if not lab.is_lab_name(hierarchy):
         raise BadInput(f"hierarchy {hierarchy!r}: a lab name (lab.name()); the host's own "
                        "hierarchies are never touched")
+    if os.geteuid() == 0 and not any(e.kind == "hierarchy" and e.name == hierarchy
+                                     for e in lab.entries()):
+        # Registered before the container can make it; cleanup sweeps it (lab.remove).
+        lab.register("hierarchy", hierarchy, note="a named v1 hierarchy (chapter 07, release_agent)")
 
     def attack() -> dict:
         # Where the host finds our root: /proc/<our PID as the host numbers it>/root.
@@ -119,59 +123,31 @@ def release_agent(hierarchy: str, timeout: float = 5.0) -> Callable[[], dict]:
     return attack
 
 
+def new_hierarchy() -> str:
+    """A lab name for a named v1 hierarchy, registered before anything makes it (the
+    lab's cleanup removes it: :func:`sweep_hierarchy`)."""
+    name = lab.name()
+    lab.register("hierarchy", name, note="a named v1 hierarchy (chapter 07, release_agent)")
+    return name
+
+
 def hierarchy_exists(hierarchy: str) -> bool:
-    """Does the v1 hierarchy ``name=<hierarchy>`` exist? Every process has a line for
-    every hierarchy in /proc/self/cgroup, mounted or not (cgroups(7))."""
-    with open("/proc/self/cgroup") as f:
-        return any(line.split(":", 2)[1] == f"name={hierarchy}" for line in f if line.count(":") >= 2)
+    """Does the v1 hierarchy ``name=<hierarchy>`` exist (mounted or not)?"""
+    return _v1hier.exists(hierarchy)
 
 
 def sweep_hierarchy(hierarchy: str, timeout: float = 5.0) -> None:
-    """Make sure the lab's named v1 hierarchy is gone.
+    """Make sure the lab's named v1 hierarchy is gone, and forget it (safe twice).
 
-    The kernel destroys a v1 hierarchy when it is unmounted *with no child cgroup*
-    (cgroup_kill_sb); a child removed just before the unmount may still count, as
-    its release is deferred - the hierarchy then lives on, unmounted. So: mount it
-    in a private mount namespace, remove its child cgroups, unmount; again until it
-    is gone from /proc/self/cgroup (its destruction is deferred too).  There is no
-    event to wait on: a short pause between rounds, at most ``timeout`` seconds.
+    A hierarchy unmounted right after its last child cgroup was removed lives on:
+    mounted again, cleared and unmounted until gone (:mod:`justaprocess._v1hier`).
     """
     if not lab.is_lab_name(hierarchy):
         raise BadInput(f"hierarchy {hierarchy!r}: a lab name")
-    import time
-    deadline = time.monotonic() + timeout
-    while hierarchy_exists(hierarchy):
-        if time.monotonic() > deadline:
-            raise LabError(f"the v1 hierarchy name={hierarchy} is still there after {timeout:g} s: "
-                           f"run escapes.sweep_hierarchy({hierarchy!r}) again")
-        _sweep_once(hierarchy)
-        time.sleep(0.1)
-
-
-def _sweep_once(hierarchy: str) -> None:
-    where = os.path.join(lab.run_dir(), lab.name(suffix="sweep"))
-    entry = lab.register("dir", where, note="mount point to sweep a lab v1 hierarchy")
-    os.makedirs(where)
-
-    def sweep() -> None:
-        _libc.mount("cgroup", where, "cgroup", _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC,
-                    f"none,name={hierarchy}")
-        try:
-            for top, dirs, _ in os.walk(where, topdown=False):
-                if top != where:
-                    os.rmdir(top)
-        finally:
-            _libc.umount2(where, _libc.MNT_DETACH)
-
-    try:
-        r = _launch.run(_launch.Spec(fn=sweep, new=("mnt",), note="sweep a lab v1 hierarchy"),
-                        timeout=10)
-        if r.error is not None:
-            raise r.error
-        if r.exception is not None:
-            raise r.exception
-    finally:
-        lab.remove(entry)
+    _v1hier.sweep(hierarchy, timeout)
+    for e in lab.entries():
+        if e.kind == "hierarchy" and e.name == hierarchy:
+            lab.unregister(e)
 
 
 # --- CVE-2019-5736: overwriting the runtime through /proc/PID/exe --------------------------
@@ -327,5 +303,5 @@ def leaky_run(root: str, host_dir: str, script: str, *, cwd_trick: bool = False,
         os.close(fd)
 
 
-__all__ = ["release_agent", "sweep_hierarchy", "hierarchy_exists", "RuntimeCopy", "overwrite_runtime", "leaky_run",
+__all__ = ["release_agent", "new_hierarchy", "sweep_hierarchy", "hierarchy_exists", "RuntimeCopy", "overwrite_runtime", "leaky_run",
            "AGENT", "AGENT_MARK", "PAYLOAD_MARK"]

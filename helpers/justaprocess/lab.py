@@ -15,7 +15,8 @@ import os
 import shutil
 from typing import Iterable
 
-from . import _apparmor, _apparmor_parser, _libc, _loop, _netlink, _podman_store, _registry, cgroups, proc
+from . import (_apparmor, _apparmor_parser, _libc, _loop, _netlink, _podman_store, _registry, _v1hier,
+               cgroups, proc)
 from ._registry import (  # noqa: F401 - the registry's API, as lab.X
     KINDS, NETNS_DIR, PREFIX, Entry, cache_dir, entries, in_lab_dirs, is_lab_name,
     is_lab_object, name, new_id, owner_alive, register, run_dir, state_dir, unregister)
@@ -97,6 +98,8 @@ def present(e: Entry) -> bool:
         return _podman_store.present(e.name)
     if e.kind == "apparmor":  # a loaded profile (securityfs lists them)
         return _apparmor.present(e.name)
+    if e.kind == "hierarchy":  # a named v1 hierarchy: listed in /proc/self/cgroup
+        return _v1hier.exists(e.name)
     return False
 
 
@@ -146,6 +149,8 @@ def remove(e: Entry) -> None:
             _podman_store.remove(e.name)
         elif e.kind == "apparmor":
             _apparmor_parser.remove(e.name)
+        elif e.kind == "hierarchy":
+            _v1hier.sweep(e.name)
         if present(e):
             raise StillPresent(f"{e.kind} {e.name} is still there after removing it")
     unregister(e)
@@ -235,6 +240,8 @@ def _scan() -> list[Entry]:
     for n in _apparmor.loaded():
         if is_lab_name(n):
             add("apparmor", n)
+    for n in _v1hier.lab_hierarchies():
+        add("hierarchy", n)
     for root in _lab_cgroup_roots():
         try:
             for n in sorted(os.listdir(root)):
