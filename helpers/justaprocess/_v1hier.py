@@ -6,8 +6,8 @@ A hierarchy exists, mounted or not, while any line of /proc/self/cgroup names it
 cgroup (cgroup_kill_sb), but a child removed right before the unmount may still
 count (its release is deferred): the hierarchy then lives on, unmounted.  So
 :func:`sweep` mounts it again in a private mount namespace, removes its child
-cgroups and unmounts, until it is gone (docs/kernel-notes.md, "Escapes and user
-namespaces").  Nothing of the sweep is visible outside its own mount namespace.
+cgroups and unmounts, until it is gone.  Nothing of the sweep is visible outside
+its own mount namespace.  See docs/kernel-notes.md, "Escapes and user namespaces".
 """
 from __future__ import annotations
 
