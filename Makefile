@@ -87,7 +87,10 @@ leftovers: venv
 #   make test-vm   fresh image booted, provision.sh run inside as Vagrant does,
 #                  JupyterLab checked through the forwarded port, the whole suite
 #   make box       vagrant/build/justaprocess.box: pre-provisioned, for offline venues
-.PHONY: test-v2 test-vm box
+#   make test-vagrant  the box booted by `vagrant up --provider=libvirt` as an attendee
+#                  would, in namespaces of its own; JupyterLab checked (maintainers, not CI;
+#                  FULL=1: also `make test` in the guest)
+.PHONY: test-v2 test-vm box test-vagrant
 test-v2:
 	@bash vagrant/image/vm.sh test-v2
 
@@ -96,3 +99,6 @@ test-vm:
 
 box:
 	@bash vagrant/image/vm.sh box
+
+test-vagrant:
+	@FULL=$(FULL) bash vagrant/image/test-vagrant.sh

@@ -10,6 +10,7 @@
 #                  as Vagrant runs it; JupyterLab checked through the forwarded port;
 #                  the course's whole test suite
 #   vm.sh box      a pre-provisioned libvirt Vagrant box for venues without internet
+#   vm.sh box-key  the key of the box's inputs (vagrant/build/justaprocess.box.key)
 #   vm.sh base     only build the cached base root filesystem
 #
 # Cache: $JAP_VM_CACHE (default /var/cache/justaprocess/vm), outside the checkout,
@@ -535,11 +536,16 @@ box_package() {
   printf 'Vagrant.configure("2") do |config|\n  config.vm.provider :libvirt do |lv|\n    lv.driver = "kvm"\n  end\nend\n' > "$d/Vagrantfile"
   tar -C "$d" -cf - metadata.json Vagrantfile box.img | gzip -1 > "$out.tmp"
   mv "$out.tmp" "$out"
+  box_key > "$out.key"   # make test-vagrant reuses a box whose key still matches
   say "box: $out ($(du -h "$out" | cut -f1))"
   # `vagrant box add` into a throwaway VAGRANT_HOME: the box is well-formed.
   VAGRANT_HOME=$WORK/vhome VAGRANT_CHECKPOINT_DISABLE=1 vagrant box add --name justaprocess-check "$out" >/dev/null
   VAGRANT_HOME=$WORK/vhome vagrant box list | sed 's/^/    vagrant box list: /'
 }
+
+# The box's inputs: the provisioned root's and the box's own steps. (The checkout
+# in it is refreshed by Vagrant's rsync folder at `vagrant up`.)
+box_key() { { prov_key; declare -f box_customise box_disk box_package; } | sha256sum | cut -c1-12; }
 
 build_box() {
   phase "host tools + lint"; host_tools; lint
@@ -565,7 +571,8 @@ main() {
     test-v2) test_v2 ;;
     test-vm) test_vm ;;
     box) build_box ;;
-    *) sed -n '2,20p' "$0"; exit 2 ;;
+    box-key) box_key ;;
+    *) sed -n '2,21p' "$0"; exit 2 ;;
   esac
 }
 # One line, read whole before it runs: bash reads a script as it goes, and an
