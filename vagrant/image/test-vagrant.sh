@@ -150,7 +150,7 @@ inside_setup() {
   # The run's libvirt: its own config (a copy of the package's), state and runtime.
   mkdir -p "$RUN/etc" "$RUN/lib" "$RUN/log" "$RUN/cache" "$RUN/pid"
   cp -a /etc/libvirt "$RUN/etc/libvirt"
-  rm -f "$RUN"/etc/libvirt/qemu/networks/autostart/*     # no `default` network
+  rm -f "$RUN"/etc/libvirt/qemu/networks/default.xml "$RUN"/etc/libvirt/qemu/networks/autostart/*  # no `default` network
   cat >> "$RUN/etc/libvirt/qemu.conf" <<'EOF'
 # make test-vagrant: qemu as root in the run's namespaces; no cgroups of the host touched
 user = "root"
