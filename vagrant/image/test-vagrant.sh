@@ -245,9 +245,11 @@ EOF
   local rc=0
   (cd "$repo/vagrant" && JAP_VM_BOX=justaprocess JAP_VM_LIBVIRT_DRIVER=$JAP_DRIVER vagrant up --provider=libvirt) \
     2>&1 | redact > "$OUTD/up.log" || rc=$?
-  grep -E '^ *default: \[provision\]|==> default: (Creating|Starting|Waiting|Rsyncing|Running provisioner)' "$OUTD/up.log" | sed 's/^/    /' || true
+  grep -E '^ *default: (\[provision\]|system packages:)|==> default: (Creating|Starting|Waiting|Rsyncing|Running provisioner)' "$OUTD/up.log" | sed 's/^/    /' || true
   [ "$rc" = 0 ] || { tail -30 "$OUTD/up.log" >&2; die "vagrant up failed (exit $rc): $OUTD/up.log"; }
   grep -q 'provision\] .*token=<redacted>' "$OUTD/up.log" || die "vagrant up did not print the URL with its token"
+  # The box holds everything: provisioning installs nothing (no internet here).
+  grep -q 'system packages: all [0-9]* present' "$OUTD/up.log" || die "provisioning the box installed system packages"
   phase "checks (forwarded port, token, management network)"
   checks
   if [ "${FULL:-}" = 1 ]; then phase "FULL=1: make test in the guest"; full_suite; fi
