@@ -183,7 +183,8 @@ start_daemons() {
   tail -20 "$OUTD/libvirtd.log" >&2; die "libvirtd did not answer"
 }
 
-redact() { sed -E 's/token=[0-9a-f]+/token=<redacted>/g'; }
+# The token out of saved logs; the box upload's progress line (\r-separated) out too.
+redact() { tr '\r' '\n' | sed -E -e 's/token=[0-9a-f]+/token=<redacted>/g' -e 's/Progress: [0-9]+%//g' -e 's/\x1b\[K//g' -e '/^ *$/d'; }
 
 checks() {
   local port=${JAP_VM_PORT:-8888} token ip code rc
