@@ -41,7 +41,7 @@ class Cgroup:
                  oom_group: bool | None = None, cpu: float | None = None, pids: int | None = None,
                  io: dict | None = None,
                  devices: list[str] | None = None, device_program: bool | None = None,
-                 cpu_period_us: int = 100_000,
+                 cpu_period_us: int = 100_000, parent: "Cgroup | None" = None,
                  root: str = ROOT, mounts: str = MOUNTS, procfs: str = proc.PROCFS):
         if name is None:
             name = _registry.name("cg")
@@ -58,6 +58,9 @@ class Cgroup:
         self.device_program = device_program
         self.device_filter: tuple[int, str] | None = None   # (id, name) of our eBPF program
         self.root, self.mounts, self.procfs = root, mounts, procfs
+        if parent is not None and not isinstance(parent, Cgroup):
+            raise BadInput(f"parent: a created lab Cgroup to nest this one in, not {parent!r}")
+        self.parent = parent   # None: beneath the lab parent (jap-lab)
         self.places: dict[str, Place] = {}
         self._entries: list = []
         self._parents: list = []   # lab parents this object made (registered by us)
@@ -159,9 +162,10 @@ class Cgroup:
             raise NeedsPrivilege("root", "creating a cgroup")
         try:
             dirs: dict[Hierarchy, str] = {}
+            nest = self._nest_dirs(hs)
             for h in hs:
                 for attempt in range(3):
-                    parent = self._lab_parent(h)
+                    parent = nest[h] if nest else self._lab_parent(h)
                     path = os.path.join(parent, self.name)
                     if attempt == 0:
                         self._entries.append(_registry.register("cgroup", path, note="lab cgroup"))
@@ -190,6 +194,26 @@ class Cgroup:
             self._undo()
             raise
         return self
+
+    def _nest_dirs(self, hs: list[Hierarchy]) -> dict[Hierarchy, str]:
+        """With ``parent=``: its directory in each hierarchy, controllers handed down (v2).
+
+        A nested cgroup shows what a limit or a protection means *within* its parent:
+        when the parent reaches its memory.max, the reclaim starts there and each child's
+        memory.min/low counts as it is (cgroup-v2.rst "Memory Ownership", "memory.min").
+        """
+        if self.parent is None:
+            return {}
+        self.parent._require()
+        have = {p.hierarchy: p.path for p in self.parent.places.values()}
+        missing = [h.mountpoint for h in hs if h not in have]
+        if missing:
+            raise NotSupported(f"the parent {self.parent.name} has no directory in "
+                               f"{', '.join(missing)}: create it with the same kinds of limits")
+        for h in hs:
+            if h.version == 2 and set(V2_CONTROLLERS) & set(h.controllers):
+                _enable(have[h], list(V2_CONTROLLERS))   # EBUSY if it holds processes
+        return {h: have[h] for h in hs}
 
     def _lab_parent(self, h: Hierarchy) -> str:
         """The shared lab parent in one hierarchy, made (and registered) if absent."""
