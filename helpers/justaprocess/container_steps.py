@@ -68,9 +68,11 @@ READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 # Chapter 05's engine does the steps of the talk, plus the device allow-list and closing
 # fds (on by default, as in every runtime).  HARDENED adds what runc and Docker also do, so
 # that the escapes of chapter 07 fail: ``Container(argv, **HARDENED)``.  Docker's
-# capabilities (no CAP_SYS_ADMIN: no remount, no fresh procfs, no devtmpfs), no_new_privs,
-# the seccomp allowlist, masked and read-only paths, the device allow-list.
-HARDENED = {"caps": ENGINE_DEFAULT, "no_new_privs": True, "seccomp": True,
+# capabilities without CAP_MKNOD (as `runc spec` and podman; no CAP_SYS_ADMIN either: no
+# remount, no fresh procfs, no devtmpfs), no_new_privs, the seccomp allowlist, masked and
+# read-only paths, the device allow-list.
+HARDENED = {"caps": tuple(c for c in ENGINE_DEFAULT if c != "cap_mknod"),
+            "no_new_privs": True, "seccomp": True,
             "masked_paths": MASKED_PATHS, "readonly_paths": READONLY_PATHS,
             "devices": ENGINE_DEVICES, "close_fds": True}
 
