@@ -16,7 +16,7 @@ import time
 
 from .. import cgroups
 from ..errors import LabError
-from . import Rows, describe, expect_int, exercise, right, run_first, wrong
+from . import Rows, describe, expect_collection, expect_int, exercise, right, run_first, wrong
 
 # A program that allocates N MiB of anonymous memory, touching every page
 # (an untouched page costs nothing: the kernel charges on first write).
@@ -167,6 +167,50 @@ def check_throttled(throttled_pid):
                  "sleepy one had no quota to hit")
 
 
+# Exercise 3: the probes, each an open(2) of a device node in a cgroup with the learner's rules.
+PROBES = (("write /dev/null", "echo hi > /dev/null"),
+          ("read /dev/zero", "head -c 1 /dev/zero > /dev/null"),
+          ("write /dev/zero", "echo x > /dev/zero"),
+          ("read /dev/full", "head -c 1 /dev/full > /dev/null"))
+
+
+@exercise(3, title="a read-only /dev/zero")
+def check_device_rules(rules):
+    """Exercise 3: /dev/null read and write, /dev/zero read only, every other device refused."""
+    items = expect_collection(rules, "rules", "a list of rule strings like 'c 1:3 rwm'", str,
+                              "a rule string like 'c 1:3 rwm'")
+    try:
+        cg = cgroups.Cgroup(devices=items)
+    except LabError as exc:
+        return wrong("syntax", f"the kernel would not read one of the rules: {exc}",
+                     "each rule is TYPE MAJ:MIN ACCESS - 'c' for a character device, the "
+                     "numbers from `ls -l /dev/zero`, then some of r, w, m")
+    with cg:
+        got = {label: cg.run(["sh", "-c", cmd]).returncode == 0 for label, cmd in PROBES}
+    if not got["write /dev/null"]:
+        return wrong("null", "a process in your cgroup could not write /dev/null (c 1:3)",
+                     "allow /dev/null: 'c 1:3 rwm' (ls -l /dev/null shows 1, 3)")
+    if not got["read /dev/zero"]:
+        return wrong("zero-read", "a process could not read /dev/zero: it is not on your list",
+                     "/dev/zero is c 1:5 (ls -l /dev/zero): which of r, w, m does reading need?")
+    if got["write /dev/zero"] and got["read /dev/full"]:
+        return wrong("too-wide", "a process could write /dev/zero and read /dev/full: your list "
+                     "lets (nearly) every device through",
+                     "'a' is every device, 'c *:* rwm' every character device: list the two "
+                     "devices one by one, each with the letters it needs")
+    if got["write /dev/zero"]:
+        return wrong("zero-write", "a process could write /dev/zero too: the list gives it more "
+                     "than reading",
+                     "the access letters are separate permissions: 'r' alone allows only reading")
+    if got["read /dev/full"]:
+        return wrong("too-wide", "a process could read /dev/full (c 1:7) as well: a rule of "
+                     "yours covers more devices than the two",
+                     "'*' or 'a' match every number or type: name 1:3 and 1:5 exactly")
+    return right("the kernel checked your list at every open(2) (v1: devices.list, v2: the "
+                 "eBPF program): /dev/null read and written, /dev/zero read, its write and "
+                 "/dev/full refused with EPERM")
+
+
 # --- the table of right and wrong answers (tests/test_exercises.py) ---------------------
 
 @contextlib.contextmanager
@@ -194,5 +238,16 @@ TABLE = {
                 "not-three": lambda c: dict(throttled_pid=os.getpid()),
                 "busy-free": lambda c: dict(throttled_pid=c["by_kind"]["free"]),
                 "idle": lambda c: dict(throttled_pid=c["by_kind"]["idle"]),
+            }),
+    3: Rows(right=lambda c: dict(rules=["c 1:3 rwm", "c 1:5 r"]),
+            wrong={
+                "type": lambda c: dict(rules="c 1:3 rwm"),
+                "type:int": lambda c: dict(rules=[13]),
+                "syntax": lambda c: dict(rules=["c 1:3 all"]),
+                "null": lambda c: dict(rules=["c 1:5 r"]),
+                "zero-read": lambda c: dict(rules=["c 1:3 rwm"]),
+                "zero-write": lambda c: dict(rules=["c 1:3 rwm", "c 1:5 rw"]),
+                "too-wide:all": lambda c: dict(rules=["a"]),
+                "too-wide": lambda c: dict(rules=["c 1:3 rwm", "c 1:* r"]),
             }),
 }
