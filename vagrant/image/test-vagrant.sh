@@ -46,10 +46,16 @@ CHILD=""
 host_cleanup() {
   local rc=$?
   trap - EXIT INT TERM HUP
-  # unshare --kill-child: the run's PID 1 gets SIGKILL when unshare ends, and
-  # the kernel then ends every process of its PID namespace.
+  # The run's PID 1 first gets SIGTERM: its own cleanup (vagrant destroy, ...)
+  # runs once its current command ends. Then SIGKILL for unshare (which ignores
+  # SIGTERM while it waits): with --kill-child its child, the run's PID 1, gets
+  # SIGKILL, and the kernel ends every process of the PID namespace with it.
   if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
-    say "stopping the run's namespaces (unshare pid $CHILD)"; kill "$CHILD" 2>/dev/null || true
+    local init=""; read -r init _ < "/proc/$CHILD/task/$CHILD/children" 2>/dev/null || true
+    say "stopping the run's namespaces (unshare pid $CHILD, its PID 1: ${init:-gone})"
+    [ -z "$init" ] || kill -TERM "$init" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$CHILD" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL "$CHILD" 2>/dev/null || true
     wait "$CHILD" 2>/dev/null || true
   fi
   if [ -n "${RUN:-}" ] && [ -d "$RUN" ]; then
