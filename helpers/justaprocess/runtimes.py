@@ -65,8 +65,8 @@ def find(name: str) -> Runtime:
     version = first.split()[-1] if first else "?"
     if name not in DRIVEN:
         return Runtime(name, path, version, f"{name} {version} is an engine above an OCI runtime "
-                       "(its own store, a conmon monitor): the lab drives it with "
-                       "justaprocess.podman (chapter 14), not as a runtime here")
+                       "(its own store, a conmon monitor), not one itself: no bundle of the lab's; "
+                       "the lab drives it with justaprocess.podman (06's line-up, chapter 14)")
     return Runtime(name, path, version, layout_refusal(name))
 
 
