@@ -94,6 +94,24 @@ def test_program_allows_listed_devices_and_denies_the_rest(tmp_path):
 @pytest.mark.usefixtures("own_objects")
 @pytest.mark.root
 @pytest.mark.skipif(not HAS_V2, reason="no cgroup2 hierarchy mounted (pure v1)")
+def test_cgroup_cli_names_the_device_programs_over_a_process():
+    """`python -m justaprocess cgroup PID`: the programs on its v2 cgroup and its ancestors."""
+    from justaprocess.cgroups import cli
+    with cgroups.Cgroup(devices=["c 1:3 rwm"], device_program=True) as cg:
+        p = cg.spawn(["sleep", "30"])
+        d = cli.describe(p.pid)
+        prog, name = cg.device_filter
+        assert d["devices"]["ebpf"][cg.places[cgroups.CORE].path] == [f"{prog} {name}"]
+        assert f"devices eBPF on {cg.places[cgroups.CORE].path}: {prog} {name}" in \
+            cli.format_description(d)
+        p.stop()
+    here = cli.describe("self")["devices"]
+    assert f"{prog} {name}" not in str(here.get("ebpf"))
+
+
+@pytest.mark.usefixtures("own_objects")
+@pytest.mark.root
+@pytest.mark.skipif(not HAS_V2, reason="no cgroup2 hierarchy mounted (pure v1)")
 def test_detach_restores_access():
     with cgroups.Cgroup() as cg:
         core = cg.places[cgroups.CORE].path

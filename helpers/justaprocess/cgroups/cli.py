@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 
-from .. import proc
+from .. import _bpfdev, proc
 from .._units import human
 from ..errors import BadInput
-from .tree import MOUNTS, ROOT, enter_leaf, layout, places_of
+from . import files
+from .tree import CORE, MOUNTS, ROOT, enter_leaf, layout, places_of
 from .stats import read_stats
 
 
@@ -23,7 +25,44 @@ def describe(pid: int | str = "self", root: str = ROOT, mounts: str = MOUNTS,
         "layout": layout(root, mounts),
         "cgroups": {k: {"path": p.path, "version": p.hierarchy.version} for k, p in sorted(places.items())},
         "stats": read_stats(places).asdict(),
+        "devices": device_control(places),
     }
+
+
+def device_control(places: dict) -> dict:
+    """Who decides which devices the process may open: v1's ``devices.list``, and the eBPF
+    programs attached to its v2 cgroup *and every ancestor* (all of them must allow:
+    cgroup-v2.rst "Device controller"), as {directory: ["ID NAME", ...]} (BPF_PROG_QUERY)."""
+    out: dict = {}
+    dv = places.get("devices")
+    if dv is not None and dv.hierarchy.version == 1:
+        text = files._read(os.path.join(dv.path, "devices.list"))
+        if text is not None:
+            out["v1 devices.list"] = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+    core = places.get(CORE)
+    if core is not None:
+        progs: dict[str, list[str]] | str = {}
+        top = os.path.normpath(core.hierarchy.mountpoint)
+        d = os.path.normpath(core.path)
+        while True:
+            try:
+                ids = _bpfdev.attached(d)
+            except PermissionError:
+                progs = "reading the attached programs needs root (BPF_PROG_QUERY)"
+                break
+            except (OSError, BadInput):
+                ids = []  # gone meanwhile, or no cgroup2 directory (a test's fake tree)
+            for i in ids:
+                try:
+                    name = _bpfdev.info(i)[1] or "(no name)"
+                except OSError:
+                    name = "(gone)"
+                progs.setdefault(d, []).append(f"{i} {name}")
+            if d == top or not d.startswith(top + "/"):
+                break
+            d = os.path.dirname(d)
+        out["ebpf"] = progs
+    return out
 
 
 _LABELS = (
@@ -59,6 +98,16 @@ def format_description(d: dict) -> str:
             parts.append(f"{short}={v}")
         if parts:
             lines.append(f"  {group:<7} " + "  ".join(parts))
+    dev = d.get("devices") or {}
+    if "v1 devices.list" in dev:
+        lines.append("  devices v1 devices.list: " + "; ".join(dev["v1 devices.list"]))
+    if isinstance(dev.get("ebpf"), str):
+        lines.append(f"  devices eBPF: {dev['ebpf']}")
+    elif dev.get("ebpf"):
+        for where, progs in dev["ebpf"].items():
+            lines.append(f"  devices eBPF on {where}: " + ", ".join(progs))
+    elif "ebpf" in dev:
+        lines.append("  devices no eBPF device program on its v2 cgroup or above")
     return "\n".join(lines)
 
 
