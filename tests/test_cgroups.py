@@ -277,6 +277,13 @@ def test_v2_devices_are_an_ebpf_program_and_missing_controllers_are_named(fake_v
         fake_v2.cgroup(devices=["c 1:3 rwm"], device_program=False).create()
     with pytest.raises(BadInput, match="device_program"):
         fake_v2.cgroup(devices=["c 1:3 rwm"], device_program="yes")
+    # the engine's cgroup: one v2 directory, the allow-list as a program, no devices files
+    from justaprocess.container import ENGINE_DEVICES, ContainerCgroup
+    box = ContainerCgroup(lab.name(), memory="64M", devices=list(ENGINE_DEVICES), root=fake_v2.root,
+                          mounts=fake_v2.mounts, procfs=fake_v2.procfs).create()
+    assert box.paths == [box.path] and calls[-1] == (box.path, ENGINE_DEVICES)
+    assert fake_v2.get(box.path, "memory.max").strip() == str(64 << 20)
+    box.remove()
     fake_v2.put(fake_v2.root, "cgroup.controllers", "cpu memory pids\n")  # a kernel without io
     with pytest.raises(NotSupported, match="io"):
         fake_v2.cgroup(io={"7:3": {"read": "1M"}}).create()
