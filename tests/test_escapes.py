@@ -280,3 +280,15 @@ def test_the_engine_refuses_a_user_namespace_without_its_map():
         container.Container(["true"], namespaces=("mnt", "user"))
     with pytest.raises(BadInput):
         container.Container(["true"], userns="yes")
+
+
+def test_exec_joins_the_user_namespace_of_the_engine(own_objects):
+    from justaprocess import container
+    with container.Container(["sleep", "30"], userns=True) as c:
+        c.start()
+        r = c.exec(["sh", "-c", "id -u; cat /proc/self/uid_map; touch /root/jap-made && ls -n /root/jap-made"])
+        assert r.returncode == 0, r
+        lines = r.stdout.strip().splitlines()
+        assert lines[0] == "0" and lines[1].split() == ["0", str(ins.USERNS_BASE), str(ins.USERNS_SIZE)]
+        assert lines[2].split()[2] == "0"                            # root's, inside
+        assert os.stat(os.path.join(c.root, "root", "jap-made")).st_uid == ins.USERNS_BASE  # outside
