@@ -314,3 +314,22 @@ def test_podman_run_rootfs_must_be_a_folder(own_objects):
         pytest.skip(podman.missing())
     with podman.Store() as st, pytest.raises(BadInput, match="rootfs"):
         st.run("jap-abcdef-x", ["true"], rootfs="relative/dir")
+
+
+@pytest.mark.root
+@needs_runc
+def test_a_kernel_killed_with_a_lineup_running_leaves_nothing_after_cleanup(image):
+    from conftest import facts_of_a_killed_kernel, leftovers_of, start_times
+    from justaprocess import podman
+    code = ("import os\n"
+            "from justaprocess import lineup, rootfs\n"
+            "lu = lineup.Lineup(rootfs.build('busybox'), ['sleep', '600']).start()\n"
+            "print('FACTS', os.getpid(), *[c.pid for c in lu.running()])\n")
+    facts, starts = facts_of_a_killed_kernel(code, 180, lambda f: start_times(f[1:]))
+    kernel, pids = int(facts[0]), [int(p) for p in facts[1:]]
+    assert len(pids) >= 2 and leftovers_of(kernel)
+    lab.cleanup(owner=kernel)          # its objects only: other runs' stay
+    assert not leftovers_of(kernel)
+    assert podman.wait_pids_gone(starts)
+    for p, start in starts.items():
+        assert not lab._alive(p, start), f"process {p} survived"
