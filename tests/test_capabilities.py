@@ -428,6 +428,9 @@ def test_widget_ticks_and_probes(capsys, own_objects):
     text = capsys.readouterr().out
     assert "sethostname  cap_sys_admin         EPERM" in text
     assert "chown        cap_chown             ok" in text
+    summary = text.split("\nprobe ")[0]     # "kept N of M ...; removed: ..." above the table
+    assert all(len(line) <= 100 for line in summary.splitlines())   # wrapped between names
+    assert all(n in summary.split() or n + "," in summary.split() for n in have() - ticked)
 
 
 @pytest.mark.root

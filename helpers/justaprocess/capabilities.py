@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import struct
+import textwrap
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
@@ -596,8 +597,10 @@ def widget(probes: Iterable[str] | None = None):
             except LabError as exc:
                 print(f"error: {exc}")
                 return
-            print(f"kept {len(kept)} of {len(have)} capabilities; removed: "
-                  f"{', '.join(n for n in have if n not in kept) or 'none'}")
+            # wrapped between names: the output area breaks a long line inside a name
+            print(textwrap.fill(f"kept {len(kept)} of {len(have)} capabilities; removed: "
+                                f"{', '.join(n for n in have if n not in kept) or 'none'}",
+                                width=100, break_long_words=False, break_on_hyphens=False))
             print(report.table())
 
     buttons = []
