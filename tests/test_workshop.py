@@ -5,6 +5,7 @@ import os
 import stat
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -92,3 +93,32 @@ def test_ready_runs_each_seats_make_test_and_summarises(tmp_path):
     (tmp_path / "Makefile").write_text("test:\n\t@echo '1 failed, 2 passed in 0.10s'; exit 1\n")
     (seat, ok, last), = workshop.ready(seats, repo=str(tmp_path))
     assert not ok and last == "1 failed, 2 passed in 0.10s"
+
+
+def test_an_ssh_config_file_reaches_ssh(tmp_path, monkeypatch):
+    """--ssh-config FILE -> ssh -F FILE (a seat's port, key or jump host, by its name)."""
+    seen = []
+    def tool(argv, **kw):  # what ssh would be asked; it is not run here
+        seen.append(argv)
+        return types.SimpleNamespace(error=None, returncode=0, stdout="ok\n", stderr="")
+    monkeypatch.setattr(workshop._launch, "tool", tool)
+    a = workshop.run_on(workshop.Seat("jap-vm", "guest"), "true", ssh_config="/etc/seats.ssh")
+    assert a.stdout == "ok\n" and seen[0][:3] == ["ssh", "-F", "/etc/seats.ssh"] and "jap@jap-vm" in seen[0]
+    workshop.run_on(workshop.Seat("jap-vm", "guest"), "true")
+    assert "-F" not in seen[1]
+    (tmp_path / "seats.txt").write_text("jap-vm guest\n")
+    r = cli("roster", str(tmp_path / "seats.txt"), "--ssh-config", str(tmp_path / "missing"))
+    assert r.returncode == 2 and "--ssh-config" in r.stderr and "no such file" in r.stderr
+
+
+@pytest.mark.root
+def test_cards_read_the_token_where_the_seats_lab_keeps_it(tmp_path):
+    """tools/start-lab.sh keeps the token in $JAP_STATE_DIR (default /var/lib/justaprocess)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "jupyter-token").write_text("c0ffee42")
+    (tmp_path / "seats.txt").write_text("local host\n")
+    out = tmp_path / "cards.html"
+    r = cli("cards", str(tmp_path / "seats.txt"), "-o", str(out), env={"JAP_STATE_DIR": str(state)})
+    assert r.returncode == 0, r.stderr
+    assert "/lab?token=c0ffee42" in out.read_text()

@@ -5,14 +5,16 @@ comment) - the same ``seats.txt`` as in vagrant/README.md ("Cloud seats"). The
 address ``local`` is this machine itself, without SSH.
 
 Each command runs one command on every seat over SSH (ssh(1), ``BatchMode``:
-it never prompts), a few seats at a time, and reads what it prints:
+it never prompts), a few seats at a time, and reads what it prints. ``--ssh-config
+FILE`` is passed to ssh as ``-F FILE`` (ssh_config(5): a seat's port, key, jump
+host, under the name the seat list gives it):
 
 * ``roster SEATS``  ``python -m justaprocess progress --json`` on each seat, as
   root (the lab's JupyterLab runs as root, so its progress file is root's):
   seat, furthest chapter, exercises solved, incidents diagnosed (chapter 15's
   exercises), last activity;
 * ``cards SEATS -o cards.html``  each seat's lab token (the 0600 file
-  tools/start-lab.sh keeps), as one printable card per seat: the SSH tunnel
+  tools/start-lab.sh keeps in ``$JAP_STATE_DIR``, /var/lib/justaprocess by default), as one printable card per seat: the SSH tunnel
   line, the local port and the URL with its token (the file is 0600 too);
 * ``ready SEATS``  each seat's ``make test``, summarised as its last line.
 """
@@ -31,7 +33,7 @@ from .errors import BadInput, MissingTool
 
 REPO = "/opt/justaprocess"          # where cloud-init.yaml and the Vagrantfile put the course
 HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout
-TOKEN_FILE = "/var/lib/justaprocess/jupyter-token"
+TOKEN_FILE = "/var/lib/justaprocess/jupyter-token"   # tools/start-lab.sh's, unless JAP_STATE_DIR
 LAB_PORT = 8888                     # the seat's JupyterLab, on its 127.0.0.1 only
 INCIDENTS = "15"                    # the capstone chapter: its exercises are incidents
 
@@ -68,12 +70,14 @@ def read_seats(path: str) -> list[Seat]:
     return seats
 
 
-def run_on(seat: Seat, command: str, *, user: str = "jap", timeout: float = 60) -> Answer:
+def run_on(seat: Seat, command: str, *, user: str = "jap", timeout: float = 60,
+           ssh_config: str | None = None) -> Answer:
     """``command`` (a shell line) as root on ``seat``: over SSH, or here for ``local``."""
     if seat.address == "local":
         argv = ["bash", "-c", command] if os.geteuid() == 0 else ["sudo", "-n", "-H", "bash", "-c", command]
     else:
-        argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", f"{user}@{seat.address}",
+        argv = ["ssh", *(["-F", ssh_config] if ssh_config else []), "-o", "BatchMode=yes",
+                "-o", "ConnectTimeout=10", f"{user}@{seat.address}",
                 "sudo -n -H bash -c " + shlex.quote(command)]
     try:
         r = _launch.tool(argv, timeout=timeout)
@@ -168,7 +172,8 @@ def card_html(cards: list[tuple[Seat, str | None, str]], port: int = LAB_PORT, u
 
 def cards(seats: list[Seat], **kw) -> list[tuple[Seat, str | None, str]]:
     out = []
-    for a in on_every_seat(seats, lambda seat: f"cat {TOKEN_FILE}", **kw):
+    where = '"${JAP_STATE_DIR:-%s}/%s"' % os.path.split(TOKEN_FILE)   # as tools/start-lab.sh
+    for a in on_every_seat(seats, lambda seat: f"cat {where}", **kw):
         token = a.stdout.strip()
         ok = a.returncode == 0 and token.isalnum()
         out.append((a.seat, token if ok else None, "" if ok else _why(a)))
@@ -194,7 +199,10 @@ def ready(seats: list[Seat], *, timeout: float = 1800, repo: str | None = None,
 
 def _cli(args) -> int:
     seats = read_seats(args.seats)
-    kw = dict(user=args.user, parallel=args.parallel)
+    if args.ssh_config and not os.path.isfile(args.ssh_config):
+        raise BadInput(f"--ssh-config {args.ssh_config}: no such file (an ssh_config(5) file: "
+                       "Host NAME, HostName, Port, IdentityFile ...)")
+    kw = dict(user=args.user, parallel=args.parallel, ssh_config=args.ssh_config)
     if args.command == "roster":
         rows = roster(seats, **kw)
         if args.json:
@@ -227,6 +235,8 @@ def add_cli(sub) -> None:
         p.add_argument("seats", help="the seat list: one ADDRESS [NAME] a line ('local': this machine)")
         p.add_argument("--user", default="jap", help="the SSH user of the seats (default jap)")
         p.add_argument("--parallel", type=int, default=8, help="seats asked at once (default 8)")
+        p.add_argument("--ssh-config", metavar="FILE",
+                       help="an ssh_config(5) file for the seats (ssh -F): ports, keys, jump hosts")
         if name == "roster":
             p.add_argument("--json", action="store_true", help="the table as JSON")
         if name == "cards":

@@ -8,7 +8,8 @@
 #                  the helpers' unit tests + the notebooks that touch cgroups (CI)
 #   vm.sh test-vm  a fresh image booted; vagrant/provision.sh run inside under systemd
 #                  as Vagrant runs it; JupyterLab checked through the forwarded port;
-#                  the course's whole test suite
+#                  the instructor's kit against two seats (this machine + the guest);
+#                  the tests test-v2 does not run (JAP_VM_SCOPE=all: the whole suite)
 #   vm.sh box      a pre-provisioned libvirt Vagrant box for venues without internet
 #   vm.sh box-key  the key of the box's inputs (vagrant/build/justaprocess.box.key)
 #   vm.sh base     only build the cached base root filesystem
@@ -18,7 +19,8 @@
 # interrupted build is thrown away by the next run. Results of the last run:
 # vagrant/build/<target>/ (logs, junit.xml).
 # Knobs: JAP_VM_ACCEL (tcg|kvm; default: kvm only on bare metal), JAP_VM_MEMORY (MiB),
-# JAP_VM_CPUS, JAP_VM_MIRROR, JAP_VM_TIMEOUT (s, guest run).
+# JAP_VM_CPUS, JAP_VM_MIRROR, JAP_VM_TIMEOUT (s, guest run); test-vm: JAP_VM_SCOPE
+# (rest|all), JAP_VM_COLD=1 (no seeded caches: every package downloaded, as a first `vagrant up`).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,8 +32,8 @@ MIRROR=${JAP_VM_MIRROR:-http://deb.debian.org/debian}
 MEMORY=${JAP_VM_MEMORY:-2048}
 CPUS=${JAP_VM_CPUS:-2}
 # What a Debian 12 Vagrant/cloud box has before provisioning: systemd, a
-# kernel, udev, networking, Python. Everything else comes from provision.sh.
-INCLUDE=systemd,systemd-sysv,udev,kmod,linux-image-amd64,initramfs-tools,iproute2,ca-certificates,python3,sudo,less,procps
+# kernel, udev, networking, Python, sshd. Everything else comes from provision.sh.
+INCLUDE=systemd,systemd-sysv,udev,kmod,linux-image-amd64,initramfs-tools,iproute2,ca-certificates,python3,sudo,less,procps,openssh-server
 BASE_VERSION=1   # bump when configure_base changes
 EXCLUDES=(--exclude=/.git --exclude=/.venv --exclude=/notebooks/learner --exclude=/.vagrant
           --exclude=/vagrant/build --exclude=/vagrant/.vagrant --exclude='*.egg-info'
@@ -288,11 +290,13 @@ accel() {
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Boot the disk; the guest's jap-job.service runs $WORK/results/job.sh and powers off.
+# $2: "HOSTPORT:GUESTPORT ..." forwarded from the host's 127.0.0.1, as Vagrant's NAT does.
 boot() {
-  local timeout=$1 fwd=${2:-} extra=${3:-} net
+  local timeout=$1 fwds=${2:-} extra=${3:-} net f
   chmod 0777 "$WORK/results"
-  net="user,id=n0${fwd:+,hostfwd=tcp:127.0.0.1:$fwd-:8888}"
-  say "booting: qemu -accel $(accel), ${MEMORY} MiB, $CPUS CPUs${fwd:+, 127.0.0.1:$fwd -> guest 8888}"
+  net="user,id=n0"
+  for f in $fwds; do net+=",hostfwd=tcp:127.0.0.1:${f%%:*}-:${f##*:}"; done
+  say "booting: qemu -accel $(accel), ${MEMORY} MiB, $CPUS CPUs${fwds:+, forwarded 127.0.0.1:host->guest: $fwds}"
   qemu-system-x86_64 -accel "$(accel)" -cpu "$(cpu)" -m "$MEMORY" -smp "$CPUS" -nodefaults -display none -no-reboot \
     -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd" \
     -append "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0${extra:+ $extra}" \
@@ -357,7 +361,7 @@ test_v2() {
   echo "${JAP_V2_SCOPE:-cgroups}" > "$WORK/results/scope"
   phase "boot + tests in the guest (cgroup v2)"
   # The JupyterLab service is proven by test-vm; here its start would only take CPU.
-  boot "${JAP_VM_TIMEOUT:-3600}" "" systemd.mask=justaprocess-lab.service; wait_guest
+  boot "${JAP_VM_TIMEOUT:-3600}" "" "systemd.mask=justaprocess-lab.service systemd.mask=ssh.service"; wait_guest
   phase "results"; bring_back
   local rc; rc=$(guest_rc)
   print_times
@@ -367,21 +371,35 @@ test_v2() {
 
 test_vm() {
   phase "host tools + lint"; host_tools; lint
+  [ -x "$repo/.venv/bin/python" ] || { say "the instructor's kit runs from this checkout: make venv"
+    make --no-print-directory -C "$repo" venv >/dev/null; }
   phase "cache lock (another run may hold it)"; lock
+  OUT=$(mktemp -d); TMPS+=("$OUT")
   phase "base image (debootstrap, cached)"; build_base
+  if [ "${JAP_VM_COLD:-}" != 1 ]; then
+    phase "caches: packages + wheels (cached)"; build_provisioned; build_wheels
+  fi
   phase "disk image: fresh box + checkout"
   overlay_root "$BASE"
   copy_checkout "$ROOT"   # what Vagrant's rsync folder puts in the VM
+  [ "${JAP_VM_COLD:-}" = 1 ] || seed_caches "$ROOT"
+  seat_user "$ROOT"
   install_guest_job "$ROOT"
   make_disk "$ROOT"; unlock
   cp "$here/guest/common.sh" "$WORK/results/"; cp "$here/guest/test-vm.sh" "$WORK/results/job.sh"
-  local port; port=$(free_port)
+  echo "${JAP_VM_SCOPE:-rest}" > "$WORK/results/scope"
+  local port sshport hport; port=$(free_port); sshport=$(free_port); hport=$(free_port)
   phase "boot + provision + tests in the guest"
-  boot "${JAP_VM_TIMEOUT:-2400}" "$port"
+  start_host_seat "$hport"
+  boot "${JAP_VM_TIMEOUT:-2400}" "$port:8888 $sshport:22"
   check_forwarded_port "$port" &
   local checker=$!
+  check_kit "$port" "$sshport" "$hport" &
+  local kit=$!
   wait_guest
   wait "$checker" || true
+  wait "$kit" || true
+  stop_host_seat
   phase "results"; bring_back
   local rc; rc=$(guest_rc)
   print_times
@@ -390,8 +408,123 @@ test_vm() {
     die "JupyterLab did not answer through the forwarded port 127.0.0.1:$port"
   fi
   check_surface "$RESULTS/surface.txt"
+  check_kit_results "$RESULTS"
   [ "$rc" = 0 ] || die "failed in the cgroup-v2 guest (exit $rc): $RESULTS/"
   say "test-vm passed"
+}
+
+# --- test-vm: the caches a venue's local mirror would give ---------------------------
+# The guest still runs apt-get update + install and pip install itself; only the
+# downloads come from here: the .deb files and package lists of the provisioned
+# image (built from the same base by the same provision.sh), and a wheelhouse of the
+# pinned Python packages (pip --no-index --find-links, set by guest/test-vm.sh).
+# JAP_VM_COLD=1: none of it, every package from the network, as a first `vagrant up`.
+wheels_key() {
+  { cat "$repo/helpers/pyproject.toml" "$repo/helpers/constraints.txt"; python3 -V; } | sha256sum | cut -c1-12
+}
+build_wheels() {
+  WHEELS=$CACHE/wheels-$(wheels_key)
+  if [ -d "$WHEELS" ]; then say "wheelhouse: cached $WHEELS"; return 0; fi
+  local t; tmpdir wheels; t=$TD
+  say "wheelhouse: pip download (the pinned versions of helpers/constraints.txt)"
+  python3 -m venv "$t/venv"
+  # setuptools: the build backend of the helpers (pip's isolated build of `-e helpers`)
+  "$t/venv/bin/pip" download -q --disable-pip-version-check -d "$t/wheels" -c "$repo/helpers/constraints.txt" \
+    "$repo/helpers[lab,test]" 'setuptools>=64' > "$t/pip.log" 2>&1 || { tail -20 "$t/pip.log" >&2; die "pip download failed"; }
+  rm -f "$t"/wheels/justaprocess-*   # the course's own package is built in the guest
+  mv "$t/wheels" "$WHEELS"
+  local old; for old in "$CACHE"/wheels-*; do [ "$old" = "$WHEELS" ] || remove_tree "$old"; done
+}
+seed_caches() {
+  local r=$1
+  cp "$PROV"/var/cache/apt/archives/*.deb "$r/var/cache/apt/archives/" 2>/dev/null || true
+  cp -a "$PROV/var/lib/apt/lists/." "$r/var/lib/apt/lists/"
+  mkdir -p "$r/var/cache/jap-wheels"; cp "$WHEELS"/* "$r/var/cache/jap-wheels/"
+  echo /var/cache/jap-wheels > "$WORK/results/wheels"
+  say "seeded: $(find "$r/var/cache/apt/archives" -name '*.deb' | wc -l) .deb files, apt lists," \
+      "$(find "$r/var/cache/jap-wheels" -type f | wc -l) wheels"
+}
+
+# --- test-vm: the instructor's kit against two real seats --------------------------------
+# Seat "host": a JupyterLab started here by tools/start-lab.sh (its own state folder and
+# progress file); seat "guest": the provisioned VM, over SSH as `jap` (a key made for
+# this run, like cloud-init.yaml's user) through a forwarded port. A learner's attempts
+# go through each seat's JupyterLab kernel (lab-kernel.py); then roster and cards from
+# this checkout, as the instructor runs them (helpers/justaprocess/workshop.py).
+KIT_CELLS=('import os; from justaprocess import proc; from justaprocess.checks import ch00'
+           'ch00.check_kernel(os.getppid(), proc.namespaces()["net"])   # the parent: wrong'
+           'ch00.check_kernel(os.getpid(), proc.namespaces()["net"])    # the kernel itself: right')
+seat_user() {
+  local r=$1 k=$WORK/kit
+  mkdir -p "$k"; chmod 700 "$k"
+  ssh-keygen -q -t ed25519 -N '' -C test-vm-kit -f "$k/key"
+  chroot "$r" useradd -m -s /bin/bash jap
+  echo 'jap ALL=(ALL) NOPASSWD: ALL' > "$r/etc/sudoers.d/jap"; chmod 0440 "$r/etc/sudoers.d/jap"
+  install -d -m 0700 "$r/home/jap/.ssh"; install -m 0600 "$k/key.pub" "$r/home/jap/.ssh/authorized_keys"
+  chroot "$r" chown -R jap:jap /home/jap/.ssh
+}
+start_host_seat() {
+  local hport=$1 k=$WORK/kit
+  mkdir -p "$k/state"
+  JAP_STATE_DIR=$k/state JAP_PROGRESS=$k/host-progress.jsonl JUPYTER_RUNTIME_DIR=$k/runtime \
+    JUPYTERLAB_WORKSPACES_DIR=$k/workspaces \
+    bash "$repo/tools/start-lab.sh" "$hport" > "$k/host-lab.log" 2>&1 &
+  HOST_LAB=$!; PIDS+=("$HOST_LAB")
+}
+stop_host_seat() {
+  kill "$HOST_LAB" 2>/dev/null || true
+  for _ in $(seq 1 40); do kill -0 "$HOST_LAB" 2>/dev/null || break; sleep 0.5; done
+  kill -9 "$HOST_LAB" 2>/dev/null || true; wait "$HOST_LAB" 2>/dev/null || true
+}
+# Runs beside the guest: once the guest is provisioned (kit.go), the attempts, the
+# roster and the cards; then kit.done lets the guest go on to its tests.
+check_kit() {
+  local port=$1 sshport=$2 hport=$3 r=$WORK/results k=$WORK/kit py=$repo/.venv/bin/python
+  set +e   # a background job: each step reports, and kit.done must be written in the end
+  printf '# the kit check of make test-vm: this machine and the guest\nlocal host\njap-vm guest\n' > "$k/seats.txt"
+  printf 'Host jap-vm\n  HostName 127.0.0.1\n  Port %s\n  IdentityFile %s\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n' \
+    "$sshport" "$k/key" > "$k/ssh_config"
+  for _ in $(seq 1 1800); do
+    { [ -e "$r/kit.go" ] || ! kill -0 "$QEMU" 2>/dev/null; } && break; sleep 2
+  done
+  [ -e "$r/kit.go" ] || return 1
+  local kitenv=(env JAP_STATE_DIR="$k/state" JAP_PROGRESS="$k/host-progress.jsonl")
+  {
+    echo "== a learner's attempts through the guest's JupyterLab (127.0.0.1:$port)"
+    "$py" "$here/lab-kernel.py" "http://127.0.0.1:$port" "$r/token" "${KIT_CELLS[@]}" && echo "rc 0"
+    echo "== a learner's attempts through this machine's JupyterLab (127.0.0.1:$hport)"
+    "$py" "$here/lab-kernel.py" "http://127.0.0.1:$hport" "$k/state/jupyter-token" "${KIT_CELLS[@]}" && echo "rc 0"
+    echo "== roster"
+    "${kitenv[@]}" "$py" -m justaprocess roster "$k/seats.txt" --ssh-config "$k/ssh_config" --json > "$r/kit-roster.json"
+    "${kitenv[@]}" "$py" -m justaprocess roster "$k/seats.txt" --ssh-config "$k/ssh_config"
+    echo "== cards"
+    "${kitenv[@]}" "$py" -m justaprocess cards "$k/seats.txt" --ssh-config "$k/ssh_config" -o "$r/kit-cards.html"
+    cp "$k/state/jupyter-token" "$r/kit-host-token"
+    echo "host seat's lab answers the card's token: $(curl -s -o /dev/null -w '%{http_code}' \
+      -H "Authorization: token $(cat "$k/state/jupyter-token")" "http://127.0.0.1:$hport/api/status")"
+  } > "$r/kit.log" 2>&1
+  touch "$r/kit.done"
+}
+# Both seats in the roster with the attempts just made (chapter 00, 1 solved), both
+# cards with the token that opens that seat's lab.
+check_kit_results() {
+  local d=$1
+  [ -s "$d/kit.log" ] || die "the instructor's kit was not run (the guest never said kit.go): $d"
+  say "the instructor's kit, against this machine and the guest:"; sed 's/^/    /' "$d/kit.log"
+  python3 - "$d" <<'PY' || die "the instructor's kit did not see both seats as they are (above)"
+import json, re, sys
+d = sys.argv[1]
+rows = {r["seat"]: r for r in json.load(open(f"{d}/kit-roster.json"))}
+assert set(rows) == {"host", "guest"}, f"roster seats: {sorted(rows)}"
+for seat, r in rows.items():
+    assert not r["problem"], f"{seat}: {r['problem']}"
+    assert r["chapter"] == "00" and r["solved"] == 1 and r["last"], f"{seat}: {r}"
+page = open(f"{d}/kit-cards.html").read()
+for seat, token in (("guest", open(f"{d}/token").read().strip()), ("host", open(f"{d}/kit-host-token").read().strip())):
+    assert f"seat {seat}</h2>" in page and f"/lab?token={token}" in page, f"no card with {seat}'s token"
+assert "jap@jap-vm" in page, "the guest's card has no ssh line"
+print("[vm] kit: both seats in the roster with their attempts; both cards with their seat's token")
+PY
 }
 
 # What the guest saw (guest/test-vm.sh, lab_surface): a machine on its network

@@ -26,3 +26,26 @@ enter_leaf() { "$REPO/.venv/bin/python" -m justaprocess cgroup --enter-leaf job 
 # is a hang detector; give it room. (The 30 s budget per notebook is measured
 # by `make test` on the host.)
 export PYTEST_ADDOPTS="--nbval-cell-timeout=${JAP_GUEST_CELL_TIMEOUT:-600}"
+# test-v2's default scope: the unit test files that touch cgroups, AppArmor, user
+# namespaces or securebits (by content) and the leftovers check; notebooks 03-15
+# (test-v2.sh says why). Sets V2_UNITS and V2_NBS.
+v2_scope() {
+  local f; V2_UNITS=() V2_NBS=()
+  for f in tests/test_*.py; do
+    if grep -qiE 'cgroup|apparmor|userns|user_ns|securebits' "$f" || [ "$f" = tests/test_zz_leftovers.py ]; then V2_UNITS+=("$f"); fi
+  done
+  for f in notebooks/0[3-7]-*.ipynb notebooks/0[89]-*.ipynb notebooks/1[0-5]-*.ipynb; do
+    [ -e "$f" ] && V2_NBS+=("$f")
+  done
+  return 0
+}
+# test-vm's default scope: the rest - every unit test file and chapter test-v2 does not
+# run (and the leftovers check), so that the two runs together cover the whole suite.
+rest_scope() {
+  local f; v2_scope; REST=()
+  for f in tests/test_*.py notebooks/[0-9][0-9]-*.ipynb; do
+    case " ${V2_UNITS[*]} ${V2_NBS[*]} " in *" $f "*) continue ;; esac
+    REST+=("$f")
+  done
+  REST+=(tests/test_zz_leftovers.py)
+}

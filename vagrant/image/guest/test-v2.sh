@@ -22,21 +22,17 @@ phase "pytest: cgroup unit tests + notebooks"
 # notebooks below. JAP_V2_SCOPE=all runs every unit test; any other value is a
 # list of test paths or node ids to run alone (a quick look at one failure on
 # v2, e.g. JAP_V2_SCOPE="tests/test_fleet.py notebooks/14-at-scale.ipynb").
-# make test-vm runs everything.
+# make test-vm runs the rest (rest_scope in common.sh).
 scope=$(cat "$R/scope" 2>/dev/null || echo cgroups)
 units=() nbs=()
 if [ "$scope" = all ]; then units=(tests)
 elif [ "$scope" = cgroups ]; then
-  for f in tests/test_*.py; do
-    if grep -qiE 'cgroup|apparmor|userns|user_ns|securebits' "$f" || [ "$f" = tests/test_zz_leftovers.py ]; then units+=("$f"); fi
-  done
+  v2_scope; units=("${V2_UNITS[@]}")
 else
   read -r -a units <<< "$scope"
 fi
 if [ "$scope" = all ] || [ "$scope" = cgroups ]; then
-  for f in notebooks/0[3-7]-*.ipynb notebooks/0[89]-*.ipynb notebooks/1[0-5]-*.ipynb; do
-    [ -e "$f" ] && nbs+=("$f")
-  done
+  v2_scope; nbs=("${V2_NBS[@]}")
 fi
 echo "unit tests: ${units[*]}"
 echo "notebooks: ${nbs[*]:-(none yet)}"

@@ -2,7 +2,8 @@
 # Guest job of `make test-vm`: a fresh Debian 12 box with the checkout in
 # /opt/justaprocess (as Vagrant's synced folder puts it). Provision it exactly
 # as Vagrant does, hand the token to the host (which checks JupyterLab through
-# the forwarded port), then run the course's whole test suite on cgroup v2.
+# the forwarded port), let the host run the instructor's kit against this seat, then
+# run the tests test-v2 does not run (scope "rest"; "all": the whole suite) on cgroup v2.
 set -u
 # shellcheck source=vagrant/image/guest/common.sh
 . /mnt/results/common.sh
@@ -44,6 +45,13 @@ phase "provision.sh (as Vagrant runs it)"
 # Vagrant's shell provisioner: upload to /tmp/vagrant-shell, chmod +x, run as
 # root via `sudo -E -H bash -l` with the Vagrantfile's env exported.
 rc=0
+# The host's wheelhouse (vm.sh, seed_caches), as a venue's local mirror: pip installs
+# the same pinned versions from it without the network (pip(1): --no-index --find-links).
+if [ -s "$R/wheels" ]; then
+  export PIP_NO_INDEX=1 PIP_FIND_LINKS
+  PIP_FIND_LINKS=$(cat "$R/wheels")
+  echo "pip: the wheelhouse $PIP_FIND_LINKS (--no-index)"
+fi
 install -m 0755 "$REPO/vagrant/provision.sh" /tmp/vagrant-shell
 env JAP_REPO="$REPO" JAP_LAB_IP=0.0.0.0 bash -l -c /tmp/vagrant-shell > "$R/provision.log" 2>&1 || rc=$?
 tail -5 "$R/provision.log"
@@ -52,16 +60,32 @@ phase "provision.sh again (idempotent)"
 env JAP_REPO="$REPO" JAP_LAB_IP=0.0.0.0 bash -l -c /tmp/vagrant-shell > "$R/provision-2.log" 2>&1 || rc=$?
 grep -E 'system packages:|provision\]' "$R/provision-2.log" | tail -4
 [ "$rc" = 0 ] || { echo "error: the second provision.sh failed ($rc): provision-2.log"; phase end; exit "$rc"; }
+unset PIP_NO_INDEX PIP_FIND_LINKS
 # The host checks JupyterLab through the forwarded port with this token.
 cp /var/lib/justaprocess/jupyter-token "$R/token"
 systemctl --no-pager --lines=0 status justaprocess-lab.service | head -5
 phase "the lab's surface (a neighbour, limits, the token)"
 lab_surface > "$R/surface.txt" 2>&1
 cat "$R/surface.txt"
-phase "make test (whole suite)"
+phase "the instructor's kit (the host asks this seat)"
+# vm.sh's check_kit: a learner's attempts through the forwarded port, then roster and
+# cards over SSH (user jap). This seat waits until the host is done.
+touch "$R/kit.go"
+for _ in $(seq 1 900); do [ -e "$R/kit.done" ] && break; sleep 1; done
+[ -e "$R/kit.done" ] || echo "the host's kit check did not finish within 15 minutes"
 cd "$REPO" || exit 1
 enter_leaf || exit 4
-PYTEST_ADDOPTS="$PYTEST_ADDOPTS --junitxml=$R/junit.xml" make test > "$R/tests.log" 2>&1 || rc=$?
+scope=$(cat "$R/scope" 2>/dev/null || echo rest)
+if [ "$scope" = all ]; then
+  phase "make test (whole suite)"
+  PYTEST_ADDOPTS="$PYTEST_ADDOPTS --junitxml=$R/junit.xml" make test > "$R/tests.log" 2>&1 || rc=$?
+else
+  # What test-v2 does not run (common.sh, rest_scope), as `make test` runs pytest.
+  phase "pytest: what test-v2 does not run"
+  rest_scope
+  echo "tests: ${REST[*]}"
+  bash tools/in-lab-cgroup.sh .venv/bin/python -m pytest "${REST[@]}" --junitxml="$R/junit.xml" > "$R/tests.log" 2>&1 || rc=$?
+fi
 tail -30 "$R/tests.log"
 phase "wait for the host's port check"
 for _ in $(seq 1 120); do [ -e "$R/hostcheck.done" ] && break; sleep 1; done
