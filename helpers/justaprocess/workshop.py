@@ -203,6 +203,8 @@ def _cli(args) -> int:
         raise BadInput(f"--ssh-config {args.ssh_config}: no such file (an ssh_config(5) file: "
                        "Host NAME, HostName, Port, IdentityFile ...)")
     kw = dict(user=args.user, parallel=args.parallel, ssh_config=args.ssh_config)
+    if args.timeout is not None:
+        kw["timeout"] = args.timeout
     if args.command == "roster":
         rows = roster(seats, **kw)
         if args.json:
@@ -237,6 +239,8 @@ def add_cli(sub) -> None:
         p.add_argument("--parallel", type=int, default=8, help="seats asked at once (default 8)")
         p.add_argument("--ssh-config", metavar="FILE",
                        help="an ssh_config(5) file for the seats (ssh -F): ports, keys, jump hosts")
+        p.add_argument("--timeout", type=float, metavar="S",
+                       help="seconds a seat has to answer (default: 60; ready: 1800)")
         if name == "roster":
             p.add_argument("--json", action="store_true", help="the table as JSON")
         if name == "cards":

@@ -26,7 +26,7 @@ def rest(url, token, method, path, body=None):
                                  data=None if body is None else json.dumps(body).encode(),
                                  headers={"Authorization": f"token {token}",
                                           "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=120) as r:
+    with urllib.request.urlopen(req, timeout=600) as r:   # a kernel's start under emulation
         text = r.read()
     return json.loads(text) if text else None
 
@@ -43,7 +43,7 @@ def message(session, code):
 async def run_cells(url, token, kernel, cells):
     ws_url = url.replace("http", "ws", 1) + f"/api/kernels/{kernel}/channels"
     conn = await websocket_connect(HTTPRequest(ws_url, headers={"Authorization": f"token {token}"},
-                                               connect_timeout=120))
+                                               connect_timeout=600))
     session = uuid.uuid4().hex
     ok = True
     for code in cells:

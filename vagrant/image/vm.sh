@@ -495,10 +495,10 @@ check_kit() {
     echo "== a learner's attempts through this machine's JupyterLab (127.0.0.1:$hport)"
     "$py" "$here/lab-kernel.py" "http://127.0.0.1:$hport" "$k/state/jupyter-token" "${KIT_CELLS[@]}" && echo "rc 0"
     echo "== roster"
-    "${kitenv[@]}" "$py" -m justaprocess roster "$k/seats.txt" --ssh-config "$k/ssh_config" --json > "$r/kit-roster.json"
-    "${kitenv[@]}" "$py" -m justaprocess roster "$k/seats.txt" --ssh-config "$k/ssh_config"
+    "${kitenv[@]}" "$py" -m justaprocess roster "$k/seats.txt" --ssh-config "$k/ssh_config" --timeout 600 --json > "$r/kit-roster.json"
+    "${kitenv[@]}" "$py" -m justaprocess roster "$k/seats.txt" --ssh-config "$k/ssh_config" --timeout 600
     echo "== cards"
-    "${kitenv[@]}" "$py" -m justaprocess cards "$k/seats.txt" --ssh-config "$k/ssh_config" -o "$r/kit-cards.html"
+    "${kitenv[@]}" "$py" -m justaprocess cards "$k/seats.txt" --ssh-config "$k/ssh_config" --timeout 600 -o "$r/kit-cards.html"
     cp "$k/state/jupyter-token" "$r/kit-host-token"
     echo "host seat's lab answers the card's token: $(curl -s -o /dev/null -w '%{http_code}' \
       -H "Authorization: token $(cat "$k/state/jupyter-token")" "http://127.0.0.1:$hport/api/status")"
