@@ -9,7 +9,8 @@
 #   vm.sh test-vm  a fresh image booted; vagrant/provision.sh run inside under systemd
 #                  as Vagrant runs it; JupyterLab checked through the forwarded port;
 #                  the instructor's kit against two seats (this machine + the guest);
-#                  the tests test-v2 does not run (JAP_VM_SCOPE=all: the whole suite)
+#                  the seat's tests + the chapters test-v2 does not run (JAP_VM_SCOPE=
+#                  rest: every test test-v2 does not run; all: the whole suite)
 #   vm.sh box      a pre-provisioned libvirt Vagrant box for venues without internet
 #   vm.sh box-key  the key of the box's inputs (vagrant/build/justaprocess.box.key)
 #   vm.sh base     only build the cached base root filesystem
@@ -20,7 +21,7 @@
 # vagrant/build/<target>/ (logs, junit.xml).
 # Knobs: JAP_VM_ACCEL (tcg|kvm; default: kvm only on bare metal), JAP_VM_MEMORY (MiB),
 # JAP_VM_CPUS, JAP_VM_MIRROR, JAP_VM_TIMEOUT (s, guest run); test-vm: JAP_VM_SCOPE
-# (rest|all), JAP_VM_COLD=1 (no seeded caches: every package downloaded, as a first `vagrant up`).
+# (seat|rest|all), JAP_VM_COLD=1 (no seeded caches: every package downloaded, as a first `vagrant up`).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -387,7 +388,7 @@ test_vm() {
   install_guest_job "$ROOT"
   make_disk "$ROOT"; unlock
   cp "$here/guest/common.sh" "$WORK/results/"; cp "$here/guest/test-vm.sh" "$WORK/results/job.sh"
-  echo "${JAP_VM_SCOPE:-rest}" > "$WORK/results/scope"
+  echo "${JAP_VM_SCOPE:-seat}" > "$WORK/results/scope"
   local port sshport hport; port=$(free_port); sshport=$(free_port); hport=$(free_port)
   phase "boot + provision + tests in the guest"
   start_host_seat "$hport"

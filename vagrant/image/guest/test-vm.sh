@@ -3,7 +3,8 @@
 # /opt/justaprocess (as Vagrant's synced folder puts it). Provision it exactly
 # as Vagrant does, hand the token to the host (which checks JupyterLab through
 # the forwarded port), let the host run the instructor's kit against this seat, then
-# run the tests test-v2 does not run (scope "rest"; "all": the whole suite) on cgroup v2.
+# run the seat's tests and the chapters test-v2 does not run (scope "seat"; "rest": every
+# test test-v2 does not run; "all": the whole suite) on cgroup v2.
 set -u
 # shellcheck source=vagrant/image/guest/common.sh
 . /mnt/results/common.sh
@@ -75,14 +76,14 @@ for _ in $(seq 1 900); do [ -e "$R/kit.done" ] && break; sleep 1; done
 [ -e "$R/kit.done" ] || echo "the host's kit check did not finish within 15 minutes"
 cd "$REPO" || exit 1
 enter_leaf || exit 4
-scope=$(cat "$R/scope" 2>/dev/null || echo rest)
+scope=$(cat "$R/scope" 2>/dev/null || echo seat)
 if [ "$scope" = all ]; then
   phase "make test (whole suite)"
   PYTEST_ADDOPTS="$PYTEST_ADDOPTS --junitxml=$R/junit.xml" make test > "$R/tests.log" 2>&1 || rc=$?
 else
-  # What test-v2 does not run (common.sh, rest_scope), as `make test` runs pytest.
-  phase "pytest: what test-v2 does not run"
-  rest_scope
+  # common.sh: seat_scope (the default) or rest_scope; run as `make test` runs pytest.
+  phase "pytest: scope $scope"
+  if [ "$scope" = rest ]; then rest_scope; else seat_scope; fi
   echo "tests: ${REST[*]}"
   bash tools/in-lab-cgroup.sh .venv/bin/python -m pytest "${REST[@]}" --junitxml="$R/junit.xml" > "$R/tests.log" 2>&1 || rc=$?
 fi
