@@ -86,8 +86,7 @@ leftovers: venv
 #                  cgroup v2: unit tests + the cgroup notebooks (CI; ~5 min warm)
 #   make test-vm   fresh image booted, provision.sh run inside as Vagrant does,
 #                  JupyterLab checked through the forwarded port, the instructor's kit
-#                  against two seats, the tests test-v2 does not run (JAP_VM_SCOPE=all:
-#                  the whole suite); ~20 min
+#                  against two seats, the seat's tests (JAP_VM_SCOPE=rest|all for more)
 #   make box       vagrant/build/justaprocess.box: pre-provisioned, for offline venues
 #   make test-vagrant  the box booted by `vagrant up --provider=libvirt` as an attendee
 #                  would, in namespaces of its own; JupyterLab checked (maintainers, not CI;
