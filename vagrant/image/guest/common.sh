@@ -51,7 +51,7 @@ rest_scope() {
 }
 # test-vm's default scope (seat): the tests of what provision.sh made - the pinned venv,
 # the lab's start and its token, the guest firewall, the instructor's kit - and the
-# chapters test-v2 does not run (00, 01, 02, 04, 07: minutes under emulation, where the
+# chapters test-v2 does not run (00-02 today: minutes under emulation, where the
 # rest's unit tests - every learner copy run, for one - take a quarter of an hour).
 seat_scope() {
   local f; v2_scope; REST=(tests/test_dependencies.py tests/test_lab_start.py tests/test_secrets.py
