@@ -14,6 +14,7 @@
 #   vm.sh box      a pre-provisioned libvirt Vagrant box for venues without internet
 #   vm.sh box-key  the key of the box's inputs (vagrant/build/justaprocess.box.key)
 #   vm.sh base     only build the cached base root filesystem
+#   vm.sh caches   only build the cached roots and test-vm's wheelhouse (no qemu)
 #
 # Cache: $JAP_VM_CACHE (default /var/cache/justaprocess/vm), outside the checkout,
 # keyed by the inputs; built under tmp.* and renamed when complete, so an
@@ -702,11 +703,12 @@ main() {
   case "$target" in
     lint) host_tools; lint ;;
     base) host_tools; lock; build_base ;;
+    caches) host_tools; lock; OUT=$(mktemp -d); TMPS+=("$OUT"); build_base; build_provisioned; build_wheels ;;
     test-v2) test_v2 ;;
     test-vm) test_vm ;;
     box) build_box ;;
     box-key) box_key ;;
-    *) sed -n '2,21p' "$0"; exit 2 ;;
+    *) sed -n '2,22p' "$0"; exit 2 ;;
   esac
 }
 # One line, read whole before it runs: bash reads a script as it goes, and an
