@@ -22,7 +22,8 @@ phase "pytest: cgroup unit tests + notebooks"
 # notebooks below. JAP_V2_SCOPE=all runs every unit test; any other value is a
 # list of test paths or node ids to run alone (a quick look at one failure on
 # v2, e.g. JAP_V2_SCOPE="tests/test_fleet.py notebooks/14-at-scale.ipynb").
-# make test-vm runs the rest (rest_scope in common.sh).
+# The list is common.sh's v2_scope; make test-vm runs the seat's tests (seat_scope), or with
+# JAP_VM_SCOPE=rest everything this list leaves out (rest_scope).
 scope=$(cat "$R/scope" 2>/dev/null || echo cgroups)
 units=() nbs=()
 if [ "$scope" = all ]; then units=(tests)
