@@ -123,7 +123,9 @@ def test_real_oom_group_kills_the_whole_cgroup(own_objects):
     finally:
         cg.remove()
     assert r.returncode == -signal.SIGKILL and r.stdout == ""   # the parent died with the hog
-    assert s.oom_kills == 3 and s.oom_group_kills == 1
+    # 3 processes, each killed; the kernel may count the first victim twice (it is killed
+    # again by the group sweep when its mm is not yet gone: mm/oom_kill.c), so >= 3.
+    assert s.oom_kills >= 3 and s.oom_group_kills == 1 and not s.populated
 
 
 @root
