@@ -105,8 +105,12 @@ def present(e: Entry) -> bool:
 
 # --- removing -----------------------------------------------------------------
 
-def _kill(pid: int, start: int, timeout: float = 3.0) -> None:
+def _kill(pid: int, start: int, timeout: float = 10.0) -> None:
     # Not reaped here: if it is our child, its Popen reaps it and reads the signal.
+    # proc.kill returns as soon as the process has exited; the bound is for slow exits:
+    # on the emulated v2 VM under load an OCI container's init, SIGKILLed by cleanup
+    # after its kernel died, was still there after 3 s (a PID namespace's init exits
+    # only after every process of its namespace).
     proc.kill(pid, start, timeout=timeout)
 
 
