@@ -126,10 +126,10 @@ esac
 exec 3<> /run/app/ack                        # listen for the answer before asking
 echo "$level" > /run/app/level; echo $$ > /run/app/request
 kill -HUP 1                                  # PID 1 re-reads the level: no restart
-while read -t 3 id got <&3; do               # answers to older requests are skipped
+while read -t 10 id got <&3; do              # answers to older requests are skipped
   [ "$id" = $$ ] && reply "200 OK" "$(cat /run/app/effective)"
 done
-reply "504 Gateway Timeout" '{"error":"the service did not answer within 3 s"}'
+reply "504 Gateway Timeout" '{"error":"the service did not answer within 10 s"}'
 """,
     "state": r"""#!/bin/sh
 . /srv/api/lib.sh
@@ -208,8 +208,12 @@ class Response(NamedTuple):
 
 
 def request(address: str, port: int, path: str, *, token: str | None = None,
-            method: str = "GET", data: dict | None = None, timeout: float = 5.0) -> Response:
-    """One HTTP request to a lab address (loopback or the lab subnet, never elsewhere)."""
+            method: str = "GET", data: dict | None = None, timeout: float = 15.0) -> Response:
+    """One HTTP request to a lab address (loopback or the lab subnet, never elsewhere).
+
+    ``timeout`` exceeds the loglevel endpoint's own 10 s wait for PID 1's answer, so
+    that a slow answer (a loaded machine, an emulated VM) is its 504, not a lost reply.
+    """
     if not isinstance(path, str) or not path.startswith("/"):
         raise BadInput(f"path {path!r}: an absolute URL path such as '/cgi-bin/health'")
     network._check_lab_address(address)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -403,12 +404,27 @@ class OCIContainer:
             self.pid = int(f.read().strip())
         self.entries.insert(0, lab.register("process", f"{self.name}-init", pid=self.pid,
                                             note=f"{self.runtime} container {self.name}"))
+        self._wait_exec(timeout)
         # Any cgroup the runtime made that we did not predict: register it too.
         known = {e.name for e in self.entries}
         for d in facts_cgroup_dirs(self.pid):
             if lab.is_lab_name(os.path.basename(d)) and d not in known:
                 self.entries.append(lab.register("cgroup", d, note="found after start"))
         return self
+
+    def _wait_exec(self, timeout: float) -> None:
+        """`runc run -d` returns once it has told the init to exec (`runc start` writes its
+        exec fifo), not once the init has: under load, /proc still showed runc's init
+        (comm "runc:[2:INIT]").  Wait, bounded, until the container's program runs, so that
+        facts() describe it.  No event marks another process's execve: a short poll."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if not proc.status(self.pid)["Name"].startswith("runc:["):
+                    return
+            except (OSError, LookupError, LabError):
+                return  # exited already: facts() will say so
+            time.sleep(0.002)
 
     def exec(self, argv: list[str], timeout: float = 20.0) -> Result:
         """Run a command in the container's namespaces and cgroup (``runc exec``)."""
