@@ -423,3 +423,16 @@ def test_lab_cleanup_of_its_owner_kills_what_it_launched(own_objects):
     lab.cleanup(owner=os.getpid())   # what %lab_cleanup does for a kernel
     assert wait_exit(pid)
     assert h.wait(5).signal == signal.SIGKILL
+
+
+def test_a_caller_ignoring_sighup_does_not_pass_that_on(own_objects):
+    # As under `nohup make lab`: SIGHUP ignored in the caller. The started program gets the
+    # default disposition (signal(7): ignored signals survive execve), so a shell's
+    # `trap ... HUP` works in it (chapter 12's PID 1).
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        r = L.run(L.Spec(argv=["sh", "-c", "grep SigIgn /proc/self/status"]), timeout=10)
+    finally:
+        signal.signal(signal.SIGHUP, old)
+    ignored = int(r.stdout.split()[1], 16)
+    assert r.returncode == 0 and not ignored & (1 << (signal.SIGHUP - 1))

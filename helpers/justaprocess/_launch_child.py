@@ -86,8 +86,12 @@ def _prelude(plan: _Plan) -> None:
     _Step.name = "stdio"
     for which, fd in plan.stdio:
         os.dup2(fd, which)  # dup2 clears close-on-exec on the copy
-    for sig in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE; an exec'd program must not
+    # Python ignores SIGPIPE; `nohup` (or a service manager) may have the caller ignore
+    # SIGHUP: an ignored signal stays ignored across execve (signal(7)), and sh cannot
+    # even trap it then (POSIX, "trap") - chapter 12's PID 1 reloads on SIGHUP.
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE, signal.SIGXFSZ,
+                signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
     for path in plan.cgroup_files:
         _Step.name = f"cgroup {os.path.dirname(path)}"
         fd = os.open(path, os.O_WRONLY)
