@@ -27,7 +27,7 @@ import shutil
 import signal
 from typing import Any, Callable
 
-from . import _launch, _libc, _v1hier, lab
+from . import _launch, _libc, _v1hier, lab, proc
 from .errors import BadInput, NeedsPrivilege
 
 AGENT = "jap-agent.sh"        # written by the container into its own root
@@ -178,7 +178,7 @@ class RuntimeCopy:
         """Start the 'runtime' process (it sleeps until stopped): its handle, and the
         insecure.Target naming it.  ``join_pid``: a container's PID 1, whose PID
         namespace it joins (as runc exec does); None: the host's."""
-        from .insecure import Target, _start_time
+        from .insecure import Target
         memfd = None
         argv0 = self.path
         if sealed:
@@ -202,7 +202,7 @@ class RuntimeCopy:
         if h.error is not None:
             raise h.error
         self.handle = h
-        return h, Target(h.pid, _start_time(h.pid), "jap-runtime 3600")
+        return h, Target(h.pid, proc.start_time(h.pid), "jap-runtime 3600")
 
     def stop(self) -> None:
         """End the 'runtime' process if the attack left it, and reap it (safe twice)."""
@@ -237,10 +237,9 @@ def overwrite_runtime(target, timeout: float = 5.0) -> Callable[[], dict]:
                f'echo "uid=$(id -u)" > "$(dirname "$0")/{PAYLOAD_MARK}"\n')
 
     def attack() -> dict:
-        from .insecure import _start_time
         pidfd = os.pidfd_open(pid)
         try:
-            if _start_time(pid) != start:
+            if proc.start_time(pid) != start:
                 raise OSError(errno.ESRCH, f"PID {pid} is not the runtime process")
             exe = os.open(f"/proc/{pid}/exe", os.O_PATH)
             seen = os.readlink(f"/proc/{pid}/exe")

@@ -32,7 +32,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
-from . import _launch, lab, rootfs as _rootfs
+from . import _launch, lab, proc, rootfs as _rootfs
 from ._loop import attach_loop
 from ._loop import (  # noqa: F401 - names this module always had
     LO_FLAGS_AUTOCLEAR, LO_FLAGS_READ_ONLY, LOOP_CONFIGURE, LOOP_CTL_GET_FREE)
@@ -303,12 +303,6 @@ class Target(NamedTuple):
     cmdline: str
 
 
-def _start_time(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        stat_ = f.read()
-    return int(stat_[stat_.rindex(")") + 2:].split()[19])
-
-
 def kill_target(target: Target) -> Callable[[], dict]:
     """Find ``target`` in the /proc this process sees and SIGKILL it - that process only.
 
@@ -326,7 +320,7 @@ def kill_target(target: Target) -> Callable[[], dict]:
         except ProcessLookupError:
             fd = None
         try:
-            if fd is None or _start_time(pid) != start:
+            if fd is None or proc.start_time(pid) != start:
                 raise OSError(errno.ESRCH, f"no process matching PID {pid} started at tick {start} "
                                            f"among {seen} seen")
             with open(f"/proc/{pid}/cmdline", "rb") as f:
