@@ -237,6 +237,32 @@ def test_bounding_bites_only_after_exec():
     assert "cap_chown" not in r.sets.effective and "cap_chown" not in r.sets.bounding
 
 
+@pytest.mark.root
+def test_reducing_without_cap_setpcap_refuses_only_what_is_still_bounded():
+    # The bounding set is reduced by dropping every capability not kept, without reading
+    # it first; dropping one that is not there is no error, but without CAP_SETPCAP the
+    # kernel refuses every PR_CAPBSET_DROP (prctl(2)): that must still work while the set
+    # holds nothing to drop, and fail with EPERM when it does.
+    from justaprocess._launch import reduce_capabilities
+    two = caps.to_mask(["cap_chown", "cap_kill"])
+
+    def nothing_left_to_drop():
+        reduce_capabilities(two, 0)     # bounding, permitted, effective = the two: no SETPCAP
+        return reduce_capabilities(two, 0)
+
+    r = caps.run(nothing_left_to_drop)
+    assert r.ok, r.exception
+    assert set(r.sets.bounding) == {"cap_chown", "cap_kill"} & have()
+
+    def kill_still_bounded():
+        reduce_capabilities(two | caps.to_mask(["cap_setpcap"]), 0)
+        _libc.capset(two, two, 0)       # SETPCAP out of effective and permitted
+        return reduce_capabilities(caps.to_mask(["cap_chown"]), 0)
+
+    r = caps.run(kill_still_bounded)
+    assert not r.ok and isinstance(r.exception, PermissionError), r
+
+
 # Run as uid 65534: the interpreter itself, which that uid may execute wherever the checkout lies.
 BIND80 = [portable.python(), "-c", "import socket; socket.socket().bind(('127.0.0.1', 80)); print('bound')"]
 

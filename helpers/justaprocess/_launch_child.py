@@ -369,6 +369,13 @@ def _target(plan: _Plan, lifeline: int | None, go: int | None) -> None:
         _fail(plan, exc, EXIT_EXEC)
 
 
+def _bounding_set(last_cap: int, among: int) -> int:
+    """Which capabilities of the mask ``among`` are in the calling thread's bounding set
+    (one PR_CAPBSET_READ each, prctl(2): never a file of the new root, which may lie)."""
+    return sum(1 << n for n in range(last_cap + 1)
+               if among >> n & 1 and _libc.prctl(_libc.PR_CAPBSET_READ, n) == 1)
+
+
 def reduce_capabilities(keep: int | None, drop: int = 0, *, bounding: bool = True,
                         uid: int | None = None, gid: int | None = None, groups: Sequence[int] = (),
                         ambient: int | bool = 0, last_cap: int | None = None,
@@ -396,11 +403,17 @@ def reduce_capabilities(keep: int | None, drop: int = 0, *, bounding: bool = Tru
     _, have, inh = _libc.capget()
     kept = have if keep is None else have & keep
     kept &= ~drop
-    if bounding and (keep is not None or drop):
+    full = (1 << (last_cap + 1)) - 1
+    bounded = bounding and (keep is not None or drop)
+    if bounded:
         _Step.name = "drop from the bounding set"
         for n in range(last_cap + 1):
-            if not kept >> n & 1 and _libc.prctl(_libc.PR_CAPBSET_READ, n) == 1:
-                _libc.prctl(_libc.PR_CAPBSET_DROP, n)
+            if not kept >> n & 1:
+                try:  # dropping one that is not in the set is no error (prctl(2)): no read first
+                    _libc.prctl(_libc.PR_CAPBSET_DROP, n)
+                except PermissionError:  # no CAP_SETPCAP: fine while it is not there anyway
+                    if _libc.prctl(_libc.PR_CAPBSET_READ, n) == 1:
+                        raise
     if uid is not None or gid is not None:
         _Step.name = "keepcaps"
         _libc.prctl(PR_SET_KEEPCAPS, 1)
@@ -413,8 +426,11 @@ def reduce_capabilities(keep: int | None, drop: int = 0, *, bounding: bool = Tru
             os.setresuid(uid, uid, uid)
     amb = kept if ambient is True else (0 if ambient is False else ambient & kept)
     _Step.name = "capset"
-    bnd = sum(1 << n for n in range(last_cap + 1) if _libc.prctl(_libc.PR_CAPBSET_READ, n) == 1)
-    new_inh = (amb | (inh & kept)) & (bnd | inh)
+    want_inh = amb | (inh & kept)
+    # capset(2): a new inheritable capability must be in the old inheritable or the bounding
+    # set; only those wanted are read (none, for root's usual empty inheritable set).
+    bnd = _bounding_set(last_cap, (want_inh & ~inh) & (kept if bounded else full))
+    new_inh = want_inh & (bnd | inh)
     if now:
         _libc.capset(kept, kept, new_inh)
     else:

@@ -26,7 +26,7 @@ import re
 import secrets
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 from . import _libc, proc
 from .errors import BadInput, needs
@@ -182,16 +182,35 @@ def register(kind: str, name: str, *, pid: int = 0, note: str = "", value: str =
     if kind == "netns":
         note_netns_dir()
     me = os.getpid()
-    e = Entry(kind, name, owner=me, owner_start=proc.start_time(me), pid=pid,
+    e = Entry(kind, name, owner=me, owner_start=_own_start(me), pid=pid,
               start=proc.start_time(pid) if pid else 0, note=note, value=value)
-    os.makedirs(registry_dir(), exist_ok=True)
+    folder = registry_dir()
     # The temporary name is this process's own: two kernels registering the same object at
     # once (the shared lab parent) would otherwise rename each other's file away (ENOENT).
-    tmp = os.path.join(registry_dir(), f".{e.key}.{me}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(asdict(e), f)
-    os.replace(tmp, os.path.join(registry_dir(), e.key))
+    tmp = os.path.join(folder, f".{e.key}.{me}.tmp")
+    data = json.dumps(dict(e.__dict__)).encode()   # the fields are plain values (asdict copies deeply)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:  # the first entry, or a cleanup removed the folder
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, os.path.join(folder, e.key))
     return e
+
+
+_OWN: tuple[int, int] = (0, 0)
+
+
+def _own_start(me: int) -> int:
+    """This process's start time, read once per process (a forked child reads its own)."""
+    global _OWN
+    if _OWN[0] != me:
+        _OWN = (me, proc.start_time(me))
+    return _OWN[1]
 
 
 def unregister(entry: Entry) -> None:

@@ -328,6 +328,12 @@ def own_mounts() -> list[Mount]:
     --make-private) is not signalled: read :func:`mountinfo` for those fields.  A
     forked child, or a process in another mount namespace, reads its own.
     """
+    return list(own_table())
+
+
+def own_table() -> list[Mount]:
+    """own_mounts' table itself, not a copy: the same object until the table changes
+    (callers that derive facts from it may keep them while it is the same object)."""
     global _watched
     w = _watched
     me = os.getpid()
@@ -336,7 +342,7 @@ def own_mounts() -> list[Mount]:
         p = select.poll()
         p.register(w.fd, select.POLLPRI)
         if not p.poll(0):
-            return list(w.mounts)
+            return w.mounts
     # Open first, then read: a change after the open is signalled on the next call.
     fd = os.open(os.path.join(PROCFS, "self", "mountinfo"), os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -346,7 +352,7 @@ def own_mounts() -> list[Mount]:
         os.close(fd)
         raise
     _watched = _Watched(me, ns, fd, mounts)  # the one it replaces closes its fd when let go
-    return list(mounts)
+    return mounts
 
 
 def mount_points(pid: int | str = "self", procfs: str = PROCFS) -> list[str]:

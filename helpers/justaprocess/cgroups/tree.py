@@ -65,11 +65,20 @@ def _mount_table(mounts: str = MOUNTS) -> list[tuple[str, str, str, str]]:
     /proc/mounts format: SOURCE TARGET FSTYPE OPTIONS (proc(5)).
     """
     if mounts == MOUNTS:
-        return [(m.source, m.target, m.fstype, ",".join(dict.fromkeys(m.options + m.super_options)))
-                for m in proc.own_mounts()]
+        table = proc.own_table()
+        if _OWN[0] is not table:  # the mount table changed (or first call): derive again
+            _OWN[:] = [table, [(m.source, m.target, m.fstype,
+                                ",".join(dict.fromkeys(m.options + m.super_options)))
+                               for m in table], {}]
+        return _OWN[1]
     with open(mounts) as f:
         return [tuple(proc.unescape(x) for x in line.split()[:4]) for line in f  # type: ignore[misc]
                 if len(line.split()) >= 4]
+
+
+# This process's table as _mount_table gives it, and facts derived from it (hierarchies),
+# kept while proc.own_table() returns the same object: the table has not changed.
+_OWN: list = [None, [], {}]
 
 
 def layout(root: str = ROOT, mounts: str = MOUNTS) -> str:
@@ -106,8 +115,18 @@ _V1_OPTIONS = {"rw", "ro", "nosuid", "nodev", "noexec", "relatime", "noatime",
 
 def hierarchies(root: str = ROOT, mounts: str = MOUNTS) -> list[Hierarchy]:
     """Every cgroup hierarchy mounted under ``root``, with its controllers."""
+    if mounts == MOUNTS:
+        table = _mount_table(mounts)
+        known = _OWN[2].get(root)
+        if known is None:
+            known = _OWN[2][root] = _hierarchies(root, table)
+        return list(known)
+    return _hierarchies(root, _mount_table(mounts))
+
+
+def _hierarchies(root: str, table: list) -> list[Hierarchy]:
     out = []
-    for _, target, fstype, opts in _mount_table(mounts):
+    for _, target, fstype, opts in table:
         if not (target == root or target.startswith(root.rstrip("/") + "/")):
             continue
         if fstype == "cgroup2":
@@ -219,8 +238,9 @@ def _rmdir_if_empty(path: str) -> None:
     if os.path.basename(path) != LAB_PARENT:
         return
     try:
-        if any(os.path.isdir(os.path.join(path, n)) for n in os.listdir(path)):
-            return
+        with os.scandir(path) as it:  # d_type from getdents(2): no stat(2) per cgroup file
+            if any(e.is_dir(follow_symlinks=False) for e in it):
+                return
         files._rmdir(path)
     except OSError:  # gone already, or a child appeared meanwhile (EBUSY)
         pass
