@@ -57,6 +57,15 @@ def own_objects():
         lab.cleanup(owner=os.getpid())
 
 
+@pytest.fixture
+def naive_box(own_objects):
+    """A chapter-07 NaiveContainer (justaprocess.insecure), removed after the test."""
+    from justaprocess import insecure
+    with insecure.NaiveContainer() as c:
+        yield c
+    assert not os.path.exists(c.dir)
+
+
 @pytest.fixture(scope="session")
 def image():
     """The busybox root filesystem (rootfs.build: made once, then cached)."""

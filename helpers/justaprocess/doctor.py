@@ -18,6 +18,8 @@ from . import cgroups, proc
 TOOLS = {
     "busybox": "busybox-static",
     "runc": "runc",
+    "crun": "crun",
+    "podman": "podman",
     "ip": "iproute2",
     "unshare": "util-linux",
     "nsenter": "util-linux",
