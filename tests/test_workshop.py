@@ -95,6 +95,28 @@ def test_ready_runs_each_seats_make_test_and_summarises(tmp_path):
     assert not ok and last == "1 failed, 2 passed in 0.10s"
 
 
+@pytest.mark.root
+def test_ready_tests_runs_only_those_in_the_seats_make_test(tmp_path):
+    """--tests / --quick: pytest's arguments reach the seat's own `make test` (PYTEST_ADDOPTS)."""
+    (tmp_path / "Makefile").write_text('test:\n\t@echo "pytest got: $$PYTEST_ADDOPTS"\n')
+    seats = [workshop.Seat("local", "host")]
+    (seat, ok, last), = workshop.ready(seats, repo=str(tmp_path), tests=["tests/test_x.py::test_y", "notebooks/00 a.ipynb"])
+    assert ok and last == "pytest got: tests/test_x.py::test_y 'notebooks/00 a.ipynb'"
+    (seat, ok, last), = workshop.ready(seats, repo=str(tmp_path))
+    assert ok and last == "pytest got:"     # no --tests: the whole suite, as `make test`
+    for bad in ("--collect-only", "/etc/passwd", ""):
+        with pytest.raises(BadInput, match="a test path or node id"):
+            workshop.ready(seats, repo=str(tmp_path), tests=[bad])
+
+
+def test_ready_quick_names_tests_that_exist():
+    """--quick is a named subset of this checkout's tests: each of them must exist."""
+    for t in workshop.QUICK:
+        assert os.path.exists(os.path.join(ROOT, t)), t
+    r = cli("ready", "--help")
+    assert r.returncode == 0 and "--quick" in r.stdout and "--tests" in r.stdout
+
+
 def test_an_ssh_config_file_reaches_ssh(tmp_path, monkeypatch):
     """--ssh-config FILE -> ssh -F FILE (a seat's port, key or jump host, by its name)."""
     seen = []

@@ -16,7 +16,10 @@ host, under the name the seat list gives it):
 * ``cards SEATS -o cards.html``  each seat's lab token (the 0600 file
   tools/start-lab.sh keeps in ``$JAP_STATE_DIR``, /var/lib/justaprocess by default), as one printable card per seat: the SSH tunnel
   line, the local port and the URL with its token (the file is 0600 too);
-* ``ready SEATS``  each seat's ``make test``, summarised as its last line.
+* ``ready SEATS``  each seat's ``make test``, summarised as its last line;
+  ``--tests PATH...`` only those tests (pytest's own arguments, passed in
+  ``PYTEST_ADDOPTS``, pytest(1)), ``--quick`` the few of ``QUICK``: a check of
+  minutes, not the whole suite's.
 """
 from __future__ import annotations
 
@@ -36,6 +39,10 @@ HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TOKEN_FILE = "/var/lib/justaprocess/jupyter-token"   # tools/start-lab.sh's, unless JAP_STATE_DIR
 LAB_PORT = 8888                     # the seat's JupyterLab, on its 127.0.0.1 only
 INCIDENTS = "15"                    # the capstone chapter: its exercises are incidents
+# `ready --quick`: does the seat work - the doctor, the pinned Python packages, the first two
+# chapters run in a kernel as a learner runs them, and nothing of the lab left behind.
+QUICK = ("tests/test_doctor.py", "tests/test_dependencies.py", "notebooks/00-welcome.ipynb",
+         "notebooks/01-just-a-process.ipynb", "tests/test_zz_leftovers.py")
 
 
 class Seat(NamedTuple):
@@ -182,12 +189,22 @@ def cards(seats: list[Seat], **kw) -> list[tuple[Seat, str | None, str]]:
 
 # --- readiness ---------------------------------------------------------------------------
 
-def ready(seats: list[Seat], *, timeout: float = 1800, repo: str | None = None,
-          **kw) -> list[tuple[Seat, bool, str]]:
-    """Each seat's `make test` (about 5 minutes on a seat): (seat, passed, its last line)."""
+def ready(seats: list[Seat], *, tests: list[str] | tuple[str, ...] = (), timeout: float = 1800,
+          repo: str | None = None, **kw) -> list[tuple[Seat, bool, str]]:
+    """Each seat's `make test` (about 5 minutes on a seat): (seat, passed, its last line).
+
+    ``tests``: only these test paths or node ids (relative to the seat's checkout), given
+    to the seat's `make test` as pytest's arguments through ``PYTEST_ADDOPTS``.
+    """
+    for t in tests:
+        if not t or t.startswith("-") or os.path.isabs(t):
+            raise BadInput(f"ready --tests {t!r}: a test path or node id of the checkout "
+                           "(tests/test_x.py, notebooks/00-welcome.ipynb, tests/test_x.py::test_y)")
+    addopts = " ".join(shlex.quote(t) for t in tests)
     out = []
     def command(seat):
-        return f"make --no-print-directory -C {shlex.quote(repo or repo_of(seat))} test"
+        env = f"PYTEST_ADDOPTS={shlex.quote(addopts)} " if tests else ""
+        return f"{env}make --no-print-directory -C {shlex.quote(repo or repo_of(seat))} test"
     for a in on_every_seat(seats, command, timeout=timeout, **kw):
         # pytest's closing line ("3 passed in ..."); make's own error goes to stderr after it
         lines = [ln for ln in a.stdout.splitlines() if ln.strip()]
@@ -222,7 +239,8 @@ def _cli(args) -> int:
         if missing:
             print("not ready: " + "; ".join(missing), file=sys.stderr)
         return 1 if missing else 0
-    results = ready(seats, **kw)
+    tests = list(QUICK) if args.quick else (args.tests or [])
+    results = ready(seats, tests=tests, **kw)
     for seat, ok, last in results:
         print(f"{seat.name:<16} {'ready' if ok else 'NOT READY':<9} {last}")
     print(f"{sum(ok for _, ok, _ in results)} of {len(results)} seats ready")
@@ -245,4 +263,10 @@ def add_cli(sub) -> None:
             p.add_argument("--json", action="store_true", help="the table as JSON")
         if name == "cards":
             p.add_argument("-o", "--output", default="login-cards.html", help="the HTML file to write")
+        if name == "ready":
+            which = p.add_mutually_exclusive_group()
+            which.add_argument("--tests", nargs="+", metavar="PATH",
+                               help="only these tests of the seat's checkout (test files, notebooks, node ids)")
+            which.add_argument("--quick", action="store_true",
+                               help="only " + " ".join(QUICK) + ": minutes, not the whole suite")
         p.set_defaults(func=_cli)
