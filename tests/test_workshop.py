@@ -89,20 +89,26 @@ def test_cards_say_which_seats_are_not_ready():
 def test_ready_runs_each_seats_make_test_and_summarises(tmp_path):
     (tmp_path / "Makefile").write_text("test:\n\t@echo '3 passed in 0.10s'\n")
     seats = [workshop.Seat("local", "host")]
-    assert workshop.ready(seats, repo=str(tmp_path)) == [(seats[0], True, "3 passed in 0.10s")]
-    (tmp_path / "Makefile").write_text("test:\n\t@echo '1 failed, 2 passed in 0.10s'; exit 1\n")
-    (seat, ok, last), = workshop.ready(seats, repo=str(tmp_path))
+    assert workshop.ready(seats, repo=str(tmp_path)) == [(seats[0], True, "3 passed in 0.10s", ())]
+    (tmp_path / "Makefile").write_text("test:\n\t@echo 'FAILED tests/test_x.py::test_y - assert 1 == 2'; "
+                                       "echo '1 failed, 2 passed in 0.10s'; exit 1\n")
+    (seat, ok, last, failed), = workshop.ready(seats, repo=str(tmp_path))
     assert not ok and last == "1 failed, 2 passed in 0.10s"
+    assert failed == ("FAILED tests/test_x.py::test_y - assert 1 == 2",)   # which test, for the instructor
 
 
 @pytest.mark.root
-def test_ready_tests_runs_only_those_in_the_seats_make_test(tmp_path):
+def test_ready_tests_runs_only_those_in_the_seats_make_test(tmp_path, monkeypatch):
     """--tests / --quick: pytest's arguments reach the seat's own `make test` (PYTEST_ADDOPTS)."""
     (tmp_path / "Makefile").write_text('test:\n\t@echo "pytest got: $$PYTEST_ADDOPTS"\n')
     seats = [workshop.Seat("local", "host")]
-    (seat, ok, last), = workshop.ready(seats, repo=str(tmp_path), tests=["tests/test_x.py::test_y", "notebooks/00 a.ipynb"])
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--nbval-cell-timeout=600")   # the seat's own: kept, first
+    (seat, ok, last, _), = workshop.ready(seats, repo=str(tmp_path), tests=["tests/test_x.py"])
+    assert ok and last == "pytest got: --nbval-cell-timeout=600 tests/test_x.py"
+    monkeypatch.delenv("PYTEST_ADDOPTS")
+    (seat, ok, last, _), = workshop.ready(seats, repo=str(tmp_path), tests=["tests/test_x.py::test_y", "notebooks/00 a.ipynb"])
     assert ok and last == "pytest got: tests/test_x.py::test_y 'notebooks/00 a.ipynb'"
-    (seat, ok, last), = workshop.ready(seats, repo=str(tmp_path))
+    (seat, ok, last, _), = workshop.ready(seats, repo=str(tmp_path))
     assert ok and last == "pytest got:"     # no --tests: the whole suite, as `make test`
     for bad in ("--collect-only", "/etc/passwd", ""):
         with pytest.raises(BadInput, match="a test path or node id"):

@@ -189,9 +189,16 @@ def cards(seats: list[Seat], **kw) -> list[tuple[Seat, str | None, str]]:
 
 # --- readiness ---------------------------------------------------------------------------
 
+class Ready(NamedTuple):
+    seat: Seat
+    ok: bool
+    last: str                   # pytest's closing line ("40 passed in 31.03s"), or why not
+    failed: tuple[str, ...]     # pytest's short summary lines of what failed (-ra: FAILED/ERROR ...)
+
+
 def ready(seats: list[Seat], *, tests: list[str] | tuple[str, ...] = (), timeout: float = 1800,
-          repo: str | None = None, **kw) -> list[tuple[Seat, bool, str]]:
-    """Each seat's `make test` (about 5 minutes on a seat): (seat, passed, its last line).
+          repo: str | None = None, **kw) -> list[Ready]:
+    """Each seat's `make test` (about 5 minutes on a seat): passed or not, its last line, what failed.
 
     ``tests``: only these test paths or node ids (relative to the seat's checkout), given
     to the seat's `make test` as pytest's arguments through ``PYTEST_ADDOPTS``.
@@ -203,12 +210,14 @@ def ready(seats: list[Seat], *, tests: list[str] | tuple[str, ...] = (), timeout
     addopts = " ".join(shlex.quote(t) for t in tests)
     out = []
     def command(seat):
-        env = f"PYTEST_ADDOPTS={shlex.quote(addopts)} " if tests else ""
+        # after the options the seat's environment may already give pytest (its own PYTEST_ADDOPTS)
+        env = f'PYTEST_ADDOPTS="${{PYTEST_ADDOPTS:+$PYTEST_ADDOPTS }}"{shlex.quote(addopts)} ' if tests else ""
         return f"{env}make --no-print-directory -C {shlex.quote(repo or repo_of(seat))} test"
     for a in on_every_seat(seats, command, timeout=timeout, **kw):
         # pytest's closing line ("3 passed in ..."); make's own error goes to stderr after it
         lines = [ln for ln in a.stdout.splitlines() if ln.strip()]
-        out.append((a.seat, a.returncode == 0, lines[-1].strip("= ")[:120] if lines else _why(a)))
+        failed = tuple(ln[:160] for ln in lines if ln.startswith(("FAILED ", "ERROR ")))
+        out.append(Ready(a.seat, a.returncode == 0, lines[-1].strip("= ")[:120] if lines else _why(a), failed))
     return out
 
 
@@ -241,10 +250,12 @@ def _cli(args) -> int:
         return 1 if missing else 0
     tests = list(QUICK) if args.quick else (args.tests or [])
     results = ready(seats, tests=tests, **kw)
-    for seat, ok, last in results:
-        print(f"{seat.name:<16} {'ready' if ok else 'NOT READY':<9} {last}")
-    print(f"{sum(ok for _, ok, _ in results)} of {len(results)} seats ready")
-    return 0 if all(ok for _, ok, _ in results) else 1
+    for r in results:
+        print(f"{r.seat.name:<16} {'ready' if r.ok else 'NOT READY':<9} {r.last}")
+        for line in r.failed:
+            print(f"{'':<16}   {line}")
+    print(f"{sum(r.ok for r in results)} of {len(results)} seats ready")
+    return 0 if all(r.ok for r in results) else 1
 
 
 def add_cli(sub) -> None:
