@@ -115,6 +115,22 @@ def test_ready_tests_runs_only_those_in_the_seats_make_test(tmp_path, monkeypatc
             workshop.ready(seats, repo=str(tmp_path), tests=[bad])
 
 
+def test_ready_runs_the_seat_local_after_the_others(monkeypatch):
+    """An ssh to another seat is a lab process here while it runs: `local`'s leftovers check
+    would count it, so `local` goes last, alone; the answers keep the list's order."""
+    seats = [workshop.Seat("local", "host"), workshop.Seat("10.0.0.5", "a"), workshop.Seat("10.0.0.6", "b")]
+    assert workshop.rounds(seats) == ([1, 2], [0])
+    rounds = []
+    def fake(group, command, **kw):
+        rounds.append([s.name for s in group])
+        return [workshop.Answer(s, 0, f"1 passed on {s.name}\n", "") for s in group]
+    monkeypatch.setattr(workshop, "on_every_seat", fake)
+    got = workshop.ready(seats, tests=["tests/test_x.py"])
+    assert rounds == [["a", "b"], ["host"]]
+    assert [(r.seat.name, r.last) for r in got] == [("host", "1 passed on host"), ("a", "1 passed on a"),
+                                                     ("b", "1 passed on b")]
+
+
 def test_ready_quick_names_tests_that_exist():
     """--quick is a named subset of this checkout's tests: each of them must exist."""
     for t in workshop.QUICK:

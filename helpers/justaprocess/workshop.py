@@ -189,6 +189,12 @@ def cards(seats: list[Seat], **kw) -> list[tuple[Seat, str | None, str]]:
 
 # --- readiness ---------------------------------------------------------------------------
 
+def rounds(seats: list[Seat]) -> tuple[list[int], list[int]]:
+    """The seats' indexes in two rounds: every SSH seat, then the seat(s) ``local``."""
+    return ([i for i, s in enumerate(seats) if s.address != "local"],
+            [i for i, s in enumerate(seats) if s.address == "local"])
+
+
 class Ready(NamedTuple):
     seat: Seat
     ok: bool
@@ -213,7 +219,12 @@ def ready(seats: list[Seat], *, tests: list[str] | tuple[str, ...] = (), timeout
         # after the options the seat's environment may already give pytest (its own PYTEST_ADDOPTS)
         env = f'PYTEST_ADDOPTS="${{PYTEST_ADDOPTS:+$PYTEST_ADDOPTS }}"{shlex.quote(addopts)} ' if tests else ""
         return f"{env}make --no-print-directory -C {shlex.quote(repo or repo_of(seat))} test"
-    for a in on_every_seat(seats, command, timeout=timeout, **kw):
+    # The seat `local` runs after the others: meanwhile the ssh clients to them are lab
+    # processes of this machine, which its own run's leftovers check would rightly count.
+    first, then = rounds(seats)
+    answers = dict(zip(first + then, on_every_seat([seats[i] for i in first], command, timeout=timeout, **kw)
+                       + on_every_seat([seats[i] for i in then], command, timeout=timeout, **kw)))
+    for a in (answers[i] for i in range(len(seats))):
         # pytest's closing line ("3 passed in ..."); make's own error goes to stderr after it
         lines = [ln for ln in a.stdout.splitlines() if ln.strip()]
         failed = tuple(ln[:160] for ln in lines if ln.startswith(("FAILED ", "ERROR ")))
