@@ -83,7 +83,8 @@ leftovers: venv
 # As root; build tools (debootstrap, qemu, ...) come from vagrant/host-packages.txt.
 # The image is cached outside the checkout (/var/cache/justaprocess/vm).
 #   make test-v2   image provisioned in a chroot by vagrant/provision.sh, booted on
-#                  cgroup v2: unit tests + the cgroup notebooks (CI; ~5 min warm)
+#                  cgroup v2: the tests of the v2-only code paths (~5 min warm);
+#                  JAP_V2_SCOPE=full (CI): the cgroup unit tests + notebooks 03-15
 #   make test-vm   fresh image booted, provision.sh run inside as Vagrant does,
 #                  JupyterLab checked through the forwarded port, the instructor's kit
 #                  against two seats, the seat's tests (JAP_VM_SCOPE=rest|all for more)

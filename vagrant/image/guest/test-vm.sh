@@ -3,8 +3,8 @@
 # /opt/justaprocess (as Vagrant's synced folder puts it). Provision it exactly
 # as Vagrant does, hand the token to the host (which checks JupyterLab through
 # the forwarded port), let the host run the instructor's kit against this seat, then
-# run the seat's tests and the chapters test-v2 does not run (scope "seat"; "rest": every
-# test test-v2 does not run; "all": the whole suite) on cgroup v2.
+# run the seat's tests and the chapters test-v2's full scope does not run (scope "seat";
+# "rest": every test the full test-v2 does not run; "all": the whole suite) on cgroup v2.
 set -u
 # shellcheck source=vagrant/image/guest/common.sh
 . /mnt/results/common.sh
