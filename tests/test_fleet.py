@@ -28,6 +28,25 @@ def test_the_seed_places_the_faults():
     assert any(fleet.Fleet(20, seed=s)._plan != a._plan for s in range(2, 6))
 
 
+def test_pid_1_sets_itself_up_under_a_roomier_memory_limit_then_gets_its_own(monkeypatch, own_objects):
+    # The launcher's Python child is a copy of the caller until its exec; the pages it copies
+    # are charged to the cgroup (a member was OOM-killed before its exec on the v2 VM).
+    from justaprocess import container
+    seen, real = [], container.Container.start
+
+    def start(self):
+        seen.append(self.cgroup.stats().memory_max)    # the kernel's file, as PID 1 starts
+        return real(self)
+
+    monkeypatch.setattr(container.Container, "start", start)
+    f = fleet.Fleet(4, seed=1).start()
+    try:
+        assert seen == [256 << 20] * 4
+        assert [r.memory_max for r in f.stats()] == [24 << 20] * 4
+    finally:
+        f.remove()
+
+
 @pytest.fixture(scope="module")
 def small():
     if os.geteuid() != 0:

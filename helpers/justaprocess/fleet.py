@@ -62,6 +62,12 @@ SCRIPTS = {
     "unreachable": f'echo "$HOSTNAME starting"; {_WEB.format(listen="127.0.0.1:" + str(PORT))}; {_LOG}',
 }
 LIMITS = {"memory": "24M", "pids": 16, "cpu": 0.5}
+# While PID 1 sets itself up (the launcher's Python child: a copy-on-write copy of the
+# caller, its network and mounts, before exec) it may need more than the shell will: the
+# pages it copies are charged to the cgroup it has joined (cgroup-v2.rst, "Memory
+# Ownership"), and a member was OOM-killed there before its exec on the v2 VM, inside a
+# large test process.  The limits above are set once PID 1 runs, as `docker update` would.
+SETUP_MEMORY = "256M"
 FAULT_LIMITS = {"throttled": {"cpu": 0.1}}
 
 
@@ -149,17 +155,16 @@ class Fleet:
                 fault = self._plan.get(i)
                 name = f"{self.prefix}{i + 1:02d}"
                 c = container.Container(["/bin/sh", "-c", SCRIPTS[fault]], network=True,
-                                        hostname=name, name=lab.name(name), **LIMITS)
+                                        hostname=name, name=lab.name(name),
+                                        **{**LIMITS, "memory": SETUP_MEMORY})
                 self.members.append(Member(name, c, fault))
                 c.create()
                 c.start()
-                if fault in FAULT_LIMITS:
-                    # PID 1's set-up (its network and mounts, done by the launcher's Python
-                    # child before exec) runs under the container's limits: under a 10 % quota
-                    # shared with the busy loop it takes 20 times its CPU time - past the start
-                    # timeout on a slow VM.
-                    # The fault's tighter limit comes once PID 1 runs (`docker update --cpus`).
-                    c.cgroup.update(**FAULT_LIMITS[fault])
+                # PID 1's set-up runs under the container's limits: under a 10 % quota shared
+                # with the busy loop it takes 20 times its CPU time - past the start timeout on
+                # a slow VM - and its memory is the caller's copy (SETUP_MEMORY).  The real
+                # limits come once PID 1 runs (`docker update --memory --cpus`).
+                c.cgroup.update(memory=LIMITS["memory"], **FAULT_LIMITS.get(fault, {}))
         except BaseException:
             self.remove()
             raise
