@@ -1,19 +1,14 @@
 """The last item of every run: nothing of the lab is left (STYLE: teardown after the suite)."""
-import os
 import re
 
+import psutil
 import pytest
 from conftest import cli
 
 
 def ancestors() -> set[int]:
-    """The PIDs above this test process (proc(5): the 4th field of /proc/PID/stat is the parent)."""
-    out, pid = set(), os.getpid()
-    while pid > 1:
-        with open(f"/proc/{pid}/stat") as f:
-            pid = int(f.read().rsplit(")", 1)[1].split()[1])
-        out.add(pid)
-    return out
+    """The PIDs above this test process (psutil, as the lab's other process facts)."""
+    return {p.pid for p in psutil.Process().parents()}
 
 
 @pytest.mark.last
