@@ -17,7 +17,7 @@ import textwrap
 import pytest
 from conftest import IS_ROOT, PY, cli, wait_for
 
-from justaprocess import cgroups, lab
+from justaprocess import _registry, cgroups, lab
 from justaprocess.errors import BadInput, NeedsPrivilege, NoSuchProcess, NotSupported
 
 
@@ -678,6 +678,10 @@ def test_v1_layout_one_directory_per_hierarchy(fake_v1):
                         devices=["c 1:3 rwm"]).create()
     want = {os.path.join(fake_v1.root, d, "user.slice", cgroups.LAB_PARENT, cg.name) for d in fake_v1.MOUNTS}
     assert set(cg.paths) == want and len(cg.paths) == 6          # cpu,cpuacct: one directory
+    # Registered before they were made, the lab parents too, in one registry file.
+    parents = {os.path.dirname(p) for p in want}
+    assert registered() == want | parents
+    assert len({e.file for e in lab.entries()}) == 1 and os.listdir(_registry.registry_dir()) == [cg._entries[0].file]
     assert cg.places["cpu"].path == cg.places["cpuacct"].path
     assert cgroups.CORE not in cg.places                          # no cgroup.events on pure v1
     assert fake_v1.get(cg.places["memory"].path, "memory.limit_in_bytes").strip() == str(64 << 20)

@@ -191,6 +191,38 @@ def test_the_registry_survives_the_process_that_wrote_it():
     lab.remove(found[0])
 
 
+def test_objects_registered_together_share_a_file_and_are_removed_one_by_one(own_objects):
+    from justaprocess import _registry
+    a, b = (f"{lab.run_dir()}/{lab.name()}" for _ in range(2))
+    es = _registry.register_all([("dir", a, "first"), ("dir", b, "second")])
+    group = os.path.join(lab.state_dir(), "registry", es[0].file)
+    assert [r["name"] for r in json.loads(open(group).read())] == [a, b]
+    os.makedirs(a)
+    os.makedirs(b)
+    mine = {e.name: e for e in lab.entries() if e.name in (a, b)}
+    assert {n: e.note for n, e in mine.items()} == {a: "first", b: "second"}
+    lab.remove(mine[a])  # the folder goes, and its record from the shared file
+    assert not os.path.exists(a) and os.path.isdir(b)
+    assert [e.name for e in lab.entries() if e.name in (a, b)] == [b]
+    _registry.renote(mine[b], "renamed")
+    assert [e.note for e in lab.entries() if e.name == b] == ["renamed"]
+    lab.remove(mine[b])
+    assert not os.path.exists(b) and not os.path.exists(group)
+    assert not [e for e in lab.entries() if e.name in (a, b)]
+
+
+def test_objects_registered_together_are_cleaned_up_after_their_owner_died():
+    a, b = (f"{lab.run_dir()}/{lab.name()}" for _ in range(2))
+    code = ("import os; from justaprocess import _registry; "
+            f"_registry.register_all([('dir', {a!r}, ''), ('dir', {b!r}, '')]); "
+            f"os.makedirs({a!r}); os.makedirs({b!r})")
+    subprocess.run([PY, "-c", code], check=True)
+    assert {e.name for e in lab.leftovers()} >= {a, b}
+    lab.cleanup(stale=True)
+    assert not os.path.exists(a) and not os.path.exists(b)
+    assert not [e for e in lab.entries() if e.name in (a, b)]
+
+
 def test_a_killed_jupyter_kernel_leaves_nothing_after_cleanup():
     """The real thing: a Jupyter kernel builds a container-like process in a cgroup,
     with a network namespace, and is SIGKILLed mid-notebook."""

@@ -20,6 +20,9 @@ from .limits import Limits, _quota_usec, _swap_active
 from .stats import Stats, read_pressure, read_stats
 
 
+PARENT_NOTE = "lab parent (shared; removed when empty)"
+
+
 class Cgroup:
     """A lab cgroup: limits in human units, explicit ``create()``/``remove()``.
 
@@ -163,12 +166,22 @@ class Cgroup:
         try:
             dirs: dict[Hierarchy, str] = {}
             nest = self._nest_dirs(hs)
+            parents = {h: nest[h] if nest else self._lab_parent_path(h) for h in hs}
+            # Registered before anything is made, in one registry file: the lab parents
+            # still to make and this cgroup's directory in each hierarchy.
+            todo = [p for p in parents.values() if not nest and not os.path.isdir(p)]
+            made = _registry.register_all([("cgroup", p, PARENT_NOTE) for p in todo]
+                                          + [("cgroup", os.path.join(parents[h], self.name),
+                                              "lab cgroup") for h in hs])
+            self._parents += made[:len(todo)]
+            self._entries += made[len(todo):]
             for h in hs:
+                path = os.path.join(parents[h], self.name)
                 for attempt in range(3):
-                    parent = nest[h] if nest else self._lab_parent(h)
-                    path = os.path.join(parent, self.name)
-                    if attempt == 0:
-                        self._entries.append(_registry.register("cgroup", path, note="lab cgroup"))
+                    if not nest and (attempt or parents[h] in todo):
+                        self._make_parent(parents[h])
+                    if not nest and h.version == 2:
+                        _enable(parents[h], list(V2_CONTROLLERS))
                     try:
                         files._mkdir(path)
                         break
@@ -215,10 +228,10 @@ class Cgroup:
                 _enable(have[h], list(V2_CONTROLLERS))   # EBUSY if it holds processes
         return {h: have[h] for h in hs}
 
-    def _lab_parent(self, h: Hierarchy) -> str:
-        """The shared lab parent in one hierarchy, made (and registered) if absent."""
+    def _lab_parent_path(self, h: Hierarchy) -> str:
+        """The shared lab parent's path in one hierarchy; on v2 the controllers handed
+        down to it from its base (cgroup-v2.rst "Enabling and Disabling")."""
         base = lab_base(h, self.procfs)
-        parent = os.path.join(base, LAB_PARENT)
         if h.version == 2 and set(V2_CONTROLLERS) & set(h.controllers):  # not the hybrid's unified
             have = (files._read(os.path.join(base, "cgroup.controllers")) or "").split()
             lacking = sorted(self._needed() - set(have))
@@ -226,16 +239,17 @@ class Cgroup:
                 raise NotSupported(f"the controller(s) {', '.join(lacking)} are not available in "
                                    f"{base} (its cgroup.controllers): delegate them to the lab's unit")
             _enable(base, list(V2_CONTROLLERS))
-        if not os.path.isdir(parent):
-            entry = _registry.register("cgroup", parent, note="lab parent (shared; removed when empty)")
-            try:
-                files._mkdir(parent)
-                self._parents.append(entry)
-            except FileExistsError:
-                _registry.unregister(entry)  # another kernel made it meanwhile: theirs to forget
-        if h.version == 2:
-            _enable(parent, list(V2_CONTROLLERS))
-        return parent
+        return os.path.join(base, LAB_PARENT)
+
+    def _make_parent(self, parent: str) -> None:
+        """mkdir the shared lab parent, registered first (by create(), or here when another
+        kernel removed it since create() looked)."""
+        if not any(e.name == parent for e in self._parents):
+            self._parents.append(_registry.register("cgroup", parent, note=PARENT_NOTE))
+        try:
+            files._mkdir(parent)
+        except FileExistsError:
+            pass  # another kernel made it meanwhile: shared, removed by whoever leaves it empty
 
     def _undo(self) -> None:
         for d in reversed(self._dirs):
@@ -243,17 +257,20 @@ class Cgroup:
                 remove(d, timeout=2)
             except OSError:
                 pass
-        for e in self._entries:
-            _registry.unregister(e)
-        self._forget_parents()
+        for e in self._parents:  # made, but no child of ours got into it: removed when empty
+            try:
+                remove(e.name)
+            except OSError:
+                pass
+        _registry.unregister_all(self._entries + self._gone_parents())
         self._dirs, self._entries, self.places, self.written = [], [], {}, []
 
-    def _forget_parents(self) -> None:
-        """Unregister the lab parents we made once they are gone (the last child took them)."""
-        for e in list(self._parents):
-            if not os.path.isdir(e.name):
-                _registry.unregister(e)
-                self._parents.remove(e)
+    def _gone_parents(self) -> list:
+        """The lab parents we registered that are gone (the last child took them): they are
+        no longer ours to unregister later."""
+        gone = [e for e in self._parents if not os.path.isdir(e.name)]
+        self._parents = [e for e in self._parents if e not in gone]
+        return gone
 
     def _file(self, ctrl: str, name: str) -> str:
         return os.path.join(self.places[ctrl].path, name)
@@ -398,9 +415,9 @@ class Cgroup:
         prog = _bpfdev.install(core.path, rules)
         self.device_filter = (prog, _bpfdev.program_name(core.path))
         for e in self._entries:
-            if e.name == core.path:  # the same file again, with a note on what hangs on it
-                _registry.register("cgroup", e.name, note=f"lab cgroup; device program {prog} "
-                                   f"{self.device_filter[1]} attached (BPF_CGROUP_DEVICE)")
+            if e.name == core.path:  # its entry says what hangs on it
+                _registry.renote(e, f"lab cgroup; device program {prog} "
+                                 f"{self.device_filter[1]} attached (BPF_CGROUP_DEVICE)")
 
     def device_control(self) -> str:
         """How device access is controlled here, read back from the kernel: v1's
@@ -434,19 +451,19 @@ class Cgroup:
         if not self._dirs:
             return
         self.kill()
-        errs = []
+        errs, done = [], []
         for e in sorted(self._entries, key=lambda e: -e.name.count("/")):
             try:
                 remove(e.name, timeout)
                 if os.path.isdir(e.name):
                     raise StillPresent(f"{e.name} is still there after rmdir")
-                _registry.unregister(e)
+                done.append(e)
             except OSError as exc:
                 errs.append(f"{e.name}: {exc}")
+        _registry.unregister_all(done + self._gone_parents())  # one registry file, mostly
         if errs:
             raise LabError("could not remove " + "; ".join(errs)
                            + " - run `python -m justaprocess cleanup` as root")
-        self._forget_parents()
         self._dirs, self._entries, self.places = [], [], {}
         self.device_filter = None
 
