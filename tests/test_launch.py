@@ -220,6 +220,33 @@ def test_bounded_contains_a_memory_hog(caller):
     assert r.signal == signal.SIGKILL and r.value is None
 
 
+@root
+def test_a_death_before_exec_is_a_failed_start_not_a_running_process(caller):
+    # A real OOM kill during the set-up: the pages the child touches before its exec are
+    # charged to the cgroup it joined.  The wire's EOF alone reads the same as an exec.
+    def hog():
+        bytearray(b"x") * (256 << 20)
+    h = L.start(L.Spec(argv=["sleep", "60"], cgroup=L.Bounded(memory="32M"), prepare=hog))
+    assert h.error is not None and h.error.step == "set-up", h.error
+    assert "killed by SIGKILL before its exec" in str(h.error) and "OOM" in str(h.error)
+    with pytest.raises(L.StepFailed, match="set-up: killed by SIGKILL"):
+        h.check()
+    r = h.wait(5)
+    assert r.signal == signal.SIGKILL and r.error is h.error
+    # The same launch without the hog execs, and reports no error
+    with _sleeper(cgroup=L.Bounded(memory="32M")) as h:
+        assert h.error is None and proc.running(h.pid)
+
+
+@root
+def test_a_filter_that_refuses_write_does_not_hide_the_exec(caller):
+    # The last frame before exec goes out before the seccomp filter is loaded.
+    r = L.run(L.Spec(argv=["true"], no_new_privs=True, seccomp={"write": "EPERM"}))
+    assert r.returncode == 0 and r.error is None, r
+    r = L.run(L.Spec(argv=["sh", "-c", "echo hi"], no_new_privs=True, seccomp={"write": "EPERM"}))
+    assert r.error is None and r.stdout == "" and r.returncode != 0, r  # the filter bites
+
+
 # --- identity and privileges ------------------------------------------------------------------
 
 @root

@@ -3,7 +3,8 @@
 
 Runs only in children: never returns, reports a failed step on the wire (a frame
 ``("error", (step, errno, detail))``) and _exit()s, never raises into the caller's code
-(the child is a copy of the caller: fork(2), _exit(2)).
+(the child is a copy of the caller: fork(2), _exit(2)).  Its last frame before execve(2)
+is ``("exec", None)``: the caller tells an exec from a death by it.
 """
 from __future__ import annotations
 
@@ -487,6 +488,12 @@ def _security(plan: _Plan) -> None:
     if plan.close_fds:
         _Step.name = "close fds"  # close-on-exec from 3 up: the exec closes them
         _libc.cloexec_from(3)
+    if plan.fn is None:
+        # The last frame before execve(2): the wire closes on exec (O_CLOEXEC), and on any
+        # death too, so an EOF without this frame is a death in the set-up (an OOM kill,
+        # say).  Sent before the filter, which may refuse write(2); a failure of the load
+        # or of the exec still comes as an error frame, which wins.
+        _send(plan.wire_w, "exec")
     if plan.seccomp is not None:
         _Step.name = "seccomp"
         _libc.seccomp_load(plan.seccomp)

@@ -136,6 +136,7 @@ class Handle:
         self.error: StepFailed | None = None
         self.result: Result | None = None
         self._value = self._exception = None
+        self._exec_next = False  # its last frame before execve(2) came
         self._t_known = False
         # Registered once it runs (end of _ready), not now: it dies with us meanwhile
         # (PR_SET_PDEATHSIG), and reading its /proc/PID/stat for the registry while it
@@ -174,6 +175,8 @@ class Handle:
                     # What execve(2) raised, as a callable's exception would come back.
                     no = self.error.errno
                     self._exception = OSError(no, os.strerror(no))  # (the program: error.detail)
+            elif kind == "exec":
+                self._exec_next = True
             elif kind in ("running", "gate"):
                 running = True
             elif kind == "value":
@@ -183,7 +186,11 @@ class Handle:
         return running
 
     def _ready(self, deadline: float) -> None:
-        """Read the wire until EOF (exec'd, or gone), 'running' or an error."""
+        """Read the wire until EOF (exec'd, or gone), 'running' or an error.
+
+        EOF after the "exec" frame is the exec (the wire is close-on-exec); EOF without
+        it, and without an error, is a death during the set-up: :meth:`_died_in_setup`.
+        """
         while self._wire is not None:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self._wire], [], [], left)[0]:
@@ -195,6 +202,8 @@ class Handle:
             if not chunk:
                 os.close(self._wire)
                 self._wire = None
+                if not self._exec_next and self.error is None:
+                    self._died_in_setup(deadline)
                 break
             self._bufs["wire"] += chunk
             if self._take(self._frames()) or self.error is not None:
@@ -214,6 +223,29 @@ class Handle:
                 self.pidfd = None  # already gone
             if registered:
                 self._register(self.pid)
+
+    def _died_in_setup(self, deadline: float) -> None:
+        """It ended before its exec without reporting a failed step: say how it ended
+        (an OOM kill in its set-up: docs/kernel-notes.md, "cgroups")."""
+        how = "ended before its exec"
+        hint = "run it again; if it repeats, look at `dmesg` for what ended it"
+        if select.select([self._wait_fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            try:
+                info = os.waitid(os.P_PIDFD, self._wait_fd, os.WEXITED | os.WNOWAIT)  # not reaped
+            except ChildProcessError:
+                info = None  # reaped by someone else: how it ended is gone with it
+            if info is not None and info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+                sig = signal.Signals(info.si_status)
+                how = f"killed by {sig.name} before its exec"
+                if sig == signal.SIGKILL:
+                    hint = ("most often the OOM killer: until its exec the process is a copy of "
+                            "the caller, and the pages it touches are charged to the cgroup it "
+                            "joined (memory.events counts oom_kill; `dmesg` names the victim). "
+                            "Give that cgroup more memory, or start it under a roomier limit "
+                            "and lower it once it runs (Cgroup.update)")
+            elif info is not None:
+                how = f"exited with status {info.si_status} before its exec"
+        self.error = StepFailed("set-up", 0, how, hint)
 
     def _register(self, pid: int) -> None:
         try:

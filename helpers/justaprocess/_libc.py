@@ -82,7 +82,7 @@ _GENERIC = {"clone": 220, "pivot_root": 41, "mount": 40, "umount2": 39, "unshare
             "acct": 89, "settimeofday": 170, "clock_settime": 112, "open_by_handle_at": 265,
             "userfaultfd": 282, "open_tree": 428, "move_mount": 429, "fsopen": 430,
             "fsmount": 432, "kcmp": 272, "process_vm_readv": 270, "process_vm_writev": 271,
-            "quotactl": 60, "close_range": 436}
+            "quotactl": 60, "close_range": 436, "write": 64}
 SYSCALLS: dict[str, dict[str, int]] = {
     "x86_64": {"clone": 56, "pivot_root": 155, "mount": 165, "umount2": 166, "unshare": 272,
                "setns": 308, "ptrace": 101, "reboot": 169, "chroot": 161, "sethostname": 170,
@@ -94,7 +94,7 @@ SYSCALLS: dict[str, dict[str, int]] = {
                "open_by_handle_at": 304, "userfaultfd": 323, "open_tree": 428,
                "move_mount": 429, "fsopen": 430, "fsmount": 432, "kcmp": 312,
                "process_vm_readv": 310, "process_vm_writev": 311, "quotactl": 179,
-               "iopl": 172, "ioperm": 173, "close_range": 436},
+               "iopl": 172, "ioperm": 173, "close_range": 436, "write": 1},
     "aarch64": _GENERIC,
     "riscv64": _GENERIC,
     "ppc64le": {"clone": 120, "pivot_root": 203},
