@@ -31,7 +31,9 @@ to children only (pid_namespaces(7)), a new user namespace's maps are written
 from outside it (user_namespaces(7)), and a new time namespace too applies to
 children (time_namespaces(7)).  Otherwise H itself unshares and becomes T.
 A single-threaded caller that joins nothing (a script, the benchmark) skips H:
-it clones T straight into its new namespaces, as runc does.
+it clones T straight into its new namespaces, as runc does.  A T that execs is
+cloned without the interpreter's fork hooks (``_libc.clone(hooks=False)``): one
+thread, and only the launcher's steps run in it before the exec.
 
 One wire format from the children: frames of a 4-byte length and a pickled
 ``(kind, payload)`` on a close-on-exec pipe.  ``pid``/``ns_pid`` say where T

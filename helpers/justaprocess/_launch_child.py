@@ -168,7 +168,7 @@ def _helper(plan: _Plan) -> None:
         life_r, life_w = os.pipe()
         go_r, go_w = os.pipe()
         _Step.name = "clone " + (",".join(k for k in plan.new if k not in ("cgroup", "time")) or "(fork)")
-        t = _libc.clone(plan.clone_flags)
+        t = _libc.clone(plan.clone_flags, hooks=plan.fn is not None)  # H: one thread
         if t == 0:
             os.close(life_w)
             os.close(go_w)

@@ -73,7 +73,8 @@ def start(spec: Spec, *, start_timeout: float = 10.0, resolve=_cgroup_dirs) -> "
         if direct:
             life_r, lifeline = os.pipe2(os.O_CLOEXEC)
             try:
-                first = _libc.clone(plan.clone_flags)
+                # A child that execs skips the interpreter's fork hooks (_libc.clone).
+                first = _libc.clone(plan.clone_flags, hooks=plan.fn is not None)
             except OSError:  # refused: the helper way repeats it and reports the step
                 os.close(life_r)
                 os.close(lifeline)

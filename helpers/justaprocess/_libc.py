@@ -236,7 +236,7 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
 SIGCHLD = 17  # the exit signal a clone() child sends its parent (signal(7), x86/arm/riscv/s390)
 
 
-def clone(flags: int) -> int:
+def clone(flags: int, hooks: bool = True) -> int:
     """clone(2) without a new stack: returns twice like fork(), with CLONE_NEW* flags for the child.
 
     The child is *born* in the new namespaces; the caller stays where it is (what
@@ -245,6 +245,13 @@ def clone(flags: int) -> int:
     around it (PyOS_BeforeFork/PyOS_AfterFork_*, "Process Control" in the C API).
     Only for a single-threaded caller (a forked helper): the hooks do not make
     other threads' locks safe the way os.fork() does.
+
+    ``hooks=False`` skips them on both sides, as :func:`fork_single_threaded` does: for a
+    child that runs only the launcher's steps and then execs.  In the child they cost
+    ~0.5 ms of CPU, on the way to its exec (threading's and random's after-fork work,
+    mostly copy-on-write faults: bench/README.md); with one thread there is no lock
+    another thread could hold, and nothing of the interpreter's own state to reset.
+    A child that runs a Python callable keeps them (random is reseeded there, say).
     """
     nr = SYSCALLS.get(MACHINE, {}).get("clone")
     if nr is None:
@@ -253,13 +260,14 @@ def clone(flags: int) -> int:
     if CLONE_ARGS_SWAPPED:
         a, b = ctypes.c_ulong(0), ctypes.c_ulong(flags | SIGCHLD)
     api = ctypes.pythonapi
-    api.PyOS_BeforeFork()
+    if hooks:
+        api.PyOS_BeforeFork()
     pid = _libc_gil.syscall(ctypes.c_long(nr), a, b, ctypes.c_void_p(0), ctypes.c_void_p(0),
                             ctypes.c_void_p(0))
     err = ctypes.get_errno()
-    if pid == 0:
+    if hooks and pid == 0:
         api.PyOS_AfterFork_Child()
-    else:
+    elif hooks:
         api.PyOS_AfterFork_Parent()
     if pid == -1:
         raise OSError(err, os.strerror(err))
