@@ -3,14 +3,16 @@ files, a sidecar sharing namespaces, a debug container, OOM kills, and cleanup o
 every podman object - also when the process that made them was killed.
 """
 import os
+import re
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from justaprocess import cgroups, lab, podman
+from justaprocess import _libc, _podman_store, cgroups, lab, podman
 from justaprocess.errors import BadInput
 
 WHY = podman.missing() if os.geteuid() == 0 else "needs root: run `make test` as root in the lab VM"
@@ -37,6 +39,58 @@ def store(own_objects):
     st.remove()
     assert not os.path.exists(st.dir) and not os.path.exists(st.runroot)
     assert podman.leftover_cgroups(st.dir) == []
+
+
+# --- nothing of the lab outside its store ---------------------------------------------
+
+def _events(fd: int) -> list[tuple[int, int, str]]:
+    """The (watch, mask, name) of each inotify(7) event queued (struct inotify_event)."""
+    out, buf = [], b""
+    while True:
+        try:
+            buf += os.read(fd, 65536)
+        except BlockingIOError:
+            break
+    while buf:
+        wd, mask, _, size = struct.unpack_from("iIII", buf)
+        out.append((wd, mask, buf[16:16 + size].rstrip(b"\0").decode()))
+        buf = buf[16 + size:]
+    return out
+
+
+def test_image_copies_leave_the_machines_blob_info_cache_alone(own_objects):
+    # containers/image's cache for root is /var/lib/containers/cache, a constant: podman
+    # import (and kube play, which builds the pause image) made or updated it there.
+    # Watched: the deepest folder of that path that exists (on a fresh machine /var/lib:
+    # there only the name "containers" counts).  The import's temporary files went to
+    # /var/tmp too (watched during the import).
+    cache = _podman_store.BLOB_INFO_CACHE
+    top = _podman_store._first_existing(cache)
+    below = os.path.relpath(cache, top).split(os.sep)[0] if top != cache else None
+    written = 0x2 | 0x4 | 0x8 | 0x80 | 0x100    # IN_MODIFY ATTRIB CLOSE_WRITE MOVED_TO CREATE
+    temp = re.compile(r"^(\d+|storage\d+)$")  # os.CreateTemp / MkdirTemp names of podman's
+    fd, tmp_fd = _libc.inotify_init1(), _libc.inotify_init1()
+    try:
+        _libc.inotify_add_watch(fd, top, written)
+        _libc.inotify_add_watch(tmp_fd, "/var/tmp", 0x100)
+        with podman.Store() as st:
+            st.image()
+            tmp = [name for _, _, name in _events(tmp_fd) if temp.match(name)]
+            st.kube_play(pod("jap-cache", ctr("c", "true")), start=False)
+        seen = [(hex(mask), name) for _, mask, name in _events(fd) if below in (None, name)]
+    finally:
+        os.close(fd)
+        os.close(tmp_fd)
+    assert seen == [], f"podman wrote {top}: {seen}"
+    assert tmp == [], f"podman import wrote temporary files in /var/tmp: {tmp}"
+
+
+def test_which_commands_copy_images():
+    copies = _podman_store.copies_images
+    assert copies(["import", "--change", "CMD x", "f.tar", "img"]) and copies(["image", "pull", "x"])
+    assert copies(["kube", "play", "--start=false", "-"]) and copies(["pod", "create", "p"])
+    assert not copies(["pod", "start", "p"]) and not copies(["run", "--rm", "img", "true"])
+    assert not copies(["image", "exists", "img"]) and not copies([])
 
 
 # --- input is checked before podman runs ------------------------------------------

@@ -12,7 +12,8 @@ import os
 import shutil
 import subprocess
 
-from . import _registry, _spawn, cgroups
+from . import _libc, _registry, _spawn, cgroups
+from ._launch_child import step
 from .errors import BadInput, LabError, MissingTool
 
 
@@ -55,8 +56,68 @@ def _split(entry_name: str) -> tuple[str, str, str]:
 
 
 def env_for(store: str) -> dict[str, str]:
+    # TMPDIR: podman's temporary files (image copies, the pause image's Containerfile)
+    # go to /var/tmp unless told (containers.conf(5) image_copy_tmp_dir, which the
+    # store's configuration also sets; TMPDIR wins over it): into the store.
     return {**os.environ, "CONTAINERS_CONF": os.path.join(store, "containers.conf"),
-            "CONTAINERS_STORAGE_CONF": os.path.join(store, "storage.conf")}
+            "CONTAINERS_STORAGE_CONF": os.path.join(store, "storage.conf"),
+            "TMPDIR": os.path.join(store, "tmp")}
+
+
+# containers/image keeps a "blob info cache" (which layer blobs it has seen where, to
+# skip copies) and, for root, takes its folder from a constant: /var/lib/containers/cache
+# (containers/image pkg/blobinfocache/default.go).  No containers.conf or storage.conf
+# key moves it, not even in podman 5: the storage's graphroot does not.
+BLOB_INFO_CACHE = "/var/lib/containers/cache"
+
+# The commands that copy an image (containers/image's copy) and so open that cache:
+# import, pull, build ...; kube play and pod create build podman's pause image for
+# the pod's infra container the first time a store needs it.
+_COPIES = {"import", "pull", "build", "load", "commit", "push", "save"}
+_COPIES_2 = {("kube", "play"), ("play", "kube"), ("pod", "create")}
+
+
+def copies_images(args: list[str]) -> bool:
+    """Does ``podman ARGS`` copy an image (so write the machine-wide blob info cache)?"""
+    words = [a for a in args if not a.startswith("-")][:3]
+    if words[:1] == ["image"] or words[:1] == ["container"]:
+        words = words[1:]
+    return bool(words) and (words[0] in _COPIES or tuple(words[:2]) in _COPIES_2)
+
+
+def _first_existing(path: str) -> str:
+    while not os.path.isdir(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def cache_out_of_reach(keep: list[str]):
+    """A ``prepare`` for a podman in a private mount namespace: the blob info cache is read-only.
+
+    The deepest folder of :data:`BLOB_INFO_CACHE` that exists (on a fresh machine
+    /var/lib) is bound onto itself and remounted read-only, in that namespace only
+    (mount_namespaces(7), mount(2) MS_BIND|MS_REMOUNT|MS_RDONLY); containers/image
+    then cannot make or update the cache and keeps it in memory for that one
+    command (it does so when the folder cannot be made).  The lab's own folders
+    below it (``keep``: the store) are bound onto themselves again, writable.
+    Nothing on the machine changes: the mounts go with the namespace.
+    """
+    top = _first_existing(BLOB_INFO_CACHE)
+    keep = [os.path.realpath(k) for k in keep]
+    keep = [k for k in keep if os.path.commonpath([k, os.path.realpath(top)]) == os.path.realpath(top)]
+    st = os.statvfs(top)
+    locked = st.f_flag & (_libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC)  # ST_* == MS_*
+
+    def prepare() -> None:
+        step(f"read-only {top}")
+        _libc.mount(top, top, None, _libc.MS_BIND | _libc.MS_REC)
+        _libc.mount(None, top, None, _libc.MS_BIND | _libc.MS_REMOUNT | _libc.MS_RDONLY | locked)
+        for k in keep:
+            step(f"writable {k}")
+            _libc.mount(k, k, None, _libc.MS_BIND | _libc.MS_REC)
+            flags = os.statvfs(k).f_flag & (_libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC)
+            _libc.mount(None, k, None, _libc.MS_BIND | _libc.MS_REMOUNT | flags)
+    return prepare
 
 
 def _cli(store: str, args: list[str], *, timeout: float = 120, input: str | None = None,
@@ -65,8 +126,12 @@ def _cli(store: str, args: list[str], *, timeout: float = 120, input: str | None
     # cwd: the store.  conmon (podman's monitor) writes its OOM marker file "oom" into
     # the working directory it inherits; podman 4.3 looks for it in the container's
     # bundle instead, so that file must not land in the caller's folder.
+    # A command that copies an image runs in a mount namespace of its own, where the
+    # machine-wide blob info cache is read-only (cache_out_of_reach).
+    private = copies_images(args) and os.path.isdir(store)
     p = _spawn.spawn([binary(), *args], env=env_for(store), cwd=store if os.path.isdir(store) else "/",
                   note="podman " + " ".join(args[:2]),
+                  new="mnt" if private else (), preexec=cache_out_of_reach([store]) if private else None,
                   stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

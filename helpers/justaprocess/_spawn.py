@@ -101,17 +101,18 @@ class LabProcess:
     It runs in its own session, dies with its parent, and ``stop()`` (or lab
     cleanup) kills it and reaps it.  ``cgroup``: cgroup directories (or a
     ``Cgroup``) it joins before exec; ``preexec``: a callable run in the child
-    before exec (the launcher's ``prepare``).
+    before exec (the launcher's ``prepare``); ``new``: namespaces it gets of its own
+    (``"mnt"``: a private mount namespace, for ``preexec`` to mount in).
     """
 
     def __init__(self, argv: list[str], *, note: str = "", preexec=None, cgroup=None,
                  stdin=subprocess.DEVNULL, stdout=None, stderr=None, env=None, cwd=None,
-                 text: bool = False, pass_fds=()):
+                 text: bool = False, pass_fds=(), new=()):
         # pass_fds: the launcher passes every inheritable fd; the callers' fds are made so.
         for fd in pass_fds:
             os.set_inheritable(fd, True)
         spec = Spec(argv=list(argv), cgroup=cgroup, stdin=_how(stdin), stdout=_how(stdout),
-                    stderr=_how(stderr), env=env, cwd=cwd, prepare=preexec,
+                    stderr=_how(stderr), env=env, cwd=cwd, prepare=preexec, new=new,
                     note=note or str(argv[0]))
         self._handle = _launch_run.start(spec)
         if self._handle.error is not None:  # e.g. exec: ENOENT - reap it, then say so

@@ -25,6 +25,14 @@ runtime state all live below that folder.  The configuration says:
   made it and it is empty.
 
 Images come from ``podman import`` of the lab's busybox root (no registry).
+Copying an image (``import``; ``kube play`` builds podman's pause image for a
+pod's infra container) writes a machine-wide "blob info cache" whose folder
+containers/image takes from a constant, /var/lib/containers/cache: those
+commands run in a private mount namespace where that folder (or, on a fresh
+machine, /var/lib) is read-only and the store writable, so podman keeps that
+cache in memory and nothing of the lab lands outside the store
+(``_podman_store.cache_out_of_reach``).  Temporary files go to ``<store>/tmp``
+(``image_copy_tmp_dir``, TMPDIR), not /var/tmp.
 
 Registry (``lab.register``): the store (kind ``podman``, the folder's path)
 and every pod, container and image in it (kind ``podman``,
@@ -100,6 +108,8 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 events_logfile_path = "{d}/events.log"
 tmp_dir = "{d}/tmp"
+# Temporary copies of images (podman sets TMPDIR from it): not /var/tmp.
+image_copy_tmp_dir = "{d}/tmp"
 static_dir = "{d}/root/libpod"
 volume_path = "{d}/root/volumes"
 """
@@ -141,6 +151,7 @@ class Store:
             return self
         self.entry = lab.register("podman", self.dir, note="podman store (config, images, containers)")
         os.makedirs(os.path.join(self.dir, "net"))
+        os.makedirs(os.path.join(self.dir, "tmp"))
         with open(os.path.join(self.dir, MARK), "w") as f:
             f.write("remove with justaprocess.podman.remove_store (python -m justaprocess cleanup)\n")
         with open(os.path.join(self.dir, "containers.conf"), "w") as f:
@@ -228,14 +239,17 @@ class Store:
             self.register("pod", p)
         text = "\n---\n".join(json.dumps(d) for d in docs)  # YAML is a superset of JSON
         v2 = cgroups.layout() == cgroups.V2
-        args = ["kube", "play", "--network", "none", "--start=" + str(start and not v2).lower(), "-"]
+        # Played without starting: kube play may build podman's pause image, so it runs
+        # in a mount namespace of its own (_podman_store.cache_out_of_reach); the pods
+        # start from the caller's, where their mounts belong.
+        args = ["kube", "play", "--network", "none", "--start=false", "-"]
         try:
             self.podman(*args, input=text)
-            if v2:
-                for p in pods:
+            for p in pods:
+                if v2:
                     self._open_pod_devices(p)
-                    if start:
-                        self.podman("pod", "start", p)
+                if start:
+                    self.podman("pod", "start", p)
         finally:
             self._remember_ids()
         return pods
