@@ -3,6 +3,7 @@ files, a sidecar sharing namespaces, a debug container, OOM kills, and cleanup o
 every podman object - also when the process that made them was killed.
 """
 import os
+import ctypes
 import re
 import signal
 import struct
@@ -12,7 +13,7 @@ import textwrap
 
 import pytest
 
-from justaprocess import _libc, _podman_store, cgroups, lab, podman
+from justaprocess import _podman_store, cgroups, lab, podman
 from justaprocess.errors import BadInput
 
 WHY = podman.missing() if os.geteuid() == 0 else "needs root: run `make test` as root in the lab VM"
@@ -43,46 +44,95 @@ def store(own_objects):
 
 # --- nothing of the lab outside its store ---------------------------------------------
 
-def _events(fd: int) -> list[tuple[int, int, str]]:
-    """The (watch, mask, name) of each inotify(7) event queued (struct inotify_event)."""
+_FAN = ctypes.CDLL(None, use_errno=True)
+_FAN.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int,
+                               ctypes.c_char_p]
+
+
+def _fanotify(path: str, mask: int) -> int:
+    """A fanotify(7) group watching the folder ``path`` (events of its entries), whose events
+    say which process caused them and the entry's name (FAN_REPORT_DFID_NAME)."""
+    FAN_CLOEXEC, FAN_NONBLOCK, FAN_REPORT_DFID_NAME = 0x1, 0x2, 0xC00
+    fd = _FAN.fanotify_init(FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_DFID_NAME, os.O_RDONLY)
+    if fd < 0 or _FAN.fanotify_mark(fd, 0x1, mask | 0x40000000 | 0x08000000, -100,  # ADD,
+                                    path.encode()) < 0:                         # ONDIR, ON_CHILD
+        pytest.skip(f"fanotify: {os.strerror(ctypes.get_errno())}")
+    return fd
+
+
+def _fan_events(fd: int) -> list[tuple[int, str]]:
+    """(pid, name) of each queued event: struct fanotify_event_metadata, then the info record
+    (header, fsid, struct file_handle, the name NUL-terminated)."""
     out, buf = [], b""
     while True:
         try:
             buf += os.read(fd, 65536)
         except BlockingIOError:
             break
-    while buf:
-        wd, mask, _, size = struct.unpack_from("iIII", buf)
-        out.append((wd, mask, buf[16:16 + size].rstrip(b"\0").decode()))
-        buf = buf[16 + size:]
+    off = 0
+    while off < len(buf):
+        size, _, _, meta, _, _, pid = struct.unpack_from("IBBHQii", buf, off)
+        info = off + meta
+        handle_bytes = struct.unpack_from("I", buf, info + 4 + 8)[0]
+        name = buf[info + 4 + 8 + 8 + handle_bytes:off + size].split(b"\0")[0].decode()
+        out.append((pid, name))
+        off += size
     return out
 
 
-def test_image_copies_leave_the_machines_blob_info_cache_alone(own_objects):
+def test_image_copies_leave_the_machines_blob_info_cache_alone(own_objects, monkeypatch):
     # containers/image's cache for root is /var/lib/containers/cache, a constant: podman
     # import (and kube play, which builds the pause image) made or updated it there.
     # Watched: the deepest folder of that path that exists (on a fresh machine /var/lib:
-    # there only the name "containers" counts).  The import's temporary files went to
-    # /var/tmp too (watched during the import).
+    # there only the name "containers" counts), and /var/tmp during the import (its
+    # temporary files went there).  Only the lab's own podman processes count: fanotify
+    # says who wrote (another run of the lab's older code may write there meanwhile).
     cache = _podman_store.BLOB_INFO_CACHE
     top = _podman_store._first_existing(cache)
     below = os.path.relpath(cache, top).split(os.sep)[0] if top != cache else None
-    written = 0x2 | 0x4 | 0x8 | 0x80 | 0x100    # IN_MODIFY ATTRIB CLOSE_WRITE MOVED_TO CREATE
-    temp = re.compile(r"^(\d+|storage\d+)$")  # os.CreateTemp / MkdirTemp names of podman's
-    fd, tmp_fd = _libc.inotify_init1(), _libc.inotify_init1()
+    ours = set()
+    spawn = _podman_store._spawn.spawn
+
+    def recorded(argv, **kw):
+        p = spawn(argv, **kw)
+        ours.add(p.pid)
+        return p
+    monkeypatch.setattr(_podman_store._spawn, "spawn", recorded)
+    temp = re.compile(r"^(\d+|storage\d+)$")  # podman's os.CreateTemp / MkdirTemp names
+    # FAN_MODIFY ATTRIB CLOSE_WRITE MOVED_TO CREATE
+    fd, tmp_fd = _fanotify(top, 0x2 | 0x4 | 0x8 | 0x80 | 0x100), _fanotify("/var/tmp", 0x100)
     try:
-        _libc.inotify_add_watch(fd, top, written)
-        _libc.inotify_add_watch(tmp_fd, "/var/tmp", 0x100)
         with podman.Store() as st:
             st.image()
-            tmp = [name for _, _, name in _events(tmp_fd) if temp.match(name)]
+            tmp = [name for pid, name in _fan_events(tmp_fd) if pid in ours and temp.match(name)]
             st.kube_play(pod("jap-cache", ctr("c", "true")), start=False)
-        seen = [(hex(mask), name) for _, mask, name in _events(fd) if below in (None, name)]
+        seen = [name for pid, name in _fan_events(fd) if pid in ours and below in (None, name)]
     finally:
         os.close(fd)
         os.close(tmp_fd)
-    assert seen == [], f"podman wrote {top}: {seen}"
-    assert tmp == [], f"podman import wrote temporary files in /var/tmp: {tmp}"
+    assert ours, "the lab's podman commands were not seen"
+    assert seen == [], f"the lab's podman wrote {top}: {seen}"
+    assert tmp == [], f"the lab's podman import wrote temporary files in /var/tmp: {tmp}"
+
+
+def test_the_runtime_state_folder_podman_made_is_removed_once_empty(tmp_path, monkeypatch):
+    # runc/crun keep a folder per container in /run/runc or /run/crun (no --root from
+    # podman): on a fresh machine the lab's podman makes it; the lab rmdirs it when empty.
+    monkeypatch.setenv("JAP_STATE_DIR", str(tmp_path / "state"))
+    root = tmp_path / "runc-root"
+    monkeypatch.setitem(_podman_store.RUNTIME_ROOTS, "runc", str(root))
+    _podman_store._note_runtime_root("runc")
+    root.mkdir()
+    (root / "0123").mkdir()               # a container of another store still there
+    _podman_store._sweep_runtime_roots()
+    assert root.is_dir() and (tmp_path / "state" / _podman_store._ROOT_MARK).exists()
+    (root / "0123").rmdir()
+    _podman_store._sweep_runtime_roots()
+    assert not root.exists() and not (tmp_path / "state" / _podman_store._ROOT_MARK).exists()
+    root.mkdir()                          # there before the lab: never noted, never removed
+    _podman_store._note_runtime_root("runc")
+    _podman_store._sweep_runtime_roots()
+    assert root.is_dir()
 
 
 def test_which_commands_copy_images():

@@ -181,6 +181,45 @@ def _note_libpod_parent() -> None:
         open(os.path.join(_registry.state_dir(), _PARENT_MARK), "a").close()
 
 
+# The state folder runc(8) and crun(1) keep for root when not given --root (podman
+# passes none): one subfolder per container, removed with it; the folder stays.
+RUNTIME_ROOTS = {"runc": "/run/runc", "crun": "/run/crun"}
+_ROOT_MARK = "runtime-root-made-by-lab"
+
+
+def _note_runtime_root(runtime: str) -> None:
+    """Remember that the lab's podman will make the runtime's state folder (to rmdir it when empty)."""
+    path = RUNTIME_ROOTS.get(runtime)
+    if path and not os.path.isdir(path):
+        os.makedirs(_registry.state_dir(), exist_ok=True)
+        with open(os.path.join(_registry.state_dir(), _ROOT_MARK), "a") as f:
+            f.write(path + "\n")
+
+
+def _sweep_runtime_roots() -> None:
+    """rmdir the runtime state folders the lab's podman made, once empty (another store's
+    containers keep theirs in it: then it stays, and the note too)."""
+    mark = os.path.join(_registry.state_dir(), _ROOT_MARK)
+    try:
+        with open(mark) as f:
+            paths = {line.strip() for line in f} & set(RUNTIME_ROOTS.values())
+    except FileNotFoundError:
+        return
+    left = []
+    for path in sorted(paths):
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            left.append(path)
+    if left:
+        with open(mark, "w") as f:
+            f.write("".join(p + "\n" for p in left))
+    else:
+        os.unlink(mark)
+
+
 def _sweep_cgroups(ids: set[str]) -> list[str]:
     """rmdir the cgroups named after these pods/containers (empty ones only), deepest first."""
     left = []
@@ -279,6 +318,7 @@ def remove_store(store: str) -> None:
                      ["rmi", "-a", "-f"]):
             _cli(store, args, check=False, timeout=120)
         _sweep_cgroups(_known_ids(store))
+        _sweep_runtime_roots()
     runroot = _runroot(store)
     # The overlay mounts podman keeps under its root (containers-storage): unmount, then remove.
     for d in (runroot, store):

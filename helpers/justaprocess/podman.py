@@ -56,7 +56,8 @@ from typing import Iterable
 from . import _launch, _libc, cgroups, lab, proc
 from ._podman_store import (  # noqa: F401 - what lab needs lives below it; podman.X as always
     LIBPOD_PARENT, MARK, PodmanError, TYPES, _PARENT_MARK, _SEARCH, _cli, _entry_name,
-    _hierarchy_mounts, _ids_file, _known_ids, _note_libpod_parent, _remember_ids, _runroot,
+    _hierarchy_mounts, _ids_file, _known_ids, _note_libpod_parent, _note_runtime_root,
+    _remember_ids, _runroot,
     _split, _sweep_cgroups, binary, env_for, is_store, leftover_cgroups, present, remove,
     remove_store)
 from .errors import BadInput, LabError, MissingTool, NeedsPrivilege
@@ -159,6 +160,7 @@ class Store:
         with open(os.path.join(self.dir, "storage.conf"), "w") as f:
             f.write(STORAGE_CONF.format(d=self.dir, runroot=self.runroot))
         _note_libpod_parent()
+        _note_runtime_root(runtime())
         return self
 
     def remove(self) -> None:
