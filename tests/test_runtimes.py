@@ -187,6 +187,22 @@ def test_same_blocks_as_the_hand_built_engine(image, own_objects):
 
 
 @pytest.mark.root
+@pytest.mark.parametrize("name", runtimes.DRIVEN)
+def test_asking_a_runtime_its_version_makes_no_folder_of_its_own(name):
+    # crun made root's /run/crun at every start, --version too; on a fresh machine that
+    # folder was the lab's doing (the doctor and the line-up ask), and nothing removed it.
+    path = runtimes.find(name).path
+    if path is None:
+        pytest.skip(f"{name} is not installed")
+    os.makedirs(lab.run_dir(), exist_ok=True)
+    r = subprocess.run(["strace", "-f", "-qq", "-e", "trace=mkdir,mkdirat",
+                        *runtimes.version_argv(name, path)], capture_output=True, text=True)
+    assert r.returncode == 0 and "version" in r.stdout, r.stderr
+    made = [ln for ln in r.stderr.splitlines() if "mkdir" in ln and lab.run_dir() not in ln]
+    assert made == [], made
+
+
+@pytest.mark.root
 def test_crun_when_present(image, own_objects):
     rt = runtimes.find("crun")
     if not rt.available:  # absent, or present but unable to run here: a lab error, nothing made

@@ -48,6 +48,15 @@ class Runtime(NamedTuple):
         return self.path is not None and not self.reason
 
 
+def version_argv(name: str, path: str) -> list[str]:
+    """How the lab asks a runtime its version.  crun makes its state folder (root's
+    /run/crun) at every start, ``--version`` too, unless ``--root`` names another: the
+    lab's run folder, where it makes nothing more.  runc and podman make none for it."""
+    if name == "crun":
+        return [path, "--root", lab.run_dir(), "--version"]
+    return [path, "--version"]
+
+
 def find(name: str) -> Runtime:
     """Look for one runtime; when absent, ``reason`` says why and how to get it."""
     if name not in RUNTIMES:
@@ -56,7 +65,7 @@ def find(name: str) -> Runtime:
     if path is None:
         return Runtime(name, None, "", f"{name} is not installed (apt-get install {name})")
     try:
-        r = _launch.tool([path, "--version"], timeout=10)
+        r = _launch.tool(version_argv(name, path), timeout=10)
     except _launch.Timeout as exc:
         return Runtime(name, path, "", f"{name} --version failed: {exc}")
     if r.error is not None:
